@@ -1,0 +1,36 @@
+# Two commands set everything up on a fresh machine: `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Data root: $REELREC_DATA_DIR when set, else ../shared/datasets when it exists.
+DATA_DIR ?= $(or $(REELREC_DATA_DIR),$(wildcard ../shared/datasets))
+
+.PHONY: install quickstart test lint bench clean
+
+$(BIN)/reelrec: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: 2.13.0 is the CPU build on this disk; an unpinned torch pulls CUDA.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(BIN)/reelrec
+
+install: $(BIN)/reelrec
+
+quickstart: install
+	@if [ -z "$(DATA_DIR)" ]; then \
+	  echo "No data found. Set REELREC_DATA_DIR to the folder that holds kuairand-27k-likehate-kcore15/"; \
+	  echo "and kuairand-pure-features/ (KuaiRand, CC BY-SA 4.0: https://kuairand.com), or run"; \
+	  echo "  $(BIN)/reelrec datasets --download kuairand   # into ~/.cache/reelrec"; \
+	  echo "then: make quickstart REELREC_DATA_DIR=~/.cache/reelrec"; exit 2; fi
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/reelrec quickstart --out runs/quickstart
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest -q
+
+bench: install
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/sasrec.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""cli stage of reelrec; see the README file tree."""

@@ -1,0 +1,87 @@
+"""Pieces the subcommands share: run folders, prepared data, building and scoring models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from reelrec.data import sources
+from reelrec.data.prepare import Prepared, prepare, read_prepared, write_prepared
+from reelrec.data.sequences import SequenceData, build_sequences
+from reelrec.data.splits import get_protocol
+from reelrec.io import atomic_write_json, run_metadata
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--dataset``, ``--protocol`` and ``--data-dir`` to a subcommand."""
+    parser.add_argument("--dataset", default="kuairand", help="dataset name (default: kuairand)")
+    parser.add_argument(
+        "--protocol", default="", help="evaluation protocol (default: the dataset's own)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default="",
+        help=f"data root holding the dataset folders (default: ${sources.ENV_VAR})",
+    )
+
+
+def prepare_run(
+    run_dir: Path, dataset: str, protocol: str = "", data_dir: str = "", log=print
+) -> Prepared:
+    """Load, clean and split ``dataset`` into ``run_dir/data`` and record ``run_dir/run.json``.
+
+    Raises:
+        DatasetNotFound, DataFormatError, KeyError: from the loaders / registry.
+    """
+    spec = sources.get_spec(dataset)
+    proto = get_protocol(protocol or spec.protocol)
+    t0 = time.perf_counter()
+    raw = sources.load(dataset, data_dir or None)
+    prep = prepare(raw, proto, dataset)
+    write_prepared(prep, run_dir / "data")
+    meta = {
+        "dataset": dataset,
+        "protocol": proto.name,
+        "data_root": str(sources.data_root(data_dir or None)),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **run_metadata(),
+    }
+    atomic_write_json(run_dir / "run.json", meta)
+    r = prep.report
+    log(
+        f"prepared {dataset} ({proto.name}) in {time.perf_counter() - t0:.1f}s: "
+        f"{r['rows']:,} rows, {r['users']:,} users, {r['items']:,} items, "
+        f"{r['duplicate_events_removed']} duplicate events removed -> {run_dir / 'data'}"
+    )
+    return prep
+
+
+def load_prepared(run_dir: Path) -> Prepared:
+    """Read ``run_dir/data`` (written by ``reelrec prepare``).
+
+    Raises:
+        FileNotFoundError: the run has no prepared data (says which command makes it).
+    """
+    return read_prepared(run_dir / "data")
+
+
+def sequences_for(prep: Prepared, max_len: int) -> SequenceData:
+    """Training windows and evaluation instances for a sequential model."""
+    return build_sequences(prep.interactions, prep.protocol, max_len)
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON file, naming it in the error."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc})") from None
+
+
+def set_seed(seed: int) -> None:
+    """Seed torch (the only RNG models and the loop use)."""
+    torch.manual_seed(seed)

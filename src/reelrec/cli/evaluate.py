@@ -1,0 +1,89 @@
+"""``reelrec evaluate RUN``: score every trained model of a run on the test split (full ranking)
+from its saved weights, and write RUN/metrics.json and RUN/report.md (+ plots)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from reelrec.cli.common import load_prepared, read_json, sequences_for
+from reelrec.cli.registry import MODELS, ExperimentConfig
+from reelrec.config import from_yaml
+from reelrec.eval.ranking import evaluate_next_item
+from reelrec.eval.report import write_report
+from reelrec.io import atomic_write_json, run_metadata
+from reelrec.training.checkpoint import load_model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``reelrec evaluate``."""
+    p = argparse.ArgumentParser(
+        prog="reelrec evaluate",
+        description="Reload each RUN/models/NAME from model.safetensors + config.yaml, rank "
+        "all items for every test instance, and write RUN/metrics.json and RUN/report.md.",
+    )
+    p.add_argument("run", type=Path, help="run folder (RUN)")
+    return p
+
+
+def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
+    """Evaluate every model under ``run_dir/models`` and write the run's metrics and report.
+
+    Returns:
+        The ``RUN/metrics.json`` content: ``{"dataset", "protocol", "models": {name: {metric:
+        value}}, "version", "commit"}``.
+
+    Raises:
+        FileNotFoundError: no prepared data or no trained model in the run.
+        CheckpointError: a weights file is not safetensors or does not match its config.
+    """
+    run_dir = Path(run_dir)
+    prep = load_prepared(run_dir)
+    model_dirs = sorted(p.parent for p in (run_dir / "models").glob("*/config.yaml"))
+    if not model_dirs:
+        raise FileNotFoundError(
+            f"{run_dir / 'models'}: no trained model; run `reelrec train` first"
+        )
+    cache = {}
+    models, details, histories = {}, {}, {}
+    for folder in model_dirs:
+        cfg = from_yaml(ExperimentConfig, folder / "config.yaml")
+        if cfg.max_len not in cache:
+            cache[cfg.max_len] = sequences_for(prep, cfg.max_len)
+        data = cache[cfg.max_len]
+        model = MODELS[cfg.model].build(cfg, data)
+        load_model(model, folder / "model.safetensors")
+        model.eval()
+        test, _ = evaluate_next_item(
+            model.score_all,
+            data.test.history,
+            data.test.target,
+            tuple(cfg.eval.ks),
+            cfg.eval.batch_size,
+        )
+        models[folder.name] = {
+            k: v for k, v in test.items() if k not in ("n_instances", "oov_targets")
+        }
+        detail = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
+        detail["test"] = test
+        details[folder.name] = detail
+        hist = folder / "history.json"
+        histories[folder.name] = read_json(hist) if hist.exists() else []
+        log(f"{folder.name}: test ndcg@10 {test['ndcg@10']:.4f}  recall@10 {test['recall@10']:.4f}")
+    metrics = {
+        "dataset": prep.report.get("dataset", ""),
+        "protocol": prep.protocol.name,
+        "models": models,
+        **run_metadata(),
+    }
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    report = write_report(run_dir, metrics, details, prep.report, histories)
+    log(f"wrote {run_dir / 'metrics.json'} and {report}")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``reelrec evaluate``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    evaluate_run(args.run)
+    return 0

@@ -1,0 +1,88 @@
+"""The ``reelrec`` command: one subcommand per pipeline stage (DESIGN.md data flow)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import reelrec
+
+
+def _commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
+    from reelrec.cli import datasets, evaluate, prepare, quickstart, train
+
+    return {
+        "quickstart": (
+            quickstart.main,
+            "the main job: prepare KuaiRand, train popularity + SASRec, evaluate, report",
+        ),
+        "datasets": (
+            datasets.main,
+            "list datasets (found/missing, rows, users, items); --download NAME",
+        ),
+        "prepare": (
+            prepare.main,
+            "raw files -> RUN/data/*.parquet, splits.json, prepare_report.json",
+        ),
+        "train": (train.main, "train a model: reelrec train CONFIG --run RUN [--a.b=c ...]"),
+        "evaluate": (evaluate.main, "full-ranking test metrics -> RUN/metrics.json, RUN/report.md"),
+    }
+
+
+def usage() -> str:
+    """The top-level help text."""
+    lines = [
+        f"reelrec {reelrec.__version__}: short-video recommendation, from datasets to ranking.",
+        "",
+        "usage: reelrec COMMAND [ARGS]   (reelrec COMMAND --help for details)",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<11} {desc}" for name, (_, desc) in _commands().items()]
+    lines += ["", "data: set REELREC_DATA_DIR to the folder holding the dataset folders."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a subcommand; known errors print one clear line and return 2.
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        Exit status: 0 success, 2 usage or input error.
+    """
+    from reelrec.config import ConfigError
+    from reelrec.data.readers import DataFormatError
+    from reelrec.data.sources import DatasetNotFound
+    from reelrec.training.checkpoint import CheckpointError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"reelrec {reelrec.__version__}")
+        return 0
+    commands = _commands()
+    if argv[0] not in commands:
+        print(f"reelrec: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    try:
+        return commands[argv[0]][0](argv[1:])
+    except (
+        ConfigError,
+        DataFormatError,
+        DatasetNotFound,
+        CheckpointError,
+        FileNotFoundError,
+        KeyError,
+    ) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"reelrec {argv[0]}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def console_main() -> None:
+    """Entry point of the ``reelrec`` console script."""
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""``reelrec train CONFIG --run RUN [--a.b=c ...]``: train one model on a prepared run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from reelrec.cli.common import load_prepared, prepare_run, sequences_for, set_seed
+from reelrec.cli.registry import MODELS, PRESETS, ExperimentConfig, resolve_config
+from reelrec.config import ConfigError, to_yaml
+from reelrec.eval.ranking import evaluate_next_item
+from reelrec.io import atomic_write_json, run_metadata
+from reelrec.training.checkpoint import save_model
+from reelrec.training.loop import fit
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``reelrec train``."""
+    p = argparse.ArgumentParser(
+        prog="reelrec train",
+        description="Train one model on RUN/data (prepared first if missing), keep the best "
+        "epoch by validation NDCG@10, and write RUN/models/NAME/{model.safetensors, "
+        "config.yaml, metrics.json, history.json, checkpoint/}. An interrupted run resumes "
+        "from its checkpoint when started again with the same command.",
+        epilog="Overrides: any config key as --section.key=value, e.g. --train.epochs=5 "
+        "--sasrec.hidden=128 --data.dataset=amazon-beauty. Unknown keys are rejected. "
+        f"Presets: {', '.join(PRESETS)}. Models: "
+        + "; ".join(f"{k}: {v.description}" for k, v in MODELS.items()),
+    )
+    p.add_argument("config", help="preset name or path to a YAML config")
+    p.add_argument("--run", required=True, type=Path, help="run folder (RUN)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    return p
+
+
+def train_model(
+    run_dir: Path, cfg: ExperimentConfig, resume: bool = True, log=print
+) -> dict[str, object]:
+    """Train ``cfg`` on ``run_dir`` and return the model's metrics (also written to disk).
+
+    Raises:
+        ConfigError: the run was prepared for another dataset than ``cfg.data.dataset``.
+        FileNotFoundError, DatasetNotFound, DataFormatError: missing or malformed data.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "data" / "interactions.parquet").exists():
+        log(f"{run_dir / 'data'} not found: preparing {cfg.data.dataset} first")
+        prepare_run(run_dir, cfg.data.dataset, cfg.data.protocol, cfg.data.data_dir, log=log)
+    prep = load_prepared(run_dir)
+    prepared_for = prep.report.get("dataset")
+    if prepared_for and prepared_for != cfg.data.dataset:
+        raise ConfigError(
+            f"{run_dir} was prepared for dataset {prepared_for!r} but the config says "
+            f"data.dataset={cfg.data.dataset!r}; use another --run or --data.dataset={prepared_for}"
+        )
+    data = sequences_for(prep, cfg.max_len)
+    set_seed(cfg.train.seed)
+    entry = MODELS[cfg.model]
+    model = entry.build(cfg, data)
+    out = run_dir / "models" / cfg.run_name
+    out.mkdir(parents=True, exist_ok=True)
+    to_yaml(cfg, out / "config.yaml")
+    ks = tuple(cfg.eval.ks)
+
+    def evaluate(m: torch.nn.Module, split: str = "valid") -> dict[str, float]:
+        inst = data.valid if split == "valid" else data.test
+        return evaluate_next_item(m.score_all, inst.history, inst.target, ks, cfg.eval.batch_size)[
+            0
+        ]
+
+    t0 = time.perf_counter()
+    info: dict[str, object] = {}
+    if entry.trainable:
+        log(
+            f"training {cfg.model} on {cfg.data.dataset}: {len(data.train_windows):,} windows, "
+            f"{data.vocab.size:,} items, {sum(p.numel() for p in model.parameters()):,} parameters"
+        )
+        result = fit(model, data.train_windows, evaluate, cfg.train, out, resume=resume, log=log)
+        info = {
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "stopped": result.stopped,
+        }
+    else:
+        save_model(model, out / "model.safetensors")
+    model.eval()
+    metrics = {
+        "model": cfg.model,
+        "dataset": cfg.data.dataset,
+        "protocol": prep.protocol.name,
+        "valid": evaluate(model, "valid"),
+        "test": evaluate(model, "test"),
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        "num_items": data.vocab.size,
+        "train_windows": len(data.train_windows),
+        **info,
+        **run_metadata(),
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    t = metrics["test"]
+    log(
+        f"{cfg.run_name}: test recall@10 {t['recall@10']:.4f}  ndcg@10 {t['ndcg@10']:.4f} "
+        f"over {t['n_instances']:,} instances ({t['oov_targets']:,} targets unseen in train) "
+        f"-> {out}"
+    )
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``reelrec train``; returns the exit status."""
+    args, overrides = build_parser().parse_known_args(argv)
+    bad = [o for o in overrides if not o.startswith("--")]
+    if bad:
+        raise ConfigError(f"unexpected argument(s) {bad}; overrides look like --a.b=value")
+    cfg = resolve_config(args.config, overrides)
+    train_model(args.run, cfg, resume=not args.no_resume)
+    return 0
+
+
+def describe(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML text (for logs)."""
+    return json.dumps(to_yaml(cfg))

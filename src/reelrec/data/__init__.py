@@ -1,0 +1,1 @@
+"""data stage of reelrec; see the README file tree."""

@@ -1,0 +1,168 @@
+"""``reelrec prepare``: raw tables -> cleaned, stable-sorted, split canonical tables on disk.
+
+Steps, each counted in ``prepare_report.json`` (CASES.md C08, C09, C11):
+
+1. duplicate events (same user, item, timestamp and feedback labels) are collapsed to the first;
+   rows without timestamps (S3-Rec order-only files) are never collapsed: a repeat there is a
+   repeat purchase;
+2. rows are stable-sorted by (user, time): rows with equal timestamps keep file order (never
+   item order), all columns move together; rows that were out of time order are counted;
+3. (user, timestamp) tie groups are counted (they decide next-item targets);
+4. the protocol's split is stored in column ``split`` (0 train, 1 valid, 2 test); dropped rows
+   (after the last test day) are removed and counted.
+
+Output (every file written to a temp name, then renamed): ``RUN/data/interactions.parquet``,
+``items.parquet``, ``users.parquet``, ``splits.json``, ``prepare_report.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reelrec.data.splits import DROPPED, SPLIT_NAMES, Protocol, assign_splits, positive_mask
+from reelrec.data.tables import LABEL_COLUMNS, RawTables
+from reelrec.io import atomic_path, atomic_write_json
+
+
+@dataclass
+class Prepared:
+    """Prepared tables plus the report.
+
+    Attributes:
+        interactions: canonical interactions sorted by (user_id, time), column ``split`` (int8).
+        items, users: as loaded.
+        protocol: the protocol whose split is stored.
+        report: counts (rows, duplicates, ties, out-of-order rows, per-split rows...).
+    """
+
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame
+    protocol: Protocol
+    report: dict[str, object]
+
+
+def _hashable(df: pd.DataFrame) -> pd.DataFrame:
+    """Copy of ``df`` with list/array cells turned into tuples, so rows can be compared."""
+    out = df.copy()
+    for col in out.columns:
+        if (
+            out[col].dtype == object
+            and len(out)
+            and isinstance(out[col].iloc[0], list | np.ndarray)
+        ):
+            out[col] = out[col].map(tuple)
+    return out
+
+
+def prepare(raw: RawTables, protocol: Protocol, dataset: str) -> Prepared:
+    """Clean, sort and split ``raw`` under ``protocol`` (see module docstring).
+
+    Raises:
+        KeyError: a column the protocol needs is missing.
+    """
+    inter = raw.interactions.reset_index(drop=True)
+    report: dict[str, object] = {
+        "dataset": dataset,
+        "protocol": protocol.name,
+        "rows_raw": len(inter),
+    }
+
+    key = ["user_id", "item_id", "timestamp_ms"] + [
+        c for c in (*LABEL_COLUMNS, "rating", "label_1d") if c in inter.columns
+    ]
+    if inter["timestamp_ms"].notna().all():
+        dup = _hashable(inter[key]).duplicated(keep="first").to_numpy()
+    else:
+        dup = np.zeros(len(inter), dtype=bool)
+    report["duplicate_events_removed"] = int(dup.sum())
+    report["duplicate_key"] = key
+    inter = inter.loc[~dup].reset_index(drop=True)
+
+    users = inter["user_id"].to_numpy()
+    has_time = inter["timestamp_ms"].notna().all()
+    if has_time:
+        ts = inter["timestamp_ms"].to_numpy(dtype="int64")
+        same_user = users[1:] == users[:-1]
+        report["rows_out_of_time_order"] = int((same_user & (ts[1:] < ts[:-1])).sum())
+        order = np.lexsort((ts, users))  # lexsort is stable: ties keep file order
+        inter = inter.iloc[order].reset_index(drop=True)
+        users, ts = users[order], ts[order]
+        key_change = np.r_[True, (users[1:] != users[:-1]) | (ts[1:] != ts[:-1])]
+        group = np.cumsum(key_change)
+        sizes = np.bincount(group)
+        report["tie_groups"] = int((sizes > 1).sum())
+        report["rows_in_tie_groups"] = int(sizes[sizes > 1].sum())
+        report["tie_row_share"] = round(float(sizes[sizes > 1].sum()) / max(len(inter), 1), 4)
+    else:
+        order = np.argsort(users, kind="stable")
+        inter = inter.iloc[order].reset_index(drop=True)
+        report["timestamps"] = "none: file order is the time order"
+
+    split = assign_splits(inter, protocol)
+    report["rows_dropped_after_test_period"] = int((split == DROPPED).sum())
+    inter = inter.loc[split != DROPPED].reset_index(drop=True)
+    inter["split"] = split[split != DROPPED]
+
+    pos = positive_mask(inter, protocol)
+    report["rows"] = len(inter)
+    report["users"] = int(inter["user_id"].nunique())
+    report["items"] = int(inter["item_id"].nunique())
+    report["positive_rows"] = int(pos.sum())
+    report["rows_per_split"] = {
+        name: int((inter["split"] == code).sum()) for code, name in SPLIT_NAMES.items()
+    }
+    report["positive_rows_per_split"] = {
+        name: int(((inter["split"] == code).to_numpy() & pos).sum())
+        for code, name in SPLIT_NAMES.items()
+    }
+    report["loader"] = raw.notes
+    return Prepared(inter, raw.items, raw.users, protocol, report)
+
+
+def write_prepared(prep: Prepared, out_dir: Path) -> None:
+    """Write the prepared tables and reports under ``out_dir`` (atomically, file by file)."""
+    out_dir = Path(out_dir)
+    for name, table in (
+        ("interactions", prep.interactions),
+        ("items", prep.items),
+        ("users", prep.users),
+    ):
+        with atomic_path(out_dir / f"{name}.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+    counts = prep.report["rows_per_split"]
+    atomic_write_json(
+        out_dir / "splits.json",
+        {"protocol": prep.protocol.to_dict(), "split_codes": SPLIT_NAMES, "rows": counts},
+    )
+    atomic_write_json(out_dir / "prepare_report.json", prep.report)
+
+
+def read_prepared(data_dir: Path) -> Prepared:
+    """Read what :func:`write_prepared` wrote.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` holds no prepared data (names the missing file).
+    """
+    import json
+
+    from reelrec.data.splits import Protocol
+
+    data_dir = Path(data_dir)
+    for f in ("interactions.parquet", "items.parquet", "users.parquet", "splits.json"):
+        if not (data_dir / f).exists():
+            raise FileNotFoundError(f"{data_dir / f}: missing; run `reelrec prepare` first")
+    splits = json.loads((data_dir / "splits.json").read_text(encoding="utf-8"))
+    report_path = data_dir / "prepare_report.json"
+    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else {}
+    return Prepared(
+        pd.read_parquet(data_dir / "interactions.parquet"),
+        pd.read_parquet(data_dir / "items.parquet"),
+        pd.read_parquet(data_dir / "users.parquet"),
+        Protocol(**splits["protocol"]),
+        report,
+    )

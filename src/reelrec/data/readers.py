@@ -1,0 +1,172 @@
+"""Checked readers for the raw files: every error names the file, the line and the column.
+
+The official files are read as text first (pandas' C parser, ``dtype=str``), then each column is
+converted with :func:`to_numeric`, which reports the first bad value with its physical line
+number. Physical line numbers are exact also for files with quoted multi-line fields (SegMM's
+``label_1D``): on the error path the file is re-scanned with :mod:`csv` to map record -> line.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+#: Values that mean "missing" in the raw files (RecBole #2125, CASES.md C11): empty, em dash,
+#: hyphen-minus, N/A. They become NaN in nullable columns and an error in required ones.
+MISSING_MARKERS = ("", "\u2014", "-", "N/A", "NA", "nan", "NaN", "null", "None")
+
+
+class DataFormatError(ValueError):
+    """A raw data file is malformed; the message names file, line and column."""
+
+
+def _open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline="")
+    return open(path, encoding=encoding, newline="")  # noqa: SIM115
+
+
+def physical_line(path: Path, record: int, sep: str, header: bool = True) -> int:
+    """1-based physical line on which data record ``record`` (0-based) starts."""
+    with _open_text(path) as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        start = 1
+        for i, _ in enumerate(reader):
+            rec = i - (1 if header else 0)
+            if rec == record:
+                return start
+            start = reader.line_num + 1
+    return start
+
+
+def read_table(
+    path: Path,
+    sep: str,
+    columns: list[str] | None = None,
+    required: list[str] | None = None,
+    encoding: str = "utf-8",
+) -> pd.DataFrame:
+    """Read a delimited text file as strings, checking the header and the field count per row.
+
+    Args:
+        path: file to read (``.gz`` allowed).
+        sep: field separator.
+        columns: column names for a file with no header line; ``None`` means the file has one.
+        required: columns that must be present in the header.
+        encoding: text encoding (MovieLens 100K's ``u.item`` is latin-1).
+
+    Returns:
+        DataFrame of ``str`` columns, one row per record (quoted multi-line fields allowed).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        DataFormatError: a row has too many or too few fields, or a required column is missing;
+            the message names the file and the physical line.
+    """
+    import pyarrow.csv as pacsv
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        with _open_text(path, encoding) as fh:
+            first = next(csv.reader(fh, delimiter=sep), None)
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    if first is None:
+        raise DataFormatError(f"{path}: file is empty")
+    names = list(columns) if columns is not None else [c.strip() for c in first]
+    missing = [c for c in (required or []) if c not in names]
+    if missing:
+        raise DataFormatError(
+            f"{path}: missing column(s) {missing}; found {names} (is the separator {sep!r} right?)"
+        )
+    invalid: list[object] = []
+
+    def on_invalid(row: object) -> str:
+        invalid.append(row)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(
+                column_names=names, skip_rows=0 if columns is not None else 1, encoding=encoding
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=sep, newlines_in_values=True, invalid_row_handler=on_invalid
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, "string"), strings_can_be_null=False
+            ),
+        )
+    except Exception as exc:  # pyarrow raises ArrowInvalid for encoding and quoting faults
+        raise DataFormatError(f"{path}: cannot parse: {exc}") from None
+    if invalid:
+        line, found = _first_bad_line(path, sep, len(names), encoding)
+        raise DataFormatError(f"{path}, line {line}: expected {len(names)} fields, found {found}")
+    return table.to_pandas()
+
+
+def _first_bad_line(path: Path, sep: str, ncols: int, encoding: str) -> tuple[int, int]:
+    with _open_text(path, encoding) as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        start = 1
+        for row in reader:
+            if len(row) != ncols:
+                return start, len(row)
+            start = reader.line_num + 1
+    return start, -1
+
+
+def to_numeric(
+    df: pd.DataFrame,
+    column: str,
+    path: Path,
+    sep: str,
+    *,
+    dtype: str = "int64",
+    nullable: bool = False,
+    header: bool = True,
+) -> tuple[np.ndarray, int]:
+    """Convert a text column to numbers, naming the first bad value's file, line and column.
+
+    Args:
+        df: table from :func:`read_table`.
+        column: column to convert.
+        path, sep, header: the file it came from (for error messages).
+        dtype: ``"int64"`` or ``"float64"``.
+        nullable: if true, :data:`MISSING_MARKERS` become NaN (float64 result) and are counted;
+            otherwise they are an error.
+
+    Returns:
+        ``(values, n_missing)``: numpy array of ``dtype`` (float64 when nullable) and the count of
+        missing markers.
+
+    Raises:
+        DataFormatError: a value is not a number (or is missing in a required column).
+    """
+    text = df[column].str.strip()
+    is_missing = text.isin(MISSING_MARKERS).to_numpy()
+    values = pd.to_numeric(text.where(~is_missing, None), errors="coerce").to_numpy(dtype="float64")
+    bad = np.isnan(values) & ~is_missing
+    if not nullable:
+        bad |= is_missing
+    if dtype == "int64":
+        bad |= ~np.isnan(values) & (values != np.round(values))
+    if bad.any():
+        rec = int(np.flatnonzero(bad)[0])
+        line = physical_line(path, rec, sep, header=header)
+        raise DataFormatError(
+            f"{path}, line {line}, column {column!r}: expected "
+            f"{'an integer' if dtype == 'int64' else 'a number'}, got {df[column].iloc[rec]!r}"
+        )
+    n_missing = int(is_missing.sum())
+    if nullable:
+        return values, n_missing
+    return values.astype(dtype), 0

@@ -1,0 +1,1 @@
+"""eval stage of reelrec; see the README file tree."""

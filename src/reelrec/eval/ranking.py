@@ -1,0 +1,158 @@
+"""Full ranking over every item, exact and memory-bounded: never sampled negatives.
+
+Tie rule (documented, deterministic): among items with equal score, the lower item index ranks
+first. So the rank of the target ``t`` is ``#{i : s_i > s_t} + #{i < t : s_i = s_t}``, 0-based,
+over real items 1..V (column 0 is padding and never ranked). An out-of-vocabulary target
+(index -1) gets rank V: a miss at every cutoff.
+
+:func:`target_ranks_chunked` and :func:`topk_chunked` score ``item_chunk`` items at a time from
+user and item embeddings, so peak memory is ``B x item_chunk x 4`` bytes plus the buffers
+(RecBole #1866, CASES.md C21), and give the same answer for every chunk size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from reelrec.eval.metrics import metrics_from_ranks
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target among items 1..V.
+
+    Args:
+        scores: float (B, V + 1); column 0 is ignored.
+        targets: int64 (B,), item index in 1..V, or -1 for out of vocabulary.
+
+    Returns:
+        int64 (B,) ranks in 0..V (V for out-of-vocabulary targets).
+
+    Raises:
+        ValueError: NaN scores, shape mismatch or targets outside {-1} U 1..V.
+    """
+    ranks = _ranks_in_chunk(scores[:, 1:], targets, offset=1)
+    return torch.where(targets < 1, torch.full_like(ranks, scores.shape[1] - 1), ranks)
+
+
+def _ranks_in_chunk(
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    offset: int,
+    target_scores: torch.Tensor | None = None,
+) -> torch.Tensor:
+    if scores.ndim != 2 or targets.shape != (scores.shape[0],):
+        raise ValueError(
+            f"scores (B, N) and targets (B,) expected, got {tuple(scores.shape)} and {tuple(targets.shape)}"
+        )
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    oov = targets < 1
+    if target_scores is None:
+        n = scores.shape[1]
+        if bool(((targets > n) | ((targets < 1) & (targets != -1))).any()):
+            raise ValueError(f"targets must be -1 or in 1..{n}")
+        target_scores = scores.gather(1, (targets.clamp(min=1) - offset).unsqueeze(1)).squeeze(1)
+    ids = torch.arange(offset, offset + scores.shape[1], device=scores.device)
+    ts = target_scores.unsqueeze(1)
+    ahead = (scores > ts) | ((scores == ts) & (ids.unsqueeze(0) < targets.unsqueeze(1)))
+    ranks = ahead.sum(1)
+    return torch.where(oov, torch.full_like(ranks, -1), ranks)
+
+
+def target_ranks_chunked(
+    user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, item_chunk: int = 65536
+) -> torch.Tensor:
+    """Ranks from embeddings, scoring ``item_chunk`` items at a time (same result as one shot).
+
+    Args:
+        user: float (B, D) user representations.
+        items: float (V + 1, D) item embeddings; row 0 is padding.
+        targets: int64 (B,), 1..V or -1.
+        item_chunk: items scored per step (>= 1).
+
+    Returns:
+        int64 (B,) ranks, V for out-of-vocabulary targets.
+    """
+    if item_chunk < 1:
+        raise ValueError("item_chunk must be >= 1")
+    num_items = items.shape[0] - 1
+    tgt_scores = (user * items[targets.clamp(min=1)]).sum(-1)
+    total = torch.zeros(len(targets), dtype=torch.long, device=user.device)
+    for start in range(1, num_items + 1, item_chunk):
+        stop = min(start + item_chunk, num_items + 1)
+        chunk = user @ items[start:stop].T
+        total += _ranks_in_chunk(chunk, targets, offset=start, target_scores=tgt_scores).clamp(
+            min=0
+        )
+    return torch.where(targets < 1, torch.full_like(total, num_items), total)
+
+
+def topk_chunked(
+    user: torch.Tensor, items: torch.Tensor, k: int, item_chunk: int = 65536
+) -> torch.Tensor:
+    """Top-k item indices per user under the tie rule, scoring ``item_chunk`` items at a time.
+
+    Args:
+        user: float (B, D); items: float (V + 1, D), row 0 padding; k: list length (>= 1).
+
+    Returns:
+        int64 (B, k) item indices in 1..V, best first; -1 fills slots when V < k (CASES.md C05).
+    """
+    if k < 1 or item_chunk < 1:
+        raise ValueError("k and item_chunk must be >= 1")
+    b = user.shape[0]
+    best_s = torch.full((b, 0), float("-inf"), device=user.device)
+    best_i = torch.zeros((b, 0), dtype=torch.long, device=user.device)
+    for start in range(1, items.shape[0], item_chunk):
+        stop = min(start + item_chunk, items.shape[0])
+        s = torch.cat([best_s, user @ items[start:stop].T], 1)
+        i = torch.cat([best_i, torch.arange(start, stop, device=user.device).expand(b, -1)], 1)
+        # sort by index (ascending) then stably by score (descending): ties keep lower index first
+        order = torch.argsort(i, dim=1, stable=True)
+        s, i = s.gather(1, order), i.gather(1, order)
+        order = torch.argsort(s, dim=1, descending=True, stable=True)[:, :k]
+        best_s, best_i = s.gather(1, order), i.gather(1, order)
+    if best_i.shape[1] < k:
+        pad = torch.full((b, k - best_i.shape[1]), -1, dtype=torch.long, device=user.device)
+        best_i = torch.cat([best_i, pad], 1)
+    return best_i
+
+
+def evaluate_next_item(
+    score_all: Callable[[torch.Tensor], torch.Tensor],
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    ks: tuple[int, ...] = (5, 10, 20),
+    batch_size: int = 512,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Full-ranking next-item metrics of a scorer over evaluation instances.
+
+    Args:
+        score_all: ``history (B, L) -> scores (B, V + 1)``.
+        history: int64 (n, L); targets: int64 (n,) (-1 = out of vocabulary, counted as a miss).
+        ks: cutoffs.
+        batch_size: instances scored at once.
+
+    Returns:
+        ``(metrics, ranks)``: ``hr@k``, ``recall@k``, ``ndcg@k``, ``mrr@k``, ``mrr`` averaged
+        over all n instances, plus ``n_instances`` and ``oov_targets``; ranks int64 (n,).
+
+    Raises:
+        ValueError: no instances.
+    """
+    if len(targets) == 0:
+        raise ValueError("no evaluation instances")
+    ranks = []
+    with torch.no_grad():
+        for start in range(0, len(targets), batch_size):
+            sl = slice(start, start + batch_size)
+            scores = score_all(history[sl])
+            ranks.append(target_ranks(scores, targets[sl]))
+    all_ranks = torch.cat(ranks).numpy()
+    metrics = metrics_from_ranks(all_ranks, ks)
+    metrics["n_instances"] = int(len(all_ranks))
+    metrics["oov_targets"] = int((targets < 1).sum())
+    return metrics, all_ranks

@@ -1,0 +1,128 @@
+"""``RUN/report.md`` with a metrics table and training-curve plots (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reelrec.io import atomic_path, atomic_write_text
+
+
+def plot_training_curves(
+    histories: dict[str, list[dict[str, Any]]], baselines: dict[str, float], metric: str, path: Path
+) -> bool:
+    """Plot train loss and validation ``metric`` per epoch for each trained model.
+
+    Args:
+        histories: model name -> list of epoch rows (``epoch``, ``loss``, ``valid_<metric>``).
+        baselines: model name -> validation ``metric`` of untrained baselines (drawn as lines).
+        metric: e.g. ``"ndcg@10"``.
+        path: PNG to write (atomically).
+
+    Returns:
+        False when there is nothing to plot (no history), True otherwise.
+    """
+    if not any(histories.values()):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, rows in histories.items():
+        if not rows:
+            continue
+        epochs = [r["epoch"] for r in rows]
+        ax_loss.plot(epochs, [r["loss"] for r in rows], marker=".", label=name)
+        ax_val.plot(epochs, [r.get(f"valid_{metric}") for r in rows], marker=".", label=name)
+    for name, value in baselines.items():
+        ax_val.axhline(value, linestyle="--", color="grey", linewidth=1)
+        ax_val.annotate(name, (ax_val.get_xlim()[0], value), fontsize=8, color="grey", va="bottom")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    ax_val.set(
+        xlabel="epoch", ylabel=f"validation {metric}", title=f"validation {metric} (full ranking)"
+    )
+    ax_loss.legend()
+    ax_val.legend()
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(
+    run_dir: Path,
+    metrics: dict[str, Any],
+    details: dict[str, dict[str, Any]],
+    prepare_report: dict[str, Any],
+    histories: dict[str, list[dict[str, Any]]],
+) -> Path:
+    """Write ``run_dir/report.md`` (and ``run_dir/plots/training_curves.png``).
+
+    Args:
+        metrics: the ``RUN/metrics.json`` content (DESIGN.md shape).
+        details: model name -> its ``models/NAME/metrics.json``.
+        prepare_report: ``RUN/data/prepare_report.json``.
+        histories: model name -> epoch rows.
+
+    Returns:
+        Path of the report.
+    """
+    run_dir = Path(run_dir)
+    models = metrics["models"]
+    cols = [
+        c
+        for c in ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
+        if any(c in m for m in models.values())
+    ]
+    lines = [
+        f"# reelrec run report: {metrics['dataset']}",
+        "",
+        f"Protocol: **{metrics['protocol']}**, full ranking over every train item (no sampled "
+        f"negatives). reelrec {metrics['version']}, commit `{metrics['commit']}`.",
+        "",
+        "## Test metrics",
+        "",
+        "| model | " + " | ".join(cols) + " | best epoch | train s |",
+        "|---|" + "---|" * (len(cols) + 2),
+    ]
+    for name, m in models.items():
+        d = details.get(name, {})
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{m[c]:.4f}" for c in cols)
+            + f" | {d.get('best_epoch', '-')} | {d.get('train_seconds', '-')} |"
+        )
+    any_d = next(iter(details.values()), {})
+    test = any_d.get("test", {})
+    if test:
+        lines += [
+            "",
+            f"{test.get('n_instances', '?'):,} test instances; {test.get('oov_targets', 0):,} of "
+            "them have a target item never seen in train, which no ID-based model can rank: "
+            "they count as misses.",
+        ]
+    baselines = {
+        n: d["valid"]["ndcg@10"]
+        for n, d in details.items()
+        if not histories.get(n) and "valid" in d
+    }
+    if plot_training_curves(
+        histories, baselines, "ndcg@10", run_dir / "plots" / "training_curves.png"
+    ):
+        lines += ["", "## Training curves", "", "![training curves](plots/training_curves.png)"]
+    r = prepare_report
+    if r:
+        lines += [
+            "",
+            "## Data",
+            "",
+            f"- rows {r.get('rows', '?'):,}, users {r.get('users', '?'):,}, items {r.get('items', '?'):,}",
+            f"- rows per split: {r.get('rows_per_split')}; positive rows per split: {r.get('positive_rows_per_split')}",
+            f"- duplicate events removed: {r.get('duplicate_events_removed')}; rows out of time order in the file: {r.get('rows_out_of_time_order', 'n/a')}; rows in (user, time) tie groups: {r.get('rows_in_tie_groups', 'n/a')} (kept in file order)",
+        ]
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,1 @@
+"""models stage of reelrec; see the README file tree."""

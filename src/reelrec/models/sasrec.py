@@ -1,0 +1,229 @@
+"""SASRec: Self-Attentive Sequential Recommendation.
+
+Wang-Cheng Kang and Julian McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018,
+arXiv 1808.09781. Implements section III: item embedding plus learnable position embedding
+(III-B), stacked causal self-attention blocks with point-wise feed-forward networks, residual
+connections, layer normalisation and dropout (III-C, III-D), and prediction by the inner product
+of the last hidden state with the shared item embedding table (III-E).
+
+Training objective (``SASRecConfig.loss``):
+    ``"ce"`` (default): softmax cross-entropy of the next item over ALL items at every non-padding
+    position, as RecBole's SASRec with ``loss_type=CE`` (the peer measured in shared/PEERS.md).
+    ``"bce"``: the paper's objective (eq. 9): binary cross-entropy of the next item against one
+    uniformly sampled negative per position.
+
+Deviations from the paper, and why:
+    * Pre-LayerNorm blocks (``x + Attn(LN(x))``, ``x + FFN(LN(x))``, final LN), a GELU FFN and
+      truncated-normal(0.02) initialisation, as in RecBole/BERT; the paper applies LN to the
+      query only and uses ReLU. Pre-LN trains stably without warm-up.
+    * Position ids count from the first real item of the (left-padded) window, not from the
+      first slot, so outputs do not depend on how much padding precedes a sequence (padding
+      invariance) and match between training windows and evaluation histories.
+    * Default objective is full-softmax CE (see above); the paper's BCE is available.
+    * No item-embedding scaling by sqrt(D) (RecBole does not scale either).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class SASRecConfig:
+    """SASRec hyper-parameters (defaults: RecBole's SASRec, used in shared/PEERS.md)."""
+
+    max_len: int = 50  # history length L, items (>= 1)
+    hidden: int = 64  # width D (divisible by heads)
+    layers: int = 2  # number of self-attention blocks (>= 1)
+    heads: int = 2  # attention heads H (>= 1)
+    inner: int = 256  # feed-forward inner width (>= 1)
+    dropout: float = 0.5  # dropout on embeddings, attention output and FFN, in [0, 1)
+    attn_dropout: float = 0.5  # dropout on attention probabilities, in [0, 1)
+    layer_norm_eps: float = 1e-12  # LayerNorm epsilon (> 0)
+    init_std: float = 0.02  # std of the truncated-normal initialisation (> 0)
+    loss: str = "ce"  # "ce" (softmax over all items) or "bce" (paper, 1 sampled negative)
+
+
+class SASRecOutput(NamedTuple):
+    """``hidden``: float (B, L, D), per-position sequence representations (0 at padding)."""
+
+    hidden: torch.Tensor
+
+
+class LossOutput(NamedTuple):
+    """``loss``: scalar training loss; ``parts``: named terms that make it up (for logging)."""
+
+    loss: torch.Tensor
+    parts: dict[str, float]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position t sees positions <= t that are not padding."""
+
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        if cfg.hidden % cfg.heads:
+            raise ValueError(f"hidden ({cfg.hidden}) must be divisible by heads ({cfg.heads})")
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.out = nn.Linear(cfg.hidden, cfg.hidden)
+        self.attn_dropout = cfg.attn_dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: float (B, L, D); mask: bool (B, 1, L, L), True where attention is allowed."""
+        b, seq, d = x.shape
+        q, k, v = self.qkv(x).view(b, seq, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(b, seq, d))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: causal self-attention then a point-wise feed-forward network."""
+
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.hidden, cfg.inner),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.inner, cfg.hidden),
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: float (B, L, D); mask: bool (B, 1, L, L). Returns float (B, L, D)."""
+        x = x + self.drop(self.attn(self.ln1(x), mask))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class SASRec(nn.Module):
+    """SASRec over an item vocabulary 1..V (index 0 is padding).
+
+    Args:
+        num_items: V, the number of real items.
+        cfg: hyper-parameters.
+
+    Raises:
+        ValueError: invalid sizes (V < 1, hidden not divisible by heads, unknown loss).
+    """
+
+    def __init__(self, num_items: int, cfg: SASRecConfig) -> None:
+        super().__init__()
+        if num_items < 1:
+            raise ValueError(f"num_items must be >= 1, got {num_items}")
+        if cfg.loss not in ("ce", "bce"):
+            raise ValueError(f"loss must be 'ce' or 'bce', got {cfg.loss!r}")
+        self.cfg = cfg
+        self.num_items = num_items
+        self.item_emb = nn.Embedding(num_items + 1, cfg.hidden, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.emb_drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.final_ln = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.apply(self._init)
+
+    def _init(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.trunc_normal_(
+                module.weight,
+                std=self.cfg.init_std,
+                a=-2 * self.cfg.init_std,
+                b=2 * self.cfg.init_std,
+            )
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def forward(self, items: torch.Tensor) -> SASRecOutput:
+        """Encode left-padded item sequences.
+
+        Args:
+            items: int64 (B, L) item indices in 0..V, 0 = padding, L <= cfg.max_len.
+
+        Returns:
+            :class:`SASRecOutput` with hidden float (B, L, D); position t depends only on
+            items at positions <= t.
+
+        Raises:
+            ValueError: L > max_len or ids outside 0..V.
+        """
+        b, seq = items.shape
+        if seq > self.cfg.max_len:
+            raise ValueError(f"sequence length {seq} > max_len {self.cfg.max_len}")
+        if items.numel() and (int(items.min()) < 0 or int(items.max()) > self.num_items):
+            raise ValueError(f"item ids must be in 0..{self.num_items}")
+        valid = items > 0
+        pos = (valid.long().cumsum(1) - 1).clamp(min=0)
+        x = self.item_emb(items) + self.pos_emb(pos)
+        x = self.emb_drop(x) * valid.unsqueeze(-1)
+        causal = torch.ones(seq, seq, dtype=torch.bool, device=items.device).tril()
+        mask = causal & valid.unsqueeze(1)  # (B, L, L): key must be real and not in the future
+        mask = mask | torch.eye(seq, dtype=torch.bool, device=items.device)  # padding rows: self
+        mask = mask.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, mask) * valid.unsqueeze(-1)
+        return SASRecOutput(self.final_ln(x) * valid.unsqueeze(-1))
+
+    def user_representation(self, history: torch.Tensor) -> torch.Tensor:
+        """Representation after the last (most recent) position.
+
+        Args:
+            history: int64 (B, L) left-padded item indices.
+
+        Returns:
+            float (B, D).
+        """
+        return self.forward(history).hidden[:, -1]
+
+    def score_all(self, history: torch.Tensor) -> torch.Tensor:
+        """Scores of every item index for the next position.
+
+        Args:
+            history: int64 (B, L) left-padded item indices.
+
+        Returns:
+            float (B, V + 1); column 0 (padding) is -inf.
+        """
+        scores = self.user_representation(history) @ self.item_emb.weight.T
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def loss(
+        self, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+    ) -> LossOutput:
+        """Next-item training loss over all non-padding target positions.
+
+        Args:
+            inputs: int64 (B, L) left-padded items.
+            targets: int64 (B, L) the next item at each position (0 where there is none).
+            generator: RNG for the negatives of the ``"bce"`` loss.
+
+        Returns:
+            :class:`LossOutput` (mean over target positions).
+        """
+        hidden = self.forward(inputs).hidden
+        keep = targets > 0
+        h, t = hidden[keep], targets[keep]  # (P, D), (P,)
+        if self.cfg.loss == "ce":
+            logits = h @ self.item_emb.weight[1:].T  # (P, V), padding excluded
+            loss = F.cross_entropy(logits, t - 1)
+            return LossOutput(loss, {"ce": float(loss.detach())})
+        neg = torch.randint(1, self.num_items + 1, t.shape, device=t.device, generator=generator)
+        pos_logit = (h * self.item_emb(t)).sum(-1)
+        neg_logit = (h * self.item_emb(neg)).sum(-1)
+        loss = F.binary_cross_entropy_with_logits(
+            pos_logit, torch.ones_like(pos_logit)
+        ) + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
+        return LossOutput(loss, {"bce": float(loss.detach())})

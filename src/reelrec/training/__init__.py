@@ -1,0 +1,1 @@
+"""training stage of reelrec; see the README file tree."""

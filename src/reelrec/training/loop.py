@@ -1,0 +1,203 @@
+"""A plain, readable training loop for next-item models.
+
+One epoch = one pass over the training windows in a seeded random order (the order of epoch e
+depends only on ``seed`` and ``e``), Adam updates, then a full-ranking evaluation on the
+validation instances. The best epoch by ``TrainConfig.metric`` (validation NDCG@10 by default)
+is kept in ``model.safetensors``; training stops after ``patience`` epochs without improvement,
+after ``epochs``, or when ``max_minutes`` is spent (noted in the history). A resumable
+checkpoint (model, optimizer, RNG, history) is written after every epoch, so an interrupted run
+continues where it stopped and ends exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from reelrec.io import atomic_write_json
+from reelrec.training.checkpoint import (
+    load_model,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and early-stopping settings."""
+
+    epochs: int = 200  # maximum number of epochs (>= 1)
+    batch_size: int = 256  # training windows per step (>= 1)
+    lr: float = 1e-3  # Adam learning rate (> 0)
+    weight_decay: float = 0.0  # Adam L2 weight decay (>= 0)
+    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+    patience: int = 10  # epochs without validation improvement before stopping (>= 1)
+    metric: str = "ndcg@10"  # validation metric for early stopping and model selection
+    eval_batch_size: int = 1024  # instances scored at once in evaluation
+    seed: int = 2024  # seed for initialisation, shuffling and dropout
+    max_minutes: float = 0.0  # wall-clock budget for training in minutes; 0 = none
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    progress: bool = True  # show a progress bar per epoch
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        best_epoch: 1-based epoch of the kept weights (0 if no epoch ran).
+        best_valid: validation metrics of that epoch.
+        history: one dict per epoch: epoch, loss, seconds, valid metrics.
+        stopped: why training ended ("patience", "epochs", "time budget").
+        seconds: training wall time in this process.
+    """
+
+    best_epoch: int
+    best_valid: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str = ""
+    seconds: float = 0.0
+
+
+class LossModel(nn.Module):
+    """Protocol of a trainable next-item model: ``loss(inputs, targets, generator)``."""
+
+    def loss(
+        self, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+    ) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _trim_left_padding(batch: torch.Tensor) -> torch.Tensor:
+    """Drop leading columns that are padding in every row (positions count from the first real
+    item, so the model's outputs do not change)."""
+    real = (batch > 0).any(0).nonzero()
+    return batch[:, int(real[0]) :] if len(real) else batch
+
+
+def fit(
+    model: nn.Module,
+    train_windows: torch.Tensor,
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    cfg: TrainConfig,
+    out_dir: Path,
+    resume: bool = True,
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Train ``model`` on next-item windows with early stopping on validation.
+
+    Args:
+        model: module with ``loss(inputs, targets, generator) -> (loss, parts)``.
+        train_windows: int64 (n, L + 1) left-padded windows; inputs are ``[:, :-1]``, targets
+            ``[:, 1:]``.
+        evaluate: ``model -> validation metrics`` (must contain ``cfg.metric``); called in eval mode.
+        cfg: settings.
+        out_dir: receives ``model.safetensors`` (best), ``history.json`` and ``checkpoint/``.
+        resume: continue from ``out_dir/checkpoint`` when it exists.
+        log: receives one line per epoch.
+
+    Returns:
+        :class:`FitResult`; ``model`` holds the best weights on return.
+
+    Raises:
+        ValueError: no training windows, or ``evaluate`` lacks ``cfg.metric``.
+    """
+    if len(train_windows) == 0:
+        raise ValueError("no training windows")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ckpt = out_dir / "checkpoint"
+    history: list[dict[str, Any]] = []
+    best, best_epoch, bad, start_epoch = -math.inf, 0, 0, 1
+    best_valid: dict[str, float] = {}
+    if resume and (ckpt / "trainer_state.json").exists():
+        trainer, _ = load_training_state(ckpt, model, optimizer)
+        history, best, best_epoch = trainer["history"], trainer["best"], trainer["best_epoch"]
+        bad, start_epoch, best_valid = trainer["bad"], trainer["epoch"] + 1, trainer["best_valid"]
+        log(f"resumed from {ckpt} after epoch {trainer['epoch']}")
+        if trainer.get("stopped"):
+            load_model(model, out_dir / "model.safetensors")
+            return FitResult(best_epoch, best_valid, history, trainer["stopped"], 0.0)
+    t0 = time.perf_counter()
+    stopped = "epochs"
+    n = len(train_windows)
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t_epoch = time.perf_counter()
+        model.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=gen)
+        total, steps = 0.0, 0
+        bar = tqdm(
+            range(0, n, cfg.batch_size),
+            desc=f"epoch {epoch}",
+            leave=False,
+            disable=not cfg.progress,
+            unit="batch",
+        )
+        for start in bar:
+            batch = _trim_left_padding(train_windows[order[start : start + cfg.batch_size]])
+            out = model.loss(batch[:, :-1], batch[:, 1:], generator=gen)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            total += float(out.loss.detach())
+            steps += 1
+            bar.set_postfix(loss=f"{total / steps:.4f}")
+        model.eval()
+        valid = evaluate(model)
+        if cfg.metric not in valid:
+            raise ValueError(f"validation metrics lack {cfg.metric!r}: {sorted(valid)}")
+        row = {
+            "epoch": epoch,
+            "loss": total / max(steps, 1),
+            "seconds": time.perf_counter() - t_epoch,
+            **{f"valid_{k}": v for k, v in valid.items()},
+        }
+        history.append(row)
+        improved = valid[cfg.metric] > best
+        if improved:
+            best, best_epoch, bad, best_valid = valid[cfg.metric], epoch, 0, dict(valid)
+            save_model(model, out_dir / "model.safetensors")
+        else:
+            bad += 1
+        log(
+            f"epoch {epoch:3d}  loss {row['loss']:.4f}  valid {cfg.metric} {valid[cfg.metric]:.4f}"
+            f"{'  *' if improved else ''}  ({row['seconds']:.1f}s)"
+        )
+        done = ""
+        if bad >= cfg.patience:
+            done = "patience"
+        elif cfg.max_minutes > 0 and (time.perf_counter() - t0) / 60 >= cfg.max_minutes:
+            done = "time budget"
+        elif epoch == cfg.epochs:
+            done = "epochs"
+        trainer = {
+            "epoch": epoch,
+            "best": best,
+            "best_epoch": best_epoch,
+            "best_valid": best_valid,
+            "bad": bad,
+            "history": history,
+            "stopped": done,
+        }
+        save_training_state(ckpt, model, optimizer, None, trainer)
+        atomic_write_json(out_dir / "history.json", history)
+        if done:
+            stopped = done
+            break
+    load_model(model, out_dir / "model.safetensors")
+    return FitResult(best_epoch, best_valid, history, stopped, time.perf_counter() - t0)
