@@ -6,13 +6,15 @@ same 5-core reviews (``amazon2014-*-seqrec``: item ids from 100 with a title eac
 empty title dropped and the data re-5-cored, which also drops some users) describe the same
 users and items under unrelated id schemes.  :func:`map_s3rec_to_seqrec` recovers the item
 correspondence from the interaction structure alone: no titles, no timestamps, no assumption on
-the order of user or item ids.
+the order of user or item ids (the result is invariant to relabelling users on either side).
 
-1. **Anchors.**  Each item's signature is its degree plus the sorted lengths of the sequences
-   that contain it.  Items whose signature is unique on both sides and equal across sides are
-   paired.  Only items near a dropped item or user have a perturbed signature, so this pairs
-   most items at once (9,623 of 12,101 on Beauty).  Users with identical item sets are
-   collapsed into one representative beforehand.
+1. **Seeds.**  Users with identical sequences are collapsed.  An item's signature is the
+   sorted lengths of the sequences containing it; items whose signature is unique on both
+   sides and equal across sides are paired (9,623 of 12,101 items on Beauty, 1 wrong; 4,661 of
+   11,924 on Toys, 28 wrong: only items near a dropped item or user are perturbed, and wrong
+   pairs are pruned in step 5).  Likewise users whose (sorted degrees of their items)
+   signature is unique on both sides are paired; these seed pairs only feed step 3, so the
+   voting still starts when a popular dropped item perturbs most item signatures.
 2. **User matching.**  S3-Rec user ``u`` and SeqRec user ``v`` are matched when each is the
    other's strict best candidate, scored by (mapped items shared, -mapped items not shared);
    the match must share >= 2 mapped items (or be complete: one item, same length, nothing
@@ -22,11 +24,13 @@ the order of user or item ids.
    vote holds in a majority of the matched pairs containing either, and it is backed by two
    votes or by a pair with exactly one unmapped item per side.
 4. **Positional fallback.**  Items with identical user sets ("twins") cannot be separated by
-   sets; when set voting stalls, matched pairs whose mapped items appear in the same order and
+   sets.  When set voting stalls, matched pairs whose mapped items appear in the same order and
    that have as many unmapped items per side vote k-th unmapped for k-th unmapped (same
-   acceptance rule, one vote suffices).  Switch off with ``use_positions=False``.
-5. Steps 2-4 repeat until nothing is added; mappings contradicted by a majority of the matched
-   users containing them are then pruned and the loop resumes.
+   acceptance rule, one vote suffices).  This assumes both inputs order same-time interactions
+   alike; ``use_positions=False`` switches it off.
+5. Steps 2-4 repeat until nothing is added.  Then mappings contradicted by at least half the
+   matched users containing them, or by one user whose other mapped items all agree, are
+   removed and banned, and the loop resumes.
 
 Verification: users are matched afresh under the final map (users with the same mapped item
 set are grouped and paired in sequence order), then
@@ -37,22 +41,24 @@ set are grouped and paired in sequence order), then
   S3-Rec sequence, its image is not in the partner's) plus SeqRec ids hit twice.
 
 Figures measured on the real files (S3-Rec ``Beauty.txt`` / ``Toys_and_Games.txt`` against
-``amazon2014-beauty-seqrec`` / ``amazon2014-toy-seqrec``; about 6 s each on one core):
+``amazon2014-beauty-seqrec`` / ``amazon2014-toy-seqrec``; about 7 s each on one core):
 
 * Beauty: 12,086 of 12,101 S3-Rec items mapped (99.88 %; every SeqRec item; 13 of them by the
   positional fallback), 22,332 users matched (every SeqRec user; S3-Rec has 22,363), 22,332
-  exact (100 %), 0 conflicts.  Without positions: 12,073 items, 22,328 matched, 22,281 exact
-  (the other 47 hold unmapped twins), 0 conflicts, and the same images for the common items.
+  exact (100 %), 0 conflicts.  With ``use_positions=False``: 12,073 items (same images),
+  22,328 matched, 22,281 exact (the other 47 all hold an unmapped twin), 0 conflicts.  19,503
+  of those exact users have same-day interactions, so both files order ties alike (by ASIN),
+  which is what the positional fallback relies on.
 * Toys_and_Games: 11,758 of 11,924 S3-Rec items mapped (98.61 %; every SeqRec item; none by
   position), 19,124 users matched (every SeqRec user; S3-Rec has 19,412), 19,124 exact (100 %),
-  0 conflicts.
+  0 conflicts; identical with ``use_positions=False``.
 
-The unmapped S3-Rec items (15 Beauty, 166 Toys) are exactly the counts SeqRec dropped.
-Independent check on Beauty: mapping S3-Rec to the TIGER copy (``amazon-beauty-tiger-sid``,
-0-based ids in ASIN order) with ``use_positions=False`` and composing, TIGER id -> SeqRec id is
-strictly increasing over all 12,073 common items, as it must be if both number items in ASIN
-order.  The map is also invariant to shuffling users and relabelling user ids.  Spot checks of
-titles against ``item2attributes.json`` are in ``docs/amazon-title-mapping.md``.
+The unmapped S3-Rec items (15 Beauty, 166 Toys) are as many as SeqRec dropped.  Independent
+check on Beauty: mapping S3-Rec to the TIGER copy (``amazon-beauty-tiger-sid/inter.json``,
+0-based ids in ASIN order; its same-day order differs, so ``use_positions=False``) and
+composing, TIGER id -> SeqRec id is strictly increasing over all 12,071 common items, as it
+must be when both number items in ASIN order.  Title spot checks against
+``item2attributes.json`` are in ``docs/amazon-title-mapping.md``.
 """
 
 from __future__ import annotations
@@ -125,6 +131,30 @@ def _anchors(
         sigs = {i: tuple(sorted(len(seqs[u]) for u in us)) for i, us in users_of.items()}
         counts = Counter(sigs.values())
         return {s: i for i, s in sigs.items() if counts[s] == 1}
+
+    ua = unique_sigs(a, a_users)
+    ub = unique_sigs(b, b_users)
+    return {ua[s]: ub[s] for s in sorted(ua.keys() & ub.keys())}
+
+
+def _seed_users(
+    a: dict[int, list[int]],
+    b: dict[int, list[int]],
+    a_users: dict[int, list[int]],
+    b_users: dict[int, list[int]],
+) -> dict[int, int]:
+    """Pair users whose (length, sorted item degrees) signature is unique on both sides.
+
+    Perturbed only for users holding a dropped item or an item that lost users, so it still
+    seeds the voting when dropping a popular item perturbs most item signatures.
+    """
+
+    def unique_sigs(seqs: dict[int, list[int]], users_of: dict[int, list[int]]) -> dict:
+        sigs = {
+            u: tuple(sorted(len(users_of[i]) for i in dict.fromkeys(s))) for u, s in seqs.items()
+        }
+        counts = Counter(sigs.values())
+        return {s: u for u, s in sigs.items() if counts[s] == 1}
 
     ua = unique_sigs(a, a_users)
     ub = unique_sigs(b, b_users)
@@ -278,31 +308,40 @@ def _contradicted(
     b_sets: dict[int, set[int]],
     pairs: dict[int, int],
     fmap: Mapping[int, int],
-) -> tuple[Counter, Counter]:
-    """Per mapped S3-Rec item: (matched users containing it, those whose partner lacks its image)."""
+) -> tuple[Counter, Counter, Counter]:
+    """Per mapped S3-Rec item, over matched users containing it: (users, contradicting users,
+    contradicting users where it is the only contradicted item).
+
+    A user contradicts ``i`` when ``i`` is in its S3-Rec sequence and ``fmap[i]`` is not in its
+    partner's SeqRec sequence.
+    """
     seen: Counter = Counter()
     bad: Counter = Counter()
+    lone: Counter = Counter()
     for u, v in pairs.items():
-        for i in dict.fromkeys(a[u]):
-            if i in fmap:
-                seen[i] += 1
-                if fmap[i] not in b_sets[v]:
-                    bad[i] += 1
-    return seen, bad
+        mapped = [i for i in dict.fromkeys(a[u]) if i in fmap]
+        seen.update(mapped)
+        wrong = [i for i in mapped if fmap[i] not in b_sets[v]]
+        bad.update(wrong)
+        if len(wrong) == 1:
+            lone[wrong[0]] += 1
+    return seen, bad, lone
 
 
 def _dedupe(
     seqs: dict[int, list[int]], fmap: Mapping[int, int] | None = None
 ) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
-    """Collapse users with identical item sets: (representative sequences, rep -> members).
+    """Collapse duplicate users: (representative sequences, rep -> members).
 
-    With ``fmap``, users are keyed by the image of their mapped items instead (users differing
-    only in unmapped items collapse; users with no mapped item are left out).
+    Without ``fmap`` only identical sequences collapse (order included, so the representative's
+    sequence speaks for every member).  With ``fmap`` users are keyed by the set of images of
+    their mapped items (users differing only in order or in unmapped items collapse; users
+    with no mapped item are left out).
     """
-    groups: dict[frozenset[int], list[int]] = defaultdict(list)
+    groups: dict[object, list[int]] = defaultdict(list)
     for user in seqs:  # already sorted, so the representative is the smallest id
         if fmap is None:
-            key = frozenset(seqs[user])
+            key: object = tuple(seqs[user])
         else:
             key = frozenset(fmap[i] for i in seqs[user] if i in fmap)
             if not key:
@@ -372,11 +411,16 @@ def map_s3rec_to_seqrec(
     b_users = _users_of(b)
 
     fmap = _anchors(a, b, a_users, b_users)
+    seeds = _seed_users(a, b, a_users, b_users)
     by_pos: set[int] = set()
     banned: set[tuple[int, int]] = set()
     for _ in range(max_rounds):
         inv = {j: i for i, j in fmap.items()}
         pairs = _match_users(a, b, a_sets, b_sets, a_users, b_users, fmap, inv)
+        taken = set(pairs.values())
+        for u, v in seeds.items():
+            if u not in pairs and v not in taken:
+                pairs[u] = v
         new = _vote_items(a, b, pairs, fmap, inv, banned, by_position=False)
         if not new and use_positions:
             new = _vote_items(a, b, pairs, fmap, inv, banned, by_position=True)
@@ -385,9 +429,10 @@ def map_s3rec_to_seqrec(
             fmap.update(new)
             continue
         # Converged: drop mappings contradicted by at least half the matched users containing
-        # them (wrong anchors), ban those pairs for good, retry.
-        seen, bad = _contradicted(a, b_sets, pairs, fmap)
-        wrong = [i for i in sorted(bad) if 2 * bad[i] >= seen[i]]
+        # them, or by one user whose other items all agree (wrong anchors); ban those pairs
+        # for good and retry.
+        seen, bad, lone = _contradicted(a, b_sets, pairs, fmap)
+        wrong = [i for i in sorted(bad) if 2 * bad[i] >= seen[i] or lone[i]]
         if not wrong:
             break
         for i in wrong:
@@ -403,7 +448,7 @@ def map_s3rec_to_seqrec(
     pairs = _match_users(a, b, a_sets, b_sets, _users_of(a), _users_of(b), fmap, inv)
     full_pairs = _expand_pairs(a_all, b_all, pairs, a_members, b_members, fmap)
     b_all_sets = {v: set(s) for v, s in b_all.items()}
-    _, bad = _contradicted(a_all, b_all_sets, dict(full_pairs), fmap)
+    _, bad, _ = _contradicted(a_all, b_all_sets, dict(full_pairs), fmap)
     n_exact = sum(1 for u, v in full_pairs if [fmap[i] for i in a_all[u] if i in fmap] == b_all[v])
     return MappingResult(
         item_map=dict(sorted(fmap.items())),

@@ -3,7 +3,7 @@
 Tie rule (documented, deterministic): among items with equal score, the lower item index ranks
 first. So the rank of the target ``t`` is ``#{i : s_i > s_t} + #{i < t : s_i = s_t}``, 0-based,
 over real items 1..V (column 0 is padding and never ranked). An out-of-vocabulary target
-(index -1) gets rank V: a miss at every cutoff.
+(index -1) gets rank :data:`MISS_RANK`: a miss at every cutoff, and a reciprocal rank below 1e-18.
 
 :func:`target_ranks_chunked` and :func:`topk_chunked` score ``item_chunk`` items at a time from
 user and item embeddings, so peak memory is ``B x item_chunk x 4`` bytes plus the buffers
@@ -19,6 +19,9 @@ import torch
 
 from reelrec.eval.metrics import metrics_from_ranks
 
+#: rank given to targets that cannot be ranked (out of vocabulary): beyond every cutoff.
+MISS_RANK = 2**62
+
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based rank of each target among items 1..V.
@@ -28,13 +31,13 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         targets: int64 (B,), item index in 1..V, or -1 for out of vocabulary.
 
     Returns:
-        int64 (B,) ranks in 0..V (V for out-of-vocabulary targets).
+        int64 (B,) ranks in 0..V-1, :data:`MISS_RANK` for out-of-vocabulary targets.
 
     Raises:
         ValueError: NaN scores, shape mismatch or targets outside {-1} U 1..V.
     """
     ranks = _ranks_in_chunk(scores[:, 1:], targets, offset=1)
-    return torch.where(targets < 1, torch.full_like(ranks, scores.shape[1] - 1), ranks)
+    return torch.where(targets < 1, torch.full_like(ranks, MISS_RANK), ranks)
 
 
 def _ranks_in_chunk(
@@ -74,20 +77,33 @@ def target_ranks_chunked(
         item_chunk: items scored per step (>= 1).
 
     Returns:
-        int64 (B,) ranks, V for out-of-vocabulary targets.
+        int64 (B,) ranks, :data:`MISS_RANK` for out-of-vocabulary targets. Costs two passes
+        over the items (the first only over chunks holding a target).
     """
     if item_chunk < 1:
         raise ValueError("item_chunk must be >= 1")
     num_items = items.shape[0] - 1
-    tgt_scores = (user * items[targets.clamp(min=1)]).sum(-1)
+    if bool(((targets > num_items) | ((targets < 1) & (targets != -1))).any()):
+        raise ValueError(f"targets must be -1 or in 1..{num_items}")
+    starts = range(1, num_items + 1, item_chunk)
+    # Pass 1: each target's score, taken from the same matmul that scores its chunk in pass 2,
+    # so exact ties stay exact (a separate dot product can differ in the last bit).
+    tgt_scores = torch.zeros(len(targets), dtype=user.dtype, device=user.device)
+    for start in starts:
+        stop = min(start + item_chunk, num_items + 1)
+        inside = (targets >= start) & (targets < stop)
+        if inside.any():
+            chunk = user @ items[start:stop].T
+            rows = inside.nonzero().squeeze(1)
+            tgt_scores[rows] = chunk[rows, targets[rows] - start]
     total = torch.zeros(len(targets), dtype=torch.long, device=user.device)
-    for start in range(1, num_items + 1, item_chunk):
+    for start in starts:
         stop = min(start + item_chunk, num_items + 1)
         chunk = user @ items[start:stop].T
         total += _ranks_in_chunk(chunk, targets, offset=start, target_scores=tgt_scores).clamp(
             min=0
         )
-    return torch.where(targets < 1, torch.full_like(total, num_items), total)
+    return torch.where(targets < 1, torch.full_like(total, MISS_RANK), total)
 
 
 def topk_chunked(

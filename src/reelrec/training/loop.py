@@ -1,7 +1,7 @@
 """A plain, readable training loop for next-item models.
 
-One epoch = one pass over the training windows in a seeded random order (the order of epoch e
-depends only on ``seed`` and ``e``), Adam updates, then a full-ranking evaluation on the
+One epoch = one pass over the training windows in batches of similar length, in a seeded random
+order (the batches of epoch e depend only on ``seed`` and ``e``), Adam updates, then a full-ranking evaluation on the
 validation instances. The best epoch by ``TrainConfig.metric`` (validation NDCG@10 by default)
 is kept in ``model.safetensors``; training stops after ``patience`` epochs without improvement,
 after ``epochs``, or when ``max_minutes`` is spent (noted in the history). A resumable
@@ -84,6 +84,21 @@ def _trim_left_padding(batch: torch.Tensor) -> torch.Tensor:
     return batch[:, int(real[0]) :] if len(real) else batch
 
 
+def _length_bucketed_batches(
+    lengths: torch.Tensor, batch_size: int, gen: torch.Generator
+) -> list[torch.Tensor]:
+    """Batches of windows of similar length, in random order.
+
+    Windows are shuffled, stably sorted by length, cut into batches, and the batch order is
+    shuffled: each window is used once per epoch, and padding (hence wasted compute) is small
+    for datasets whose sequences are mostly short (Amazon: mean 8.9 items, max len 50).
+    """
+    perm = torch.randperm(len(lengths), generator=gen)
+    order = perm[torch.argsort(lengths[perm], stable=True)]
+    batches = list(torch.split(order, batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+
 def fit(
     model: nn.Module,
     train_windows: torch.Tensor,
@@ -132,22 +147,22 @@ def fit(
             return FitResult(best_epoch, best_valid, history, trainer["stopped"], 0.0)
     t0 = time.perf_counter()
     stopped = "epochs"
-    n = len(train_windows)
+    lengths = (train_windows > 0).sum(1)
     for epoch in range(start_epoch, cfg.epochs + 1):
         t_epoch = time.perf_counter()
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=gen)
+        batches = _length_bucketed_batches(lengths, cfg.batch_size, gen)
         total, steps = 0.0, 0
         bar = tqdm(
-            range(0, n, cfg.batch_size),
+            batches,
             desc=f"epoch {epoch}",
             leave=False,
             disable=not cfg.progress,
             unit="batch",
         )
-        for start in bar:
-            batch = _trim_left_padding(train_windows[order[start : start + cfg.batch_size]])
+        for idx in bar:
+            batch = _trim_left_padding(train_windows[idx])
             out = model.loss(batch[:, :-1], batch[:, 1:], generator=gen)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()

@@ -1,0 +1,88 @@
+"""SASRec and popularity on amazon-beauty and ml-1m: leave-one-out, full ranking over all items.
+
+Usage: python bench/sasrec.py [--dataset amazon-beauty|ml-1m ...] [--out runs/bench] [--a.b=c ...]
+
+Trains with the frozen configs in configs/sasrec-<dataset>.yaml through the same code path as
+`reelrec train`, prints a table beside the RecBole numbers of shared/PEERS.md, and merges
+``{"<dataset>": {"<model>": {"recall@10", "ndcg@10", "command", ...}}}`` into
+bench/results/retrieval.json. Real data only (REELREC_DATA_DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from reelrec.cli.registry import resolve_config
+from reelrec.cli.train import train_model
+from reelrec.io import atomic_write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "retrieval.json"
+#: RecBole 1.2.1 SASRec, measured on this machine type (shared/PEERS.md).
+PEERS = {
+    "amazon-beauty": {"recall@10": 0.0815, "ndcg@10": 0.0409, "s_per_epoch": 139},
+    "ml-1m": {"recall@10": 0.1452, "ndcg@10": 0.0704, "s_per_epoch": 6800},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", nargs="+", default=["amazon-beauty", "ml-1m"])
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
+    args, overrides = p.parse_known_args(argv)
+    results: dict = {}
+    for dataset in args.dataset:
+        run = args.out / dataset
+        command = " ".join(["python bench/sasrec.py --dataset", dataset, *overrides])
+        rows = {}
+        for model in ("popularity", "sasrec"):
+            if model == "sasrec":
+                cfg = resolve_config(str(ROOT / "configs" / f"sasrec-{dataset}.yaml"), overrides)
+            else:
+                cfg = resolve_config("popularity", [f"--data.dataset={dataset}"])
+            m = train_model(run, cfg, resume=True)
+            t = m["test"]
+            row = {
+                "recall@10": t["recall@10"],
+                "ndcg@10": t["ndcg@10"],
+                "recall@5": t["recall@5"],
+                "ndcg@5": t["ndcg@5"],
+                "command": command,
+                "config": f"configs/sasrec-{dataset}.yaml"
+                if model == "sasrec"
+                else "preset popularity",
+                "train_seconds": m["train_seconds"],
+                "n_test_users": t["n_instances"],
+            }
+            if model == "sasrec":
+                row.update(
+                    epochs_run=m["epochs_run"],
+                    best_epoch=m["best_epoch"],
+                    stopped=m["stopped"],
+                    s_per_epoch=round(m["train_seconds"] / max(m["epochs_run"], 1), 1),
+                )
+            rows[model] = row
+        # re-read: another dataset's bench may have written meanwhile
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        results[dataset] = rows
+        atomic_write_json(RESULTS, results)
+    print(f"\n{'dataset':<14} {'model':<12} {'recall@10':>9} {'ndcg@10':>8} {'s/epoch':>8}")
+    for dataset, rows in results.items():
+        for model, r in rows.items():
+            print(
+                f"{dataset:<14} {model:<12} {r['recall@10']:>9.4f} {r['ndcg@10']:>8.4f} {r.get('s_per_epoch', ''):>8}"
+            )
+        if dataset in PEERS:
+            pr = PEERS[dataset]
+            print(
+                f"{dataset:<14} {'RecBole':<12} {pr['recall@10']:>9.4f} {pr['ndcg@10']:>8.4f} {pr['s_per_epoch']:>8}"
+            )
+    print(f"\nwrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Every loader on the real files (shared/datasets via REELREC_DATA_DIR), and malformed inputs.
+
+Malformed-input fixtures are tiny files written by the tests themselves (tmp_path).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reelrec.data import sources
+from reelrec.data.kuairand import load_kuairand
+from reelrec.data.readers import DataFormatError, read_table, to_numeric
+from reelrec.data.segmm import load_segmm, parse_label_array
+
+# (dataset, rows, users, items) from each folder's SOURCE.md
+REAL = [
+    ("kuairand", 35716, 663, 7942),
+    ("amazon-beauty", 198502, 22363, 12101),
+    ("amazon-sports", 296337, 35598, 18357),
+    ("amazon-toys", 167597, 19412, 11924),
+    ("ml-1m", 999611, 6040, 3416),
+    ("ml-100k", 100000, 943, 1682),
+    ("segmm", 10000, 37, 9123),
+]
+
+
+@pytest.mark.parametrize(("name", "rows", "users", "items"), REAL)
+def test_real_loader_counts_and_schema(data_root, name, rows, users, items):
+    raw = sources.load(name, data_root)
+    inter = raw.interactions
+    assert len(inter) == rows
+    assert inter["user_id"].nunique() == users
+    assert inter["item_id"].nunique() == items
+    assert inter["user_id"].dtype == np.int64 and inter["item_id"].dtype == np.int64
+    assert str(inter["timestamp_ms"].dtype) == "Int64"
+    assert set(raw.items["item_id"]) >= set(inter["item_id"])
+
+
+def test_kuairand_columns_and_missing_duration(data_root):
+    raw = sources.load("kuairand", data_root)
+    inter = raw.interactions
+    for col in ("click", "long_view", "like", "follow", "comment", "forward"):
+        assert inter[col].dtype == np.int8 and set(inter[col].unique()) <= {0, 1}
+    # 18.5% of rows log duration 0 = unknown: NaN, never a division by zero
+    missing = inter["duration_ms"].isna()
+    assert raw.notes["duration_ms_zero_as_missing"] == int(missing.sum()) == 6619
+    assert inter.loc[missing, "watch_ratio"].isna().all()
+    assert np.isfinite(inter.loc[~missing, "watch_ratio"]).all()
+    assert inter["like"].sum() == 29049
+    # users joined with the KuaiRand user-features table
+    assert "user_active_degree" in raw.users.columns and len(raw.users) == 663
+
+
+def test_amazon_titles_joined_where_mapped(data_root):
+    raw = sources.load("amazon-beauty", data_root)
+    titled = raw.items["title"].notna().sum()
+    assert titled == 12086  # every SeqRec item; 15 S3-Rec items were dropped there
+    assert raw.items["attributes"].map(len).gt(0).all()
+    assert raw.notes["title_mapping"]["conflicts"] == 0
+
+
+def test_ml100k_handles_space_separated_lines(data_root):
+    raw = sources.load("ml-100k", data_root)
+    assert raw.notes["u.data_lines_with_spaces_not_tabs"] == 2
+    first = raw.interactions.iloc[0]
+    assert (first["user_id"], first["item_id"], first["rating"]) == (196, 242, 3)
+    assert "Toy Story (1995)" in set(raw.items["title"])
+
+
+def test_segmm_multiline_label_arrays(data_root):
+    raw = sources.load("segmm", data_root)
+    inter = raw.interactions
+    lengths = inter["label_1d"].map(len)
+    assert (lengths == np.ceil(inter["duration_ms"] / 5000).astype(int)).all()
+    assert lengths.max() > 20  # arrays that wrap over several physical lines were joined
+    assert inter["label_1d"].map(lambda a: int((a == 0).sum())).isin([0, 1]).all()
+
+
+def test_missing_dataset_names_folder_and_source(tmp_path):
+    with pytest.raises(sources.DatasetNotFound) as err:
+        sources.load("kuairand", tmp_path)
+    msg = str(err.value)
+    assert str(tmp_path / "kuairand-27k-likehate-kcore15") in msg
+    assert "kuairand.com" in msg and "REELREC_DATA_DIR" in msg
+
+
+def test_unknown_dataset_lists_known():
+    with pytest.raises(KeyError, match="amazon-beauty"):
+        sources.get_spec("netflix")
+
+
+def test_registry_pins_sha256_of_distributed_files(data_root):
+    # the digests the downloader checks are those of the reference copies in shared/
+    for name in ("amazon-beauty", "segmm"):
+        spec = sources.get_spec(name)
+        for dl in spec.downloads:
+            if dl.sha256:
+                assert sources.sha256_file(data_root / spec.folder / dl.target) == dl.sha256
+
+
+# ---- malformed inputs (CASES.md C11) ------------------------------------------------------
+
+
+def test_bad_numeric_value_names_file_line_column(tmp_path):
+    f = tmp_path / "items.csv"
+    f.write_text("item_id,price\nB001,12.99\nB002,\u2014x\nB003,\n", encoding="utf-8")
+    df = read_table(f, ",")
+    with pytest.raises(DataFormatError, match=r"items\.csv, line 3, column 'price'.*\u2014x"):
+        to_numeric(df, "price", f, ",", dtype="float64", nullable=True)
+
+
+def test_missing_markers_become_nan_and_are_counted(tmp_path):
+    f = tmp_path / "items.csv"
+    f.write_text("item_id,price\nB001,12.99\nB002,\u2014\nB003,\nB004,N/A\n", encoding="utf-8")
+    values, n_missing = to_numeric(
+        read_table(f, ","), "price", f, ",", dtype="float64", nullable=True
+    )
+    assert n_missing == 3
+    assert values[0] == 12.99 and np.isnan(values[1:]).all()
+
+
+def test_required_column_rejects_missing_marker(tmp_path):
+    f = tmp_path / "x.csv"
+    f.write_text("user_id,item_id\n1,2\n-,3\n")
+    with pytest.raises(DataFormatError, match=r"line 3, column 'user_id'"):
+        to_numeric(read_table(f, ","), "user_id", f, ",")
+
+
+@pytest.mark.parametrize(("row", "found"), [("4,5", "2"), ("4,5,6,7", "4")])
+def test_wrong_field_count_names_line(tmp_path, row, found):
+    f = tmp_path / "inter.csv"
+    f.write_text(f"a,b,c\n1,2,3\n{row}\n6,7,8\n")
+    with pytest.raises(
+        DataFormatError, match=rf"inter\.csv, line 3: expected 3 fields, found {found}"
+    ):
+        read_table(f, ",")
+
+
+def test_line_numbers_count_physical_lines_in_quoted_fields(tmp_path):
+    f = tmp_path / "seg.csv"
+    f.write_text('a,b\n1,"[1\n 0]"\n2,"[1 1]"\nx,3\n')
+    df = read_table(f, ",")
+    assert len(df) == 3
+    with pytest.raises(DataFormatError, match="line 5, column 'a'"):
+        to_numeric(df, "a", f, ",")
+
+
+KUAIRAND_HEADER = (
+    "user_id\tvideo_id\tdate\thourmin\ttime_ms\tis_click\tis_follow\tis_comment\tis_forward\t"
+    "long_view\tplay_time_ms\tduration_ms\tcomment_stay_time\tis_profile_enter\tlabel\ttimestamp\n"
+)
+
+
+def _kuairand_row(user, video, time_ms, click=1, play=8000, duration=10000, label=1, date=20220410):
+    return f"{user}\t{video}\t{date}\t1200\t{time_ms}\t{click}\t0\t0\t0\t1\t{play}\t{duration}\t0\t0\t{label}\tx\n"
+
+
+def test_kuairand_bad_binary_label_names_line(tmp_path):
+    (tmp_path / "processed_standard_kcore_15.csv").write_text(
+        KUAIRAND_HEADER + _kuairand_row(1, 11, 100) + _kuairand_row(1, 12, 200, label=2)
+    )
+    with pytest.raises(DataFormatError, match=r"line 3, column 'label'"):
+        load_kuairand(tmp_path, None)
+
+
+def test_kuairand_zero_duration_is_missing(tmp_path):
+    (tmp_path / "processed_standard_kcore_15.csv").write_text(
+        KUAIRAND_HEADER + _kuairand_row(1, 11, 100, duration=0) + _kuairand_row(1, 12, 200)
+    )
+    raw = load_kuairand(tmp_path, None)
+    assert math.isnan(raw.interactions["duration_ms"][0])
+    assert math.isnan(raw.interactions["watch_ratio"][0])
+    assert raw.interactions["watch_ratio"][1] == pytest.approx(0.8)
+    assert "user_features" in raw.notes
+
+
+def test_segmm_label_array_checks(tmp_path):
+    assert parse_label_array("[ 1  0\n -1]") == [1, 0, -1]
+    with pytest.raises(ValueError):
+        parse_label_array("[1 2]")
+    f = tmp_path / "SegMM_inter_sample.csv"
+    f.write_text(
+        "user_id,video_id,time_ms,duration_ms,playing_time,label_1D\n"
+        '1,5,100,12000,3000,"[ 1  0\n -1]"\n'
+        "1,6,200,12000,3000,[1 0]\n"
+    )
+    with pytest.raises(DataFormatError, match=r"line 4, column 'label_1D': 2 segments"):
+        load_segmm(tmp_path)
+
+
+def test_read_table_missing_column_hints_separator(tmp_path):
+    f = tmp_path / "t.tsv"
+    f.write_text("a\tb\n1\t2\n")
+    with pytest.raises(DataFormatError, match="separator"):
+        read_table(f, ",", required=["a", "b"])
+
+
+def test_canonical_tables_write_parquet(data_root, tmp_path):
+    raw = sources.load("segmm", data_root)
+    raw.interactions.to_parquet(tmp_path / "i.parquet")
+    back = pd.read_parquet(tmp_path / "i.parquet")
+    assert list(back["label_1d"].iloc[0]) == list(raw.interactions["label_1d"].iloc[0])
