@@ -142,7 +142,8 @@ def fit(
         history, best, best_epoch = trainer["history"], trainer["best"], trainer["best_epoch"]
         bad, start_epoch, best_valid = trainer["bad"], trainer["epoch"] + 1, trainer["best_valid"]
         log(f"resumed from {ckpt} after epoch {trainer['epoch']}")
-        if trainer.get("stopped"):
+        finished = trainer.get("stopped") == "patience" or trainer["epoch"] >= cfg.epochs
+        if finished:  # a time-budget stop, or more epochs asked for, continues training
             load_model(model, out_dir / "model.safetensors")
             return FitResult(best_epoch, best_valid, history, trainer["stopped"], 0.0)
     t0 = time.perf_counter()

@@ -1,0 +1,149 @@
+"""Each CLI ``main(argv)`` on real data (kuairand, ml-100k) with small configs, with assertions
+on what it wrote; plus error paths that must exit 2 with a clear message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from reelrec.cli import datasets, evaluate, main, prepare, quickstart, train
+
+TINY = ["--train.epochs=2", "--train.progress=false", "--sasrec.hidden=16", "--sasrec.inner=16"]
+
+
+@pytest.fixture(scope="module")
+def kuairand_run(tmp_path_factory, data_root):
+    run = tmp_path_factory.mktemp("kuairand")
+    assert (
+        prepare.main(["--dataset", "kuairand", "--data-dir", str(data_root), "--out", str(run)])
+        == 0
+    )
+    return run
+
+
+def test_prepare_writes_tables_and_reports(kuairand_run):
+    data = kuairand_run / "data"
+    for f in (
+        "interactions.parquet",
+        "items.parquet",
+        "users.parquet",
+        "splits.json",
+        "prepare_report.json",
+    ):
+        assert (data / f).exists(), f
+    splits = json.loads((data / "splits.json").read_text())
+    assert splits["protocol"]["name"] == "kuairand-temporal"
+    assert splits["rows"] == {"train": 29945, "valid": 3458, "test": 2220}
+    run = json.loads((kuairand_run / "run.json").read_text())
+    assert run["dataset"] == "kuairand" and "commit" in run and "version" in run
+
+
+def test_train_and_evaluate(kuairand_run, data_root, capsys):
+    assert (
+        train.main(["popularity", "--run", str(kuairand_run), f"--data.data_dir={data_root}"]) == 0
+    )
+    assert train.main(["sasrec", "--run", str(kuairand_run), *TINY]) == 0
+    out = kuairand_run / "models" / "sasrec"
+    for f in ("model.safetensors", "config.yaml", "metrics.json", "history.json", "checkpoint"):
+        assert (out / f).exists(), f
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["train"]["epochs"] == 2 and cfg["sasrec"]["hidden"] == 16
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs_run"] == 2 and len(json.loads((out / "history.json").read_text())) == 2
+    assert m["test"]["n_instances"] == 1832 and m["test"]["oov_targets"] == 1038
+    assert 0.0 <= m["test"]["ndcg@10"] <= m["test"]["recall@10"] <= 1.0
+
+    assert evaluate.main([str(kuairand_run)]) == 0
+    metrics = json.loads((kuairand_run / "metrics.json").read_text())
+    assert set(metrics) == {"dataset", "protocol", "models", "version", "commit"}
+    assert set(metrics["models"]) == {"popularity", "sasrec"}
+    # evaluate recomputes from the saved weights: it must agree with what train measured
+    assert metrics["models"]["sasrec"]["ndcg@10"] == pytest.approx(m["test"]["ndcg@10"], abs=1e-9)
+    report = (kuairand_run / "report.md").read_text()
+    assert "| sasrec |" in report and "training_curves.png" in report
+    assert (kuairand_run / "plots" / "training_curves.png").stat().st_size > 1000
+
+
+def test_train_refuses_a_run_of_another_dataset(kuairand_run, capsys):
+    assert (
+        main.main(["train", "sasrec", "--run", str(kuairand_run), "--data.dataset=ml-100k", *TINY])
+        == 2
+    )
+    assert "prepared for dataset 'kuairand'" in capsys.readouterr().err
+
+
+def test_train_on_leave_one_out_dataset(tmp_path, data_root):
+    args = [
+        "sasrec",
+        "--run",
+        str(tmp_path),
+        "--data.dataset=ml-100k",
+        f"--data.data_dir={data_root}",
+        *TINY,
+    ]
+    assert train.main(args) == 0  # prepares first
+    m = json.loads((tmp_path / "models" / "sasrec" / "metrics.json").read_text())
+    assert m["protocol"] == "leave-one-out" and m["test"]["n_instances"] == 943
+
+
+def test_unknown_override_exits_2_naming_the_key(tmp_path, capsys):
+    assert main.main(["train", "sasrec", "--run", str(tmp_path), "--train.epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert "train.epoch" in err and "valid keys" in err
+    assert not (tmp_path / "models").exists()  # nothing written
+
+
+def test_missing_data_exits_2_naming_the_folder(tmp_path, capsys):
+    code = main.main(
+        ["prepare", "--dataset", "segmm", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "segmm-sample") in err and "github.com/hezy18/SegMMInterest" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_and_unknown_command(capsys):
+    assert main.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("quickstart", "datasets", "prepare", "train", "evaluate"):
+        assert cmd in out
+    assert main.main(["frobnicate"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main.main(["train", "--help"])
+    assert exit_.value.code == 0
+    assert "Overrides: any config key as --section.key=value" in capsys.readouterr().out
+
+
+def test_datasets_lists_found_and_missing(data_root, tmp_path, capsys):
+    assert datasets.main(["--data-dir", str(data_root), "--no-count"]) == 0
+    out = capsys.readouterr().out
+    assert "kuairand" in out and "found" in out
+    rows = datasets.dataset_rows(str(data_root), count=False)
+    assert {r["status"] for r in rows} == {"found"}
+    assert {r["status"] for r in datasets.dataset_rows(str(tmp_path), count=False)} == {"missing"}
+    counted = {
+        r["name"]: r
+        for r in datasets.dataset_rows(str(data_root))
+        if r["name"] in ("segmm", "ml-100k")
+    }
+    assert counted["segmm"]["rows"] == 10000 and counted["ml-100k"]["users"] == 943
+
+
+def test_quickstart_sasrec_beats_popularity(tmp_path, data_root, capsys):
+    """The main job with its real default config (about a minute on 2 cores)."""
+    out = tmp_path / "qs"
+    assert (
+        quickstart.main(["--data-dir", str(data_root), "--out", str(out), "--train.progress=false"])
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "kuairand" and metrics["protocol"] == "kuairand-temporal"
+    pop, sas = metrics["models"]["popularity"], metrics["models"]["sasrec"]
+    for m in (pop, sas):
+        assert {"recall@10", "ndcg@10"} <= set(m)
+    assert sas["ndcg@10"] > pop["ndcg@10"]
+    assert (out / "report.md").exists()
+    assert "report.md" in capsys.readouterr().out

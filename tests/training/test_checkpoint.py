@@ -1,0 +1,135 @@
+"""Checkpoints: safetensors only, reload in a fresh process, pickles refused, resume equals an
+uninterrupted run (CASES.md C20). Training data are tiny random windows built in code."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from reelrec.eval.ranking import evaluate_next_item
+from reelrec.models.sasrec import SASRec, SASRecConfig
+from reelrec.training.checkpoint import CheckpointError, load_model, save_model
+from reelrec.training.loop import TrainConfig, fit
+
+V, L = 11, 5
+
+
+def _windows(n: int = 24) -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    w = torch.randint(1, V + 1, (n, L + 1), generator=g)
+    w[::3, :2] = 0  # some left padding
+    return w
+
+
+def _model(seed: int = 0) -> SASRec:
+    torch.manual_seed(seed)
+    return SASRec(
+        V,
+        SASRecConfig(
+            max_len=L, hidden=8, layers=1, heads=2, inner=12, dropout=0.3, attn_dropout=0.3
+        ),
+    )
+
+
+def _evaluator():
+    hist = _windows(9)[:, :-1]
+    tgt = _windows(9)[:, -1]
+    return lambda m: evaluate_next_item(m.score_all, hist, tgt, ks=(5, 10))[0]
+
+
+def _cfg(epochs: int) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=5, lr=1e-2, patience=100, progress=False, seed=7)
+
+
+def test_reload_in_fresh_process_is_bit_identical(tmp_path):
+    model = _model()
+    fit(model, _windows(), _evaluator(), _cfg(1), tmp_path, log=lambda s: None)
+    model.eval()
+    hist = _windows(4)[:, :-1]
+    expected = model.score_all(hist)
+    save_model(model, tmp_path / "m.safetensors")
+    torch.save(hist, tmp_path / "hist.pt")
+    np.save(tmp_path / "expected.npy", expected.detach().numpy())
+    code = f"""
+import numpy as np, torch
+from reelrec.models.sasrec import SASRec, SASRecConfig
+from reelrec.training.checkpoint import load_model
+m = SASRec({V}, SASRecConfig(max_len={L}, hidden=8, layers=1, heads=2, inner=12, dropout=0.3, attn_dropout=0.3))
+load_model(m, r"{tmp_path / "m.safetensors"}").eval()
+hist = torch.load(r"{tmp_path / "hist.pt"}")
+got = m.score_all(hist).detach().numpy()
+assert np.array_equal(got, np.load(r"{tmp_path / "expected.npy"}")), "scores differ"
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_checkpoint_folder_holds_no_pickle(tmp_path):
+    fit(_model(), _windows(), _evaluator(), _cfg(1), tmp_path, log=lambda s: None)
+    files = sorted(p.name for p in (tmp_path / "checkpoint").iterdir())
+    assert files == [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "rng.safetensors",
+        "trainer_state.json",
+    ]
+    state = json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())
+    assert state["trainer"]["epoch"] == 1
+
+
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_crafted_pickle_is_refused_and_never_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(pickle.dumps({"weights": _Boom()}))
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_model(_model(), bad)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    save_model(_model(), tmp_path / "m.safetensors")
+    other = SASRec(V + 1, SASRecConfig(max_len=L, hidden=8, layers=1, heads=2, inner=12))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(other, tmp_path / "m.safetensors")
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = _model()
+    r_full = fit(full, _windows(), _evaluator(), _cfg(3), tmp_path / "a", log=lambda s: None)
+
+    part = _model()
+    fit(part, _windows(), _evaluator(), _cfg(1), tmp_path / "b", log=lambda s: None)
+    torch.manual_seed(12345)  # a fresh process would have another RNG state: resume restores it
+    resumed = _model()
+    r_res = fit(resumed, _windows(), _evaluator(), _cfg(3), tmp_path / "b", log=lambda s: None)
+
+    assert [h["loss"] for h in r_res.history] == [h["loss"] for h in r_full.history]
+    assert r_res.best_epoch == r_full.best_epoch
+    for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+
+
+def test_early_stopping_keeps_best_epoch(tmp_path):
+    calls = iter([0.5, 0.7, 0.6, 0.6, 0.1])
+    r = fit(
+        _model(),
+        _windows(),
+        lambda m: {"ndcg@10": next(calls)},
+        TrainConfig(epochs=10, batch_size=8, patience=2, progress=False),
+        tmp_path,
+        log=lambda s: None,
+    )
+    assert r.best_epoch == 2 and r.stopped == "patience" and len(r.history) == 4
