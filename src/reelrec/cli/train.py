@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -119,8 +118,3 @@ def main(argv: list[str] | None = None) -> int:
     cfg = resolve_config(args.config, overrides)
     train_model(args.run, cfg, resume=not args.no_resume)
     return 0
-
-
-def describe(cfg: ExperimentConfig) -> str:
-    """The resolved config as YAML text (for logs)."""
-    return json.dumps(to_yaml(cfg))

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from reelrec.io import _json_safe, atomic_path
+from reelrec.io import atomic_path, json_safe
 
 
 class CheckpointError(ValueError):
@@ -103,7 +103,7 @@ def save_training_state(
         "param_groups": opt["param_groups"],
         "scheduler": scheduler_state,
     }
-    (tmp / "trainer_state.json").write_text(json.dumps(_json_safe(state), indent=2), "utf-8")
+    (tmp / "trainer_state.json").write_text(json.dumps(json_safe(state), indent=2), "utf-8")
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
         if old.exists():
