@@ -29,6 +29,25 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def parse_with_overrides(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> tuple[argparse.Namespace, list[str]]:
+    """Parse known arguments; the rest must be ``--section.key=value`` config overrides.
+
+    Raises:
+        ConfigError: a leftover argument is not of the override form.
+    """
+    from reelrec.config import ConfigError
+
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if not o.startswith("--") or "=" not in o]
+    if bad:
+        raise ConfigError(
+            f"unexpected argument(s) {bad}; config overrides look like --section.key=value"
+        )
+    return args, overrides
+
+
 def prepare_run(
     run_dir: Path, dataset: str, protocol: str = "", data_dir: str = "", log=print
 ) -> Prepared:

@@ -8,11 +8,10 @@ import argparse
 import time
 from pathlib import Path
 
-from reelrec.cli.common import add_data_args, prepare_run
+from reelrec.cli.common import add_data_args, parse_with_overrides, prepare_run
 from reelrec.cli.evaluate import evaluate_run
 from reelrec.cli.registry import resolve_config
 from reelrec.cli.train import train_model
-from reelrec.config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,10 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``reelrec quickstart``; returns the exit status."""
-    args, overrides = build_parser().parse_known_args(argv)
-    bad = [o for o in overrides if not o.startswith("--")]
-    if bad:
-        raise ConfigError(f"unexpected argument(s) {bad}; overrides look like --a.b=value")
+    args, overrides = parse_with_overrides(build_parser(), argv)
     t0 = time.perf_counter()
     data = [
         f"--data.dataset={args.dataset}",

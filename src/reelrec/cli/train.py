@@ -8,7 +8,13 @@ from pathlib import Path
 
 import torch
 
-from reelrec.cli.common import load_prepared, prepare_run, sequences_for, set_seed
+from reelrec.cli.common import (
+    load_prepared,
+    parse_with_overrides,
+    prepare_run,
+    sequences_for,
+    set_seed,
+)
 from reelrec.cli.registry import MODELS, PRESETS, ExperimentConfig, resolve_config
 from reelrec.config import ConfigError, to_yaml
 from reelrec.eval.ranking import evaluate_next_item
@@ -111,10 +117,7 @@ def train_model(
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``reelrec train``; returns the exit status."""
-    args, overrides = build_parser().parse_known_args(argv)
-    bad = [o for o in overrides if not o.startswith("--")]
-    if bad:
-        raise ConfigError(f"unexpected argument(s) {bad}; overrides look like --a.b=value")
+    args, overrides = parse_with_overrides(build_parser(), argv)
     cfg = resolve_config(args.config, overrides)
     train_model(args.run, cfg, resume=not args.no_resume)
     return 0
