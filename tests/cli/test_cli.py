@@ -147,3 +147,69 @@ def test_quickstart_sasrec_beats_popularity(tmp_path, data_root, capsys):
     assert sas["ndcg@10"] > pop["ndcg@10"]
     assert (out / "report.md").exists()
     assert "report.md" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--train.epochs=0", "train.epochs must be >= 1"),
+        ("--train.lr=-1", "train.lr must be a finite number > 0"),
+        ("--sasrec.hidden=15", "divisible by sasrec.heads"),
+        ("--eval.ks=5", "train.metric must be at a cutoff"),
+        ("--name=../escape", "name must be a plain folder name"),
+    ],
+)
+def test_invalid_config_is_refused_before_anything_is_written(
+    kuairand_run, capsys, override, message
+):
+    before = (
+        sorted(p.name for p in (kuairand_run / "models").iterdir())
+        if (kuairand_run / "models").exists()
+        else []
+    )
+    assert (
+        main.main(["train", "sasrec", "--run", str(kuairand_run), "--name=bad", *TINY, override])
+        == 2
+    )
+    assert message in capsys.readouterr().err
+    after = (
+        sorted(p.name for p in (kuairand_run / "models").iterdir())
+        if (kuairand_run / "models").exists()
+        else []
+    )
+    assert after == before
+
+
+def test_resume_with_another_config_is_refused(kuairand_run, capsys):
+    assert main.main(["train", "sasrec", "--run", str(kuairand_run), "--name=r", *TINY]) == 0
+    config = (kuairand_run / "models" / "r" / "config.yaml").read_text()
+    assert (
+        main.main(
+            ["train", "sasrec", "--run", str(kuairand_run), "--name=r", *TINY, "--sasrec.hidden=32"]
+        )
+        == 2
+    )
+    assert "sasrec.hidden (16 -> 32)" in capsys.readouterr().err
+    assert (kuairand_run / "models" / "r" / "config.yaml").read_text() == config  # untouched
+    # more epochs is a legal resume
+    assert (
+        main.main(
+            ["train", "sasrec", "--run", str(kuairand_run), "--name=r", *TINY, "--train.epochs=3"]
+        )
+        == 0
+    )
+
+
+def test_prepare_over_models_of_another_dataset_is_refused(kuairand_run, data_root, capsys):
+    args = [
+        "prepare",
+        "--dataset",
+        "segmm",
+        "--data-dir",
+        str(data_root),
+        "--out",
+        str(kuairand_run),
+    ]
+    assert train.main(["popularity", "--run", str(kuairand_run), "--name=pop2"]) == 0
+    assert main.main(args) == 2
+    assert "would leave them stale" in capsys.readouterr().err

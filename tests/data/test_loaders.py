@@ -204,3 +204,54 @@ def test_canonical_tables_write_parquet(data_root, tmp_path):
     raw.interactions.to_parquet(tmp_path / "i.parquet")
     back = pd.read_parquet(tmp_path / "i.parquet")
     assert list(back["label_1d"].iloc[0]) == list(raw.interactions["label_1d"].iloc[0])
+
+
+# ---- exact numbers and ranges (found by trying to break the loaders) ---------------------
+
+
+def _one_column(tmp_path, values: list[str]):
+    f = tmp_path / "n.csv"
+    f.write_text("x\n" + "\n".join(values) + "\n")
+    return read_table(f, ","), f
+
+
+def test_integers_stay_exact_above_2_pow_53(tmp_path):
+    df, f = _one_column(tmp_path, ["9007199254740993", "9007199254740992", "12.0"])
+    values, _ = to_numeric(df, "x", f, ",")
+    assert values.tolist() == [9007199254740993, 9007199254740992, 12]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("99999999999999999999", "at most 18 digits"),
+        ("inf", "an integer"),
+        ("1.5", "an integer"),
+        ("-3", "outside"),
+    ],
+)
+def test_bad_integers_are_rejected(tmp_path, value, message):
+    df, f = _one_column(tmp_path, ["1", value])
+    with pytest.raises(DataFormatError, match=rf"line 3, column 'x': .*{message}"):
+        to_numeric(df, "x", f, ",", bounds=(0, None))
+
+
+def test_non_finite_float_is_rejected(tmp_path):
+    df, f = _one_column(tmp_path, ["1.5", "inf"])
+    with pytest.raises(DataFormatError, match="finite"):
+        to_numeric(df, "x", f, ",", dtype="float64")
+
+
+def test_blank_lines_do_not_shift_reported_line_numbers(tmp_path):
+    f = tmp_path / "b.csv"
+    f.write_text("x\n1\n\n\n2\nbad\n")
+    with pytest.raises(DataFormatError, match="line 6"):
+        to_numeric(read_table(f, ","), "x", f, ",")
+
+
+def test_kuairand_time_out_of_range(tmp_path):
+    (tmp_path / "processed_standard_kcore_15.csv").write_text(
+        KUAIRAND_HEADER + _kuairand_row(1, 11, 100) + _kuairand_row(1, 12, 10**17)
+    )
+    with pytest.raises(DataFormatError, match=r"line 3, column 'time_ms': value outside"):
+        load_kuairand(tmp_path, None)

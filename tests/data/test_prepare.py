@@ -183,3 +183,15 @@ def test_kuairand_prepare_report_on_real_data(data_root):
     ts = inter["timestamp_ms"].to_numpy(dtype="int64")
     same = inter["user_id"].to_numpy()[1:] == inter["user_id"].to_numpy()[:-1]
     assert (ts[1:][same] >= ts[:-1][same]).all()
+
+
+def test_prepare_refuses_a_split_without_positives():
+    from reelrec.data.readers import DataFormatError
+
+    proto = get_protocol("kuairand-temporal")
+    rows = [
+        {"user_id": 1, "item_id": i, "timestamp_ms": i, "date": 20220410, "like": 1}
+        for i in range(5)
+    ]
+    with pytest.raises(DataFormatError, match="no positive rows .* in the valid, test split"):
+        prepare(_raw(rows), proto, "toy")

@@ -56,8 +56,22 @@ def prepare_run(
     Raises:
         DatasetNotFound, DataFormatError, KeyError: from the loaders / registry.
     """
+    from reelrec.config import ConfigError
+
     spec = sources.get_spec(dataset)
     proto = get_protocol(protocol or spec.protocol)
+    run_dir = Path(run_dir)
+    if str(run_dir) in ("", "."):
+        raise ConfigError("the run folder must be named (--out RUN)")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file, not a run folder")
+    if (run_dir / "run.json").exists() and any((run_dir / "models").glob("*/config.yaml")):
+        old = read_json(run_dir / "run.json")
+        if (old.get("dataset"), old.get("protocol")) != (dataset, proto.name):
+            raise ConfigError(
+                f"{run_dir} holds models trained on {old.get('dataset')} ({old.get('protocol')}); "
+                f"preparing {dataset} ({proto.name}) there would leave them stale: use another --out"
+            )
     t0 = time.perf_counter()
     raw = sources.load(dataset, data_dir or None)
     prep = prepare(raw, proto, dataset)

@@ -113,6 +113,111 @@ def resolve_config(spec: str, overrides: list[str]) -> ExperimentConfig:
             f"unknown config {spec!r}: give a preset ({', '.join(PRESETS)}) or a .yaml file"
         )
     cfg = apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, key: str, rule: str, value: object) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check every value against its documented range before anything is built or written.
+
+    Raises:
+        ConfigError: naming the first invalid key, its rule and its value.
+    """
+    import math
+    import re
+
     if cfg.model not in MODELS:
         raise ConfigError(f"model: unknown {cfg.model!r}; known: {', '.join(MODELS)}")
-    return cfg
+    _check(
+        cfg.name == "" or re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", cfg.name) is not None,
+        "name",
+        "a plain folder name (letters, digits, . _ -)",
+        cfg.name,
+    )
+    t, e, m = cfg.train, cfg.eval, cfg.sasrec
+    _check(t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
+    _check(t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
+    _check(math.isfinite(t.lr) and t.lr > 0, "train.lr", "a finite number > 0", t.lr)
+    _check(
+        math.isfinite(t.weight_decay) and t.weight_decay >= 0,
+        "train.weight_decay",
+        ">= 0",
+        t.weight_decay,
+    )
+    _check(math.isfinite(t.grad_clip) and t.grad_clip >= 0, "train.grad_clip", ">= 0", t.grad_clip)
+    _check(t.patience >= 1, "train.patience", ">= 1", t.patience)
+    _check(
+        math.isfinite(t.max_minutes) and t.max_minutes >= 0,
+        "train.max_minutes",
+        ">= 0",
+        t.max_minutes,
+    )
+    _check(t.threads >= 0, "train.threads", ">= 0", t.threads)
+    _check(t.eval_batch_size >= 1, "train.eval_batch_size", ">= 1", t.eval_batch_size)
+    _check(
+        len(e.ks) > 0 and all(k >= 1 for k in e.ks),
+        "eval.ks",
+        "a non-empty list of cutoffs >= 1",
+        e.ks,
+    )
+    _check(e.batch_size >= 1, "eval.batch_size", ">= 1", e.batch_size)
+    metric = re.fullmatch(r"(recall|hr|ndcg|mrr)@(\d+)|mrr", t.metric)
+    _check(
+        metric is not None, "train.metric", "one of recall@K, hr@K, ndcg@K, mrr@K, mrr", t.metric
+    )
+    if metric is not None and metric.group(2) is not None:
+        _check(
+            int(metric.group(2)) in e.ks,
+            "train.metric",
+            f"at a cutoff listed in eval.ks {e.ks}",
+            t.metric,
+        )
+    _check(10 in e.ks, "eval.ks", "a list that includes 10 (reports show recall@10, ndcg@10)", e.ks)
+    _check(m.max_len >= 1, "sasrec.max_len", ">= 1", m.max_len)
+    _check(m.hidden >= 1, "sasrec.hidden", ">= 1", m.hidden)
+    _check(m.heads >= 1, "sasrec.heads", ">= 1", m.heads)
+    _check(
+        m.hidden % max(m.heads, 1) == 0,
+        "sasrec.hidden",
+        f"divisible by sasrec.heads={m.heads}",
+        m.hidden,
+    )
+    _check(m.layers >= 1, "sasrec.layers", ">= 1", m.layers)
+    _check(m.inner >= 1, "sasrec.inner", ">= 1", m.inner)
+    _check(0 <= m.dropout < 1, "sasrec.dropout", "in [0, 1)", m.dropout)
+    _check(0 <= m.attn_dropout < 1, "sasrec.attn_dropout", "in [0, 1)", m.attn_dropout)
+    _check(m.layer_norm_eps > 0, "sasrec.layer_norm_eps", "> 0", m.layer_norm_eps)
+    _check(m.init_std > 0, "sasrec.init_std", "> 0", m.init_std)
+    _check(m.loss in ("ce", "bce"), "sasrec.loss", "'ce' or 'bce'", m.loss)
+
+
+#: keys that may change when a run resumes (they do not change what was trained so far)
+RESUMABLE_CHANGES = (
+    "train.epochs",
+    "train.max_minutes",
+    "train.progress",
+    "train.threads",
+    "train.patience",
+)
+
+
+def config_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs, as ``key (old -> new)``."""
+    from reelrec.config import to_dict
+
+    def flat(d: dict, prefix: str = "") -> dict[str, object]:
+        out: dict[str, object] = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(to_dict(old)), flat(to_dict(new))
+    return [f"{k} ({a[k]!r} -> {b[k]!r})" for k in a if a[k] != b[k]]

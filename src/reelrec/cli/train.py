@@ -15,8 +15,16 @@ from reelrec.cli.common import (
     sequences_for,
     set_seed,
 )
-from reelrec.cli.registry import MODELS, PRESETS, ExperimentConfig, resolve_config
-from reelrec.config import ConfigError, to_yaml
+from reelrec.cli.registry import (
+    MODELS,
+    PRESETS,
+    RESUMABLE_CHANGES,
+    ExperimentConfig,
+    config_differences,
+    resolve_config,
+    validate,
+)
+from reelrec.config import ConfigError, from_yaml, to_yaml
 from reelrec.eval.ranking import evaluate_next_item
 from reelrec.io import atomic_write_json, run_metadata
 from reelrec.training.checkpoint import save_model
@@ -62,11 +70,20 @@ def train_model(
             f"{run_dir} was prepared for dataset {prepared_for!r} but the config says "
             f"data.dataset={cfg.data.dataset!r}; use another --run or --data.dataset={prepared_for}"
         )
+    validate(cfg)
     data = sequences_for(prep, cfg.max_len)
     set_seed(cfg.train.seed)
     entry = MODELS[cfg.model]
     model = entry.build(cfg, data)
     out = run_dir / "models" / cfg.run_name
+    if resume and (out / "checkpoint").exists() and (out / "config.yaml").exists():
+        old = from_yaml(ExperimentConfig, out / "config.yaml")
+        changed = [d for d in config_differences(old, cfg) if not d.startswith(RESUMABLE_CHANGES)]
+        if changed:
+            raise ConfigError(
+                f"{out} holds a checkpoint trained with another config: {'; '.join(changed)}. "
+                "Rerun with the same settings to resume, or add --no-resume to start over."
+            )
     out.mkdir(parents=True, exist_ok=True)
     to_yaml(cfg, out / "config.yaml")
     ks = tuple(cfg.eval.ks)

@@ -42,25 +42,30 @@ def read_s3rec_sequences(path: Path) -> dict[int, list[int]]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
     seqs: dict[int, list[int]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            try:
-                ids = [int(p) for p in parts]
-            except ValueError:
-                bad = next(p for p in parts if not p.lstrip("-").isdigit())
-                raise DataFormatError(
-                    f"{path}, line {line_no}: expected integer ids, got {bad!r}"
-                ) from None
-            if len(ids) < 2:
-                raise DataFormatError(f"{path}, line {line_no}: a user line needs >= 1 item")
-            if ids[0] in seqs:
-                raise DataFormatError(f"{path}, line {line_no}: user {ids[0]} appears twice")
-            if min(ids[1:]) < 1:
-                raise DataFormatError(f"{path}, line {line_no}: item ids start at 1")
-            seqs[ids[0]] = ids[1:]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            ids = [int(p) for p in parts]
+        except ValueError:
+            bad = next(p for p in parts if not p.lstrip("-").isdigit())
+            raise DataFormatError(
+                f"{path}, line {line_no}: expected integer ids, got {bad!r}"
+            ) from None
+        if len(ids) < 2:
+            raise DataFormatError(f"{path}, line {line_no}: a user line needs >= 1 item")
+        if ids[0] in seqs:
+            raise DataFormatError(f"{path}, line {line_no}: user {ids[0]} appears twice")
+        if min(ids[1:]) < 1 or ids[0] < 0:
+            raise DataFormatError(f"{path}, line {line_no}: item ids start at 1")
+        if max(ids) >= 2**62:
+            raise DataFormatError(f"{path}, line {line_no}: id {max(ids)} is too large")
+        seqs[ids[0]] = ids[1:]
     return seqs
 
 

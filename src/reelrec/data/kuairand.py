@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reelrec.data.readers import DataFormatError, read_table, to_numeric
+from reelrec.data.readers import NON_NEGATIVE, UNIX_MS, DataFormatError, read_table, to_numeric
 from reelrec.data.tables import RawTables
 
 LOG_GLOB = "processed_standard_kcore_15*.csv"
@@ -41,7 +41,14 @@ _RENAME = {
     "label": "like",
     "comment_stay_time": "comment_stay_ms",
 }
-_INT_COLUMNS = ["user_id", "video_id", "date", "hourmin", "time_ms"]
+#: integer columns and their valid ranges
+_INT_COLUMNS = {
+    "user_id": NON_NEGATIVE,
+    "video_id": NON_NEGATIVE,
+    "date": (20000101, 21001231),
+    "hourmin": (0, 2359),
+    "time_ms": UNIX_MS,
+}
 _BINARY = [
     "is_click",
     "is_follow",
@@ -83,11 +90,11 @@ def load_kuairand(log_folder: Path, features_folder: Path | None) -> RawTables:
         DataFormatError: a malformed row or value (message names file, line, column).
     """
     path = find_log(Path(log_folder))
-    raw = read_table(path, sep="\t", required=_INT_COLUMNS + _BINARY + _FLOAT)
+    raw = read_table(path, sep="\t", required=[*_INT_COLUMNS, *_BINARY, *_FLOAT])
     out = pd.DataFrame()
     notes: dict[str, object] = {"files": [str(path)]}
-    for col in _INT_COLUMNS:
-        out[col] = to_numeric(raw, col, path, "\t")[0]
+    for col, bounds in _INT_COLUMNS.items():
+        out[col] = to_numeric(raw, col, path, "\t", bounds=bounds)[0]
     for col in _BINARY:
         values = to_numeric(raw, col, path, "\t")[0]
         bad = ~np.isin(values, (0, 1))
@@ -98,7 +105,9 @@ def load_kuairand(log_folder: Path, features_folder: Path | None) -> RawTables:
             )
         out[col] = values.astype("int8")
     for col in _FLOAT:
-        values, n_missing = to_numeric(raw, col, path, "\t", dtype="float64", nullable=True)
+        values, n_missing = to_numeric(
+            raw, col, path, "\t", dtype="float64", nullable=True, bounds=NON_NEGATIVE
+        )
         out[col] = values
         if n_missing:
             notes[f"missing_{col}"] = n_missing
@@ -118,8 +127,10 @@ def load_kuairand(log_folder: Path, features_folder: Path | None) -> RawTables:
     feat_path = Path(features_folder) / USER_FEATURES if features_folder is not None else None
     if feat_path is not None and feat_path.exists():
         feats = read_table(feat_path, sep=",", required=["user_id"])
-        feats["user_id"] = to_numeric(feats, "user_id", feat_path, ",")[0]
-        users = users.merge(feats, on="user_id", how="left")
+        feats["user_id"] = to_numeric(feats, "user_id", feat_path, ",", bounds=NON_NEGATIVE)[0]
+        dup = feats["user_id"].duplicated(keep="first")
+        notes["user_feature_rows_duplicated"] = int(dup.sum())
+        users = users.merge(feats.loc[~dup], on="user_id", how="left")
         notes["files"].append(str(feat_path))  # type: ignore[union-attr]
         notes["users_without_features"] = int(users.iloc[:, 1].isna().sum())
     else:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reelrec.data.readers import DataFormatError, read_table, to_numeric
+from reelrec.data.readers import NON_NEGATIVE, UNIX_S, DataFormatError, read_table, to_numeric
 from reelrec.data.tables import RawTables
 
 ML100K_GENRES = [
@@ -43,6 +43,10 @@ ML100K_GENRES = [
     "War",
     "Western",
 ]
+
+
+#: valid MovieLens ratings (1..5 stars; 0 tolerated)
+RATING = (0, 5)
 
 
 def _interactions(
@@ -79,7 +83,9 @@ def load_ml1m(folder: Path) -> RawTables:
         titles = read_table(folder / "item2title.csv", sep=",", required=["ItemID", "Title"])
         items = pd.DataFrame(
             {
-                "item_id": to_numeric(titles, "ItemID", folder / "item2title.csv", ",")[0],
+                "item_id": to_numeric(
+                    titles, "ItemID", folder / "item2title.csv", ",", bounds=NON_NEGATIVE
+                )[0],
                 "title": titles["Title"].to_numpy(),
             }
         )
@@ -181,11 +187,22 @@ def _read_udata(path: Path) -> tuple[pd.DataFrame, int]:
                     f"{path}, line {line_no}: expected 4 fields, found {len(parts)}"
                 )
             try:
-                rows.append([int(p) for p in parts])
+                user, item, rating, ts = (int(p) for p in parts)
             except ValueError:
                 raise DataFormatError(
                     f"{path}, line {line_no}: expected integers, got {line.strip()!r}"
                 ) from None
+            for name, value, (lo, hi) in (
+                ("user id", user, (0, 2**62)),
+                ("item id", item, (0, 2**62)),
+                ("rating", rating, RATING),
+                ("timestamp", ts, UNIX_S),
+            ):
+                if not lo <= value <= hi:
+                    raise DataFormatError(
+                        f"{path}, line {line_no}: {name} {value} outside [{lo}, {hi}]"
+                    )
+            rows.append([user, item, rating, ts])
             n_space += line.rstrip("\n").count("\t") != 3
     arr = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
     out = pd.DataFrame({"user_id": arr[:, 0], "item_id": arr[:, 1]})

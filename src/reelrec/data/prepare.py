@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reelrec.data.readers import DataFormatError
 from reelrec.data.splits import DROPPED, SPLIT_NAMES, Protocol, assign_splits, positive_mask
 from reelrec.data.tables import LABEL_COLUMNS, RawTables
 from reelrec.io import atomic_path, atomic_write_json
@@ -64,6 +65,7 @@ def prepare(raw: RawTables, protocol: Protocol, dataset: str) -> Prepared:
 
     Raises:
         KeyError: a column the protocol needs is missing.
+        DataFormatError: no rows left, or a split without positive rows.
     """
     inter = raw.interactions.reset_index(drop=True)
     report: dict[str, object] = {
@@ -109,6 +111,16 @@ def prepare(raw: RawTables, protocol: Protocol, dataset: str) -> Prepared:
     inter["split"] = split[split != DROPPED]
 
     pos = positive_mask(inter, protocol)
+    split_pos = {
+        code: int(((inter["split"] == code).to_numpy() & pos).sum()) for code in SPLIT_NAMES
+    }
+    empty = [SPLIT_NAMES[c] for c, n in split_pos.items() if n == 0]
+    if len(inter) == 0 or empty:
+        what = f"positive rows ({protocol.positive} == 1)" if protocol.positive else "rows"
+        raise DataFormatError(
+            f"{dataset}: no {what} in the {', '.join(empty) or 'any'} split(s) under protocol "
+            f"{protocol.name!r} ({len(inter)} rows after cleaning): nothing to train or evaluate on"
+        )
     report["rows"] = len(inter)
     report["users"] = int(inter["user_id"].nunique())
     report["items"] = int(inter["item_id"].nunique())
@@ -116,10 +128,7 @@ def prepare(raw: RawTables, protocol: Protocol, dataset: str) -> Prepared:
     report["rows_per_split"] = {
         name: int((inter["split"] == code).sum()) for code, name in SPLIT_NAMES.items()
     }
-    report["positive_rows_per_split"] = {
-        name: int(((inter["split"] == code).to_numpy() & pos).sum())
-        for code, name in SPLIT_NAMES.items()
-    }
+    report["positive_rows_per_split"] = {SPLIT_NAMES[c]: n for c, n in split_pos.items()}
     report["loader"] = raw.notes
     return Prepared(inter, raw.items, raw.users, protocol, report)
 

@@ -35,11 +35,12 @@ def physical_line(path: Path, record: int, sep: str, header: bool = True) -> int
     """1-based physical line on which data record ``record`` (0-based) starts."""
     with _open_text(path) as fh:
         reader = csv.reader(fh, delimiter=sep)
-        start = 1
-        for i, _ in enumerate(reader):
-            rec = i - (1 if header else 0)
-            if rec == record:
-                return start
+        start, i = 1, 0
+        for row in reader:
+            if row:  # pyarrow skips empty lines: they are not records
+                if i - (1 if header else 0) == record:
+                    return start
+                i += 1
             start = reader.line_num + 1
     return start
 
@@ -80,7 +81,7 @@ def read_table(
         raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
     if first is None:
         raise DataFormatError(f"{path}: file is empty")
-    names = list(columns) if columns is not None else [c.strip() for c in first]
+    names = list(columns) if columns is not None else [c.strip().lstrip("\ufeff") for c in first]
     missing = [c for c in (required or []) if c not in names]
     if missing:
         raise DataFormatError(
@@ -96,7 +97,12 @@ def read_table(
         table = pacsv.read_csv(
             path,
             read_options=pacsv.ReadOptions(
-                column_names=names, skip_rows=0 if columns is not None else 1, encoding=encoding
+                # threads off: pyarrow's invalid-row callback from worker threads can abort the
+                # process once torch is loaded ("terminate called without an active exception")
+                use_threads=False,
+                column_names=names,
+                skip_rows=0 if columns is not None else 1,
+                encoding=encoding,
             ),
             parse_options=pacsv.ParseOptions(
                 delimiter=sep, newlines_in_values=True, invalid_row_handler=on_invalid
@@ -118,10 +124,21 @@ def _first_bad_line(path: Path, sep: str, ncols: int, encoding: str) -> tuple[in
         reader = csv.reader(fh, delimiter=sep)
         start = 1
         for row in reader:
-            if len(row) != ncols:
+            if row and len(row) != ncols:
                 return start, len(row)
             start = reader.line_num + 1
     return start, -1
+
+
+#: an integer field: up to 18 digits (always fits int64 exactly), optionally written as "12.0"
+_INT_PATTERN = r"[+-]?\d{1,18}(?:\.0*)?"
+
+#: plausible ranges, used by loaders as ``bounds``
+NON_NEGATIVE = (0, None)
+#: Unix time in ms up to 2100-01-01 (catches seconds/ms mix-ups and overflowed values)
+UNIX_MS = (0, 4_102_444_800_000)
+#: Unix time in s up to 2100-01-01
+UNIX_S = (0, 4_102_444_800)
 
 
 def to_numeric(
@@ -133,8 +150,12 @@ def to_numeric(
     dtype: str = "int64",
     nullable: bool = False,
     header: bool = True,
+    bounds: tuple[float | None, float | None] = (None, None),
 ) -> tuple[np.ndarray, int]:
-    """Convert a text column to numbers, naming the first bad value's file, line and column.
+    """Convert a text column to numbers exactly, naming the first bad value's file, line, column.
+
+    Integers are parsed as integers (never through float64, so ids above 2**53 stay exact) and
+    must have at most 18 digits; floats must be finite. Values outside ``bounds`` are errors.
 
     Args:
         df: table from :func:`read_table`.
@@ -143,30 +164,53 @@ def to_numeric(
         dtype: ``"int64"`` or ``"float64"``.
         nullable: if true, :data:`MISSING_MARKERS` become NaN (float64 result) and are counted;
             otherwise they are an error.
+        bounds: inclusive ``(low, high)``; ``None`` leaves a side open.
 
     Returns:
         ``(values, n_missing)``: numpy array of ``dtype`` (float64 when nullable) and the count of
         missing markers.
 
     Raises:
-        DataFormatError: a value is not a number (or is missing in a required column).
+        DataFormatError: a value is not a number, not finite, out of bounds, or missing in a
+            required column.
     """
-    text = df[column].str.strip()
+    text = df[column].astype(str).str.strip()
     is_missing = text.isin(MISSING_MARKERS).to_numpy()
-    values = pd.to_numeric(text.where(~is_missing, None), errors="coerce").to_numpy(dtype="float64")
-    bad = np.isnan(values) & ~is_missing
+    if dtype == "int64":
+        ok = text.str.fullmatch(_INT_PATTERN).to_numpy(dtype=bool) & ~is_missing
+        ints = np.zeros(len(text), dtype=np.int64)
+        if ok.any():
+            ints[ok] = text[ok].str.replace(r"\.0*$", "", regex=True).astype(np.int64).to_numpy()
+        values = ints.astype("float64") if nullable else ints
+        if nullable:
+            values[is_missing] = np.nan
+        bad = ~ok & ~is_missing
+        what = "an integer (at most 18 digits)"
+    else:
+        values = pd.to_numeric(text.where(~is_missing, None), errors="coerce").to_numpy(
+            dtype="float64"
+        )
+        bad = ~np.isfinite(values) & ~is_missing
+        what = "a finite number"
     if not nullable:
         bad |= is_missing
-    if dtype == "int64":
-        bad |= ~np.isnan(values) & (values != np.round(values))
-    if bad.any():
-        rec = int(np.flatnonzero(bad)[0])
+    lo, hi = bounds
+    present = ~is_missing & ~bad
+    out_of_range = np.zeros(len(text), dtype=bool)
+    if lo is not None:
+        out_of_range |= present & (values < lo)
+    if hi is not None:
+        out_of_range |= present & (values > hi)
+    if (bad | out_of_range).any():
+        rec = int(np.flatnonzero(bad | out_of_range)[0])
         line = physical_line(path, rec, sep, header=header)
+        if bad[rec]:
+            problem = f"expected {what}"
+        else:
+            problem = (
+                f"value outside [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+            )
         raise DataFormatError(
-            f"{path}, line {line}, column {column!r}: expected "
-            f"{'an integer' if dtype == 'int64' else 'a number'}, got {df[column].iloc[rec]!r}"
+            f"{path}, line {line}, column {column!r}: {problem}, got {df[column].iloc[rec]!r}"
         )
-    n_missing = int(is_missing.sum())
-    if nullable:
-        return values, n_missing
-    return values.astype(dtype), 0
+    return values, int(is_missing.sum()) if nullable else 0

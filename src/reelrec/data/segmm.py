@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reelrec.data.readers import DataFormatError, physical_line, read_table, to_numeric
+from reelrec.data.readers import (
+    NON_NEGATIVE,
+    DataFormatError,
+    physical_line,
+    read_table,
+    to_numeric,
+)
 from reelrec.data.tables import RawTables
 
 FILE = "SegMM_inter_sample.csv"
@@ -52,11 +58,16 @@ def load_segmm(folder: Path) -> RawTables:
     cols = ["user_id", "video_id", "time_ms", "duration_ms", "playing_time", "label_1D"]
     raw = read_table(path, sep=",", required=cols)
     out = pd.DataFrame()
-    out["user_id"] = to_numeric(raw, "user_id", path, ",")[0]
-    out["item_id"] = to_numeric(raw, "video_id", path, ",")[0]
-    out["timestamp_ms"] = pd.array(to_numeric(raw, "time_ms", path, ",")[0], dtype="Int64")
-    out["duration_ms"] = to_numeric(raw, "duration_ms", path, ",", dtype="float64")[0]
-    out["play_time_ms"] = to_numeric(raw, "playing_time", path, ",", dtype="float64")[0]
+    nn = NON_NEGATIVE
+    out["user_id"] = to_numeric(raw, "user_id", path, ",", bounds=nn)[0]
+    out["item_id"] = to_numeric(raw, "video_id", path, ",", bounds=nn)[0]
+    out["timestamp_ms"] = pd.array(
+        to_numeric(raw, "time_ms", path, ",", bounds=nn)[0], dtype="Int64"
+    )
+    out["duration_ms"] = to_numeric(
+        raw, "duration_ms", path, ",", dtype="float64", bounds=(1, None)
+    )[0]
+    out["play_time_ms"] = to_numeric(raw, "playing_time", path, ",", dtype="float64", bounds=nn)[0]
     labels = []
     for rec, (text, dur) in enumerate(zip(raw["label_1D"], out["duration_ms"], strict=True)):
         try:

@@ -286,7 +286,18 @@ def fetch(name: str, cache_dir: Path = CACHE_DIR, log: Callable[[str], None] = p
     """
     spec = get_spec(name)
     folder = Path(cache_dir) / spec.folder
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _fetch_files(spec, folder, log)
+    except BaseException:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()  # leave nothing behind from a failed first download
+        raise
+    return folder
+
+
+def _fetch_files(spec: DatasetSpec, folder: Path, log: Callable[[str], None]) -> None:
     for dl in spec.downloads:
         dest = folder / dl.target
         tmp = folder / f".{Path(dl.url).name}.part"
@@ -310,7 +321,6 @@ def fetch(name: str, cache_dir: Path = CACHE_DIR, log: Callable[[str], None] = p
             _flatten_single_folder(dest)
         else:
             os.replace(tmp, dest)
-    return folder
 
 
 def _flatten_single_folder(dest: Path) -> None:
