@@ -64,7 +64,11 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
         models[folder.name] = {
             k: v for k, v in test.items() if k not in ("n_instances", "oov_targets")
         }
-        detail = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
+        if (folder / "metrics.json").exists():
+            detail = read_json(folder / "metrics.json")
+        else:
+            detail = {"best_epoch": "unfinished"}
+            log(f"warning: {folder.name} has no metrics.json: its training did not finish")
         detail["test"] = test
         details[folder.name] = detail
         hist = folder / "history.json"

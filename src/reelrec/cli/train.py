@@ -85,6 +85,7 @@ def train_model(
                 "Rerun with the same settings to resume, or add --no-resume to start over."
             )
     out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)  # until training ends, the run is unfinished
     to_yaml(cfg, out / "config.yaml")
     ks = tuple(cfg.eval.ks)
 
