@@ -29,18 +29,24 @@ PEERS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", nargs="+", default=["amazon-beauty", "ml-1m"])
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
+    p.add_argument("--label", default="sasrec", help="result key and run name of the SASRec row")
     args, overrides = p.parse_known_args(argv)
     results: dict = {}
     for dataset in args.dataset:
         run = args.out / dataset
-        command = " ".join(["python bench/sasrec.py --dataset", dataset, *overrides])
+        label_arg = [] if args.label == "sasrec" else [f"--label {args.label}"]
+        command = " ".join(["python bench/sasrec.py --dataset", dataset, *label_arg, *overrides])
         rows = {}
         for model in ("popularity", "sasrec"):
             if model == "sasrec":
-                cfg = resolve_config(str(ROOT / "configs" / f"sasrec-{dataset}.yaml"), overrides)
+                cfg = resolve_config(
+                    str(ROOT / "configs" / f"sasrec-{dataset}.yaml"),
+                    [*overrides, f"--name={args.label}"],
+                )
             else:
                 cfg = resolve_config("popularity", [f"--data.dataset={dataset}"])
             m = train_model(run, cfg, resume=True)
@@ -64,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                     stopped=m["stopped"],
                     s_per_epoch=round(m["train_seconds"] / max(m["epochs_run"], 1), 1),
                 )
-            rows[model] = row
-        # re-read: another dataset's bench may have written meanwhile
+            rows[args.label if model == "sasrec" else model] = row
+        # re-read: another bench may have written meanwhile; keep its rows
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        results[dataset] = rows
+        results.setdefault(dataset, {}).update(rows)
         atomic_write_json(RESULTS, results)
     print(f"\n{'dataset':<14} {'model':<12} {'recall@10':>9} {'ndcg@10':>8} {'s/epoch':>8}")
     for dataset, rows in results.items():

@@ -106,3 +106,14 @@ def test_c07_popularity_counts_repeats_and_is_batch_invariant():
     scores = Popularity(np.array([0, 5, 20, 9])).score_all(torch.zeros(2, 4, dtype=torch.long))
     assert scores.shape == (2, 4) and torch.isinf(scores[:, 0]).all()
     assert scores[0, 1:].tolist() == [5, 20, 9]
+
+
+def test_post_ln_variant_is_causal_and_trains():
+    m = _model(norm_first=False)
+    a = torch.tensor([[1, 2, 3, 4, 5, 6, 7]])
+    b = a.clone()
+    b[0, 5:] = torch.tensor([9, 10])
+    torch.testing.assert_close(m(a).hidden[:, :5], m(b).hidden[:, :5])
+    out = m.train().loss(*_batch())
+    out.loss.backward()
+    assert all(p.grad is not None for p in m.parameters())

@@ -13,9 +13,10 @@ Training objective (``SASRecConfig.loss``):
     uniformly sampled negative per position.
 
 Deviations from the paper, and why:
-    * Pre-LayerNorm blocks (``x + Attn(LN(x))``, ``x + FFN(LN(x))``, final LN), a GELU FFN and
-      truncated-normal(0.02) initialisation, as in RecBole/BERT; the paper applies LN to the
-      query only and uses ReLU. Pre-LN trains stably without warm-up.
+    * Pre-LayerNorm blocks by default (``x + Attn(LN(x))``, ``x + FFN(LN(x))``, final LN);
+      ``norm_first=False`` gives RecBole/BERT's post-LN blocks with LN on the input embedding.
+      The paper applies LN to the query only and uses ReLU; we use a GELU FFN and
+      truncated-normal(0.02) initialisation, as RecBole does.
     * Position ids count from the first real item of the (left-padded) window, not from the
       first slot, so outputs do not depend on how much padding precedes a sequence (padding
       invariance) and match between training windows and evaluation histories.
@@ -47,6 +48,7 @@ class SASRecConfig:
     layer_norm_eps: float = 1e-12  # LayerNorm epsilon (> 0)
     init_std: float = 0.02  # std of the truncated-normal initialisation (> 0)
     loss: str = "ce"  # "ce" (softmax over all items) or "bce" (paper, 1 sampled negative)
+    norm_first: bool = True  # pre-LN blocks; False: post-LN with LN on the input (RecBole/BERT)
 
 
 class SASRecOutput(NamedTuple):
@@ -114,6 +116,7 @@ class Block(nn.Module):
 
     def __init__(self, cfg: SASRecConfig) -> None:
         super().__init__()
+        self.norm_first = cfg.norm_first
         self.ln1 = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
@@ -127,8 +130,11 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: float (B, L, D); mask: bool (B, 1, L, L). Returns float (B, L, D)."""
-        x = x + self.drop(self.attn(self.ln1(x), mask))
-        return x + self.drop(self.ffn(self.ln2(x)))
+        if self.norm_first:
+            x = x + self.drop(self.attn(self.ln1(x), mask))
+            return x + self.drop(self.ffn(self.ln2(x)))
+        x = self.ln1(x + self.drop(self.attn(x, mask)))
+        return self.ln2(x + self.drop(self.ffn(x)))
 
 
 class SASRec(nn.Module):
@@ -154,6 +160,7 @@ class SASRec(nn.Module):
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
         self.emb_drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        # pre-LN normalises the output; post-LN normalises the input embedding instead
         self.final_ln = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.apply(self._init)
 
@@ -192,6 +199,8 @@ class SASRec(nn.Module):
         valid = items > 0
         pos = (valid.long().cumsum(1) - 1).clamp(min=0)
         x = self.item_emb(items) + self.pos_emb(pos)
+        if not self.cfg.norm_first:
+            x = self.final_ln(x)
         x = self.emb_drop(x) * valid.unsqueeze(-1)
         causal = torch.ones(seq, seq, dtype=torch.bool, device=items.device).tril()
         mask = causal & valid.unsqueeze(1)  # (B, L, L): key must be real and not in the future
@@ -199,7 +208,9 @@ class SASRec(nn.Module):
         mask = mask.unsqueeze(1)
         for block in self.blocks:
             x = block(x, mask) * valid.unsqueeze(-1)
-        return SASRecOutput(self.final_ln(x) * valid.unsqueeze(-1))
+        if self.cfg.norm_first:
+            x = self.final_ln(x)
+        return SASRecOutput(x * valid.unsqueeze(-1))
 
     def user_representation(self, history: torch.Tensor) -> torch.Tensor:
         """Representation after the last (most recent) position.
