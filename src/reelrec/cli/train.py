@@ -59,6 +59,7 @@ def train_model(
         ConfigError: the run was prepared for another dataset than ``cfg.data.dataset``.
         FileNotFoundError, DatasetNotFound, DataFormatError: missing or malformed data.
     """
+    validate(cfg)
     run_dir = Path(run_dir)
     if not (run_dir / "data" / "interactions.parquet").exists():
         log(f"{run_dir / 'data'} not found: preparing {cfg.data.dataset} first")
@@ -70,7 +71,6 @@ def train_model(
             f"{run_dir} was prepared for dataset {prepared_for!r} but the config says "
             f"data.dataset={cfg.data.dataset!r}; use another --run or --data.dataset={prepared_for}"
         )
-    validate(cfg)
     data = sequences_for(prep, cfg.max_len)
     set_seed(cfg.train.seed)
     entry = MODELS[cfg.model]
@@ -91,9 +91,10 @@ def train_model(
 
     def evaluate(m: torch.nn.Module, split: str = "valid") -> dict[str, float]:
         inst = data.valid if split == "valid" else data.test
-        return evaluate_next_item(m.score_all, inst.history, inst.target, ks, cfg.eval.batch_size)[
-            0
-        ]
+        metrics, _ = evaluate_next_item(
+            m.score_all, inst.history, inst.target, ks, cfg.eval.batch_size
+        )
+        return metrics
 
     t0 = time.perf_counter()
     info: dict[str, object] = {}
