@@ -24,9 +24,11 @@ quickstart: install
 	  echo "then: make quickstart REELREC_DATA_DIR=~/.cache/reelrec"; exit 2; fi
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/reelrec quickstart --out runs/quickstart
 
-test: install
+lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+test: lint
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest -q
 
 bench: install

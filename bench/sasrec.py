@@ -30,16 +30,25 @@ PEERS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", nargs="+", default=["amazon-beauty", "ml-1m"])
-    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Extra --section.key=value arguments override the frozen SASRec configs.",
+    )
+    p.add_argument(
+        "--dataset", nargs="+", default=["amazon-beauty", "ml-1m"], help="datasets to run"
+    )
+    p.add_argument(
+        "--out", type=Path, default=ROOT / "runs" / "bench", help="run folders (resumable)"
+    )
     p.add_argument("--label", default="sasrec", help="result key and run name of the SASRec row")
     args, overrides = p.parse_known_args(argv)
     results: dict = {}
     for dataset in args.dataset:
         run = args.out / dataset
         label_arg = [] if args.label == "sasrec" else [f"--label {args.label}"]
-        command = " ".join(["python bench/sasrec.py --dataset", dataset, *label_arg, *overrides])
+        command = " ".join(
+            [".venv/bin/python bench/sasrec.py --dataset", dataset, *label_arg, *overrides]
+        )
         rows = {}
         for model in ("popularity", "sasrec"):
             if model == "sasrec":

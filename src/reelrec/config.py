@@ -147,7 +147,8 @@ def from_yaml(cls: type[T], path: str | Path) -> T:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        one_line = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: not valid YAML: {one_line}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:

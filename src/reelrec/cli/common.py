@@ -18,14 +18,25 @@ from reelrec.io import atomic_write_json, run_metadata
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     """Add ``--dataset``, ``--protocol`` and ``--data-dir`` to a subcommand."""
-    parser.add_argument("--dataset", default="kuairand", help="dataset name (default: kuairand)")
+    from reelrec.data.splits import PROTOCOLS
+
     parser.add_argument(
-        "--protocol", default="", help="evaluation protocol (default: the dataset's own)"
+        "--dataset",
+        default="kuairand",
+        choices=list(sources.DATASETS),
+        help="dataset name (default: kuairand)",
+    )
+    parser.add_argument(
+        "--protocol",
+        default="",
+        choices=["", *PROTOCOLS],
+        help="evaluation protocol (default: the dataset's own)",
     )
     parser.add_argument(
         "--data-dir",
         default="",
-        help=f"data root holding the dataset folders (default: ${sources.ENV_VAR})",
+        help=f"data root holding the dataset folders (default: ${sources.ENV_VAR}, "
+        f"else {sources.CACHE_DIR})",
     )
 
 

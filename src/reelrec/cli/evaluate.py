@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reelrec evaluate",
         description="Reload each RUN/models/NAME from model.safetensors + config.yaml, rank "
-        "all items for every test instance, and write RUN/metrics.json and RUN/report.md.",
+        "all items for every test instance, and write RUN/metrics.json, RUN/report.md and "
+        "RUN/plots/training_curves.png.",
     )
     p.add_argument("run", type=Path, help="run folder (RUN)")
     return p
@@ -73,7 +74,7 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
         details[folder.name] = detail
         hist = folder / "history.json"
         histories[folder.name] = read_json(hist) if hist.exists() else []
-        log(f"{folder.name}: test ndcg@10 {test['ndcg@10']:.4f}  recall@10 {test['recall@10']:.4f}")
+        log(f"{folder.name}: test recall@10 {test['recall@10']:.4f}  ndcg@10 {test['ndcg@10']:.4f}")
     metrics = {
         "dataset": prep.report.get("dataset", ""),
         "protocol": prep.protocol.name,

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reelrec quickstart",
         description="Prepare a dataset (default: real KuaiRand), train the popularity "
         "baseline and SASRec, evaluate both with full ranking on the test split, and write "
-        "RUN/metrics.json and RUN/report.md with a training-curve plot. About 2-7 minutes on "
+        "RUN/metrics.json and RUN/report.md with a training-curve plot. About 1-3 minutes on "
         "2 CPU cores for KuaiRand.",
         epilog="Extra --section.key=value arguments override the SASRec config "
         "(preset sasrec-kuairand for kuairand, sasrec otherwise), e.g. --train.epochs=3.",
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{'model':<12} {'recall@10':>10} {'ndcg@10':>10}")
     for name, m in models.items():
-        print(f"{name:<12} {m['recall@10']:>10.4f} {m['ndcg@10']:>10.4f}")
+        print(f"{name:<12} {m['recall@10']:>10.4f} {m['ndcg@10']:>10.4f}", flush=True)
     print(
         f"\ndone in {time.perf_counter() - t0:.0f}s. Results: {args.out / 'metrics.json'}, "
         f"report: {args.out / 'report.md'}"

@@ -87,10 +87,11 @@ PRESETS: dict[str, ExperimentConfig] = {
     "sasrec": ExperimentConfig(model="sasrec"),
     # KuaiRand liked-video sequences are short and sparse (1,563 train items, ~37 likes per user):
     # the RecBole defaults (lr 1e-3, dropout 0.5) barely move in 10 epochs; lr 5e-3 with dropout
-    # 0.2 was picked on validation NDCG@10 (README "Results").
+    # 0.2 was picked on validation NDCG@10. Validation NDCG@10 (2,885 targets, ~40 hits) is
+    # noisy and plateaus between epochs 5 and 20 before rising again, so patience is 25.
     "sasrec-kuairand": ExperimentConfig(
         model="sasrec",
-        train=TrainConfig(lr=5e-3, epochs=100, patience=10, max_minutes=6.0),
+        train=TrainConfig(lr=5e-3, epochs=100, patience=25, max_minutes=6.0),
         sasrec=SASRecConfig(dropout=0.2, attn_dropout=0.2),
     ),
 }

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Overrides: any config key as --section.key=value, e.g. --train.epochs=5 "
         "--sasrec.hidden=128 --data.dataset=amazon-beauty. Unknown keys are rejected. "
         f"Presets: {', '.join(PRESETS)}. Models: "
-        + "; ".join(f"{k}: {v.description}" for k, v in MODELS.items()),
+        + "; ".join(f"{k}: {v.description}" for k, v in MODELS.items())
+        + ". Each model writes to RUN/models/<--name, default the model name>: use --name=NAME "
+        "to keep several runs of one model side by side.",
     )
     p.add_argument("config", help="preset name or path to a YAML config")
     p.add_argument("--run", required=True, type=Path, help="run folder (RUN)")
@@ -56,7 +58,8 @@ def train_model(
     """Train ``cfg`` on ``run_dir`` and return the model's metrics (also written to disk).
 
     Raises:
-        ConfigError: the run was prepared for another dataset than ``cfg.data.dataset``.
+        ConfigError: an invalid config, a run prepared for another dataset than
+            ``cfg.data.dataset``, or a checkpoint trained with another config.
         FileNotFoundError, DatasetNotFound, DataFormatError: missing or malformed data.
     """
     validate(cfg)
@@ -108,6 +111,8 @@ def train_model(
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history),
             "stopped": result.stopped,
+            # wall time of all epochs (training + validation), across resumed sessions
+            "train_seconds": round(sum(h["seconds"] for h in result.history), 2),
         }
     else:
         save_model(model, out / "model.safetensors")
@@ -121,7 +126,7 @@ def train_model(
         "train_seconds": round(time.perf_counter() - t0, 2),
         "num_items": data.vocab.size,
         "train_windows": len(data.train_windows),
-        **info,
+        **info,  # for trained models, train_seconds sums the epochs of every session
         **run_metadata(),
     }
     atomic_write_json(out / "metrics.json", metrics)

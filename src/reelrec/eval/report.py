@@ -37,8 +37,9 @@ def plot_training_curves(
         ax_loss.plot(epochs, [r["loss"] for r in rows], marker=".", label=name)
         ax_val.plot(epochs, [r.get(f"valid_{metric}") for r in rows], marker=".", label=name)
     for name, value in baselines.items():
-        ax_val.axhline(value, linestyle="--", color="grey", linewidth=1)
-        ax_val.annotate(name, (ax_val.get_xlim()[0], value), fontsize=8, color="grey", va="bottom")
+        ax_val.axhline(
+            value, linestyle="--", color="grey", linewidth=1, label=f"{name} (no training)"
+        )
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
     ax_val.set(
         xlabel="epoch", ylabel=f"validation {metric}", title=f"validation {metric} (full ranking)"
@@ -120,7 +121,10 @@ def write_report(
             "## Data",
             "",
             f"- rows {r.get('rows', '?'):,}, users {r.get('users', '?'):,}, items {r.get('items', '?'):,}",
-            f"- rows per split: {r.get('rows_per_split')}; positive rows per split: {r.get('positive_rows_per_split')}",
+            "- rows per split: "
+            + ", ".join(f"{k} {v:,}" for k, v in (r.get("rows_per_split") or {}).items())
+            + "; positive rows per split: "
+            + ", ".join(f"{k} {v:,}" for k, v in (r.get("positive_rows_per_split") or {}).items()),
             f"- duplicate events removed: {r.get('duplicate_events_removed')}; rows out of time order in the file: {r.get('rows_out_of_time_order', 'n/a')}; rows in (user, time) tie groups: {r.get('rows_in_tie_groups', 'n/a')} (kept in file order)",
         ]
     path = run_dir / "report.md"
