@@ -127,6 +127,22 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def differences(old: Any, new: Any) -> list[str]:
+    """Dotted keys whose values differ between two configs of one class, as ``key (old -> new)``."""
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(to_dict(old)), flat(to_dict(new))
+    return [f"{k} ({a[k]!r} -> {b[k]!r})" for k in a if a[k] != b[k]]
+
+
 def to_yaml(cfg: Any, path: str | Path | None = None) -> str:
     """Serialise ``cfg``; when ``path`` is given also write it atomically."""
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)

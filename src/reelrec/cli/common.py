@@ -7,8 +7,7 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
+from reelrec.config import ConfigError
 from reelrec.data import sources
 from reelrec.data.prepare import Prepared, prepare, read_prepared, write_prepared
 from reelrec.data.sequences import SequenceData, build_sequences
@@ -48,8 +47,6 @@ def parse_with_overrides(
     Raises:
         ConfigError: a leftover argument is not of the override form.
     """
-    from reelrec.config import ConfigError
-
     args, overrides = parser.parse_known_args(argv)
     bad = [o for o in overrides if not o.startswith("--") or "=" not in o]
     if bad:
@@ -67,8 +64,6 @@ def prepare_run(
     Raises:
         DatasetNotFound, DataFormatError, KeyError: from the loaders / registry.
     """
-    from reelrec.config import ConfigError
-
     spec = sources.get_spec(dataset)
     proto = get_protocol(protocol or spec.protocol)
     run_dir = Path(run_dir)
@@ -124,8 +119,3 @@ def read_json(path: Path) -> dict:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: invalid JSON ({exc})") from None
-
-
-def set_seed(seed: int) -> None:
-    """Seed torch (the only RNG models and the loop use)."""
-    torch.manual_seed(seed)

@@ -205,20 +205,3 @@ RESUMABLE_CHANGES = (
     "train.threads",
     "train.patience",
 )
-
-
-def config_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
-    """Dotted keys whose values differ between two configs, as ``key (old -> new)``."""
-    from reelrec.config import to_dict
-
-    def flat(d: dict, prefix: str = "") -> dict[str, object]:
-        out: dict[str, object] = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    a, b = flat(to_dict(old)), flat(to_dict(new))
-    return [f"{k} ({a[k]!r} -> {b[k]!r})" for k in a if a[k] != b[k]]

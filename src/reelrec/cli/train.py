@@ -13,18 +13,16 @@ from reelrec.cli.common import (
     parse_with_overrides,
     prepare_run,
     sequences_for,
-    set_seed,
 )
 from reelrec.cli.registry import (
     MODELS,
     PRESETS,
     RESUMABLE_CHANGES,
     ExperimentConfig,
-    config_differences,
     resolve_config,
     validate,
 )
-from reelrec.config import ConfigError, from_yaml, to_yaml
+from reelrec.config import ConfigError, differences, from_yaml, to_yaml
 from reelrec.eval.ranking import evaluate_next_item
 from reelrec.io import atomic_write_json, run_metadata
 from reelrec.training.checkpoint import save_model
@@ -75,13 +73,13 @@ def train_model(
             f"data.dataset={cfg.data.dataset!r}; use another --run or --data.dataset={prepared_for}"
         )
     data = sequences_for(prep, cfg.max_len)
-    set_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)  # initialisation; the loop seeds shuffling per epoch
     entry = MODELS[cfg.model]
     model = entry.build(cfg, data)
     out = run_dir / "models" / cfg.run_name
     if resume and (out / "checkpoint").exists() and (out / "config.yaml").exists():
         old = from_yaml(ExperimentConfig, out / "config.yaml")
-        changed = [d for d in config_differences(old, cfg) if not d.startswith(RESUMABLE_CHANGES)]
+        changed = [d for d in differences(old, cfg) if not d.startswith(RESUMABLE_CHANGES)]
         if changed:
             raise ConfigError(
                 f"{out} holds a checkpoint trained with another config: {'; '.join(changed)}. "

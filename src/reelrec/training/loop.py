@@ -1,8 +1,8 @@
 """A plain, readable training loop for next-item models.
 
 One epoch = one pass over the training windows in batches of similar length, in a seeded random
-order (the batches of epoch e depend only on ``seed`` and ``e``), Adam updates, then a full-ranking evaluation on the
-validation instances. The best epoch by ``TrainConfig.metric`` (validation NDCG@10 by default)
+order (the batches of epoch e depend only on ``seed`` and ``e``), Adam updates, then a
+full-ranking evaluation on the validation instances. The best epoch by ``TrainConfig.metric`` (validation NDCG@10 by default)
 is kept in ``model.safetensors``; training stops after ``patience`` epochs without improvement,
 after ``epochs``, or when ``max_minutes`` is spent (noted in the history). A resumable
 checkpoint (model, optimizer, RNG, history) is written after every epoch, so an interrupted run
@@ -66,15 +66,6 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped: str = ""
     seconds: float = 0.0
-
-
-class LossModel(nn.Module):
-    """Protocol of a trainable next-item model: ``loss(inputs, targets, generator)``."""
-
-    def loss(
-        self, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
-    ) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
 
 
 def _trim_left_padding(batch: torch.Tensor) -> torch.Tensor:
