@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -9,7 +10,7 @@ import reelrec
 
 
 def _commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
-    from reelrec.cli import datasets, evaluate, prepare, quickstart, train
+    from reelrec.cli import align, datasets, encode, evaluate, prepare, quickstart, tokenize, train
 
     return {
         "quickstart": (
@@ -26,6 +27,15 @@ def _commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
         ),
         "train": (train.main, "train a model: reelrec train CONFIG --run RUN [--a.b=c ...]"),
         "evaluate": (evaluate.main, "full-ranking test metrics -> RUN/metrics.json, RUN/report.md"),
+        "encode": (
+            encode.main,
+            "item content -> RUN/content/item_embeddings.npy (text or item2vec)",
+        ),
+        "align": (align.main, "QARM item alignment -> RUN/content/aligned_embeddings.npy"),
+        "tokenize": (
+            tokenize.main,
+            "semantic IDs (balanced RQ-Kmeans, RQ-Kmeans, RQ-VAE, VQ) -> RUN/tokenizer/",
+        ),
     }
 
 
@@ -77,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         CheckpointError,
         FileNotFoundError,
         KeyError,
+        ValueError,
     ) as exc:
+        if os.environ.get("REELREC_DEBUG"):
+            raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"reelrec {argv[0]}: error: {msg}", file=sys.stderr)
         return 2

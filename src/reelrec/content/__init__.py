@@ -1,0 +1,1 @@
+"""Item content: text encoders, item texts, behaviour-only embeddings, embedding files."""

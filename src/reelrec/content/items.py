@@ -1,0 +1,225 @@
+"""Item content for the semantic-ID stages: item texts, behaviour-only embeddings, embedding files.
+
+* :func:`item_texts`: one text per item from what the dataset knows: ``title`` (amazon-*: product
+  title; ml-1m: film title, year stripped by the SeqRec conversion) and ``genres`` where present.
+  The S3-Rec Amazon ``attributes`` are integer brand/category ids without names, so they carry
+  nothing a text encoder can read and are not used; ml-1m genres are not in the shared files.
+* :func:`behaviour_embeddings`: for datasets without content (kuairand), item2vec in its
+  matrix-factorisation form: the positive pointwise mutual information of items co-occurring
+  within ``window`` positions of a user's training-split positive sequence, factorised by
+  truncated SVD, ``E = U sqrt(S)`` (Levy & Goldberg, NeurIPS 2014, show skip-gram with negative
+  sampling factorises the shifted PMI matrix; Barkan & Koenigstein, arXiv 1603.04259, item2vec).
+  Only items with a training positive get an embedding.
+* :func:`save_embeddings` / :func:`load_embeddings` / :func:`check_embeddings`: the
+  ``RUN/content/<stem>.npy`` + ``RUN/content/item_ids.npy`` files every later stage reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reelrec.data.splits import TRAIN, Protocol, positive_mask
+from reelrec.io import atomic_path
+
+#: text given to an item whose title is missing or empty (counted and reported by `encode`)
+PLACEHOLDER_TEXT = "unknown item"
+
+
+def item_texts(items: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """One text per item: title, then ``" | "`` and genres where the table has them.
+
+    Args:
+        items: the prepared ``items`` table (``item_id`` plus ``title`` / ``genres`` columns).
+
+    Returns:
+        ``(item_ids int64 (N,), texts (N,), missing bool (N,))``; ``missing`` marks items with no
+        usable text, whose text is :data:`PLACEHOLDER_TEXT`.
+
+    Raises:
+        ValueError: the table has neither ``title`` nor ``genres`` (the dataset has no content;
+            use behaviour embeddings), or duplicate item ids.
+    """
+    cols = [c for c in ("title", "genres") if c in items.columns]
+    if not cols:
+        raise ValueError(
+            f"items table has no text column (columns: {list(items.columns)}); this dataset has "
+            "no item content: use `reelrec encode --encoder item2vec` (behaviour-only embeddings)"
+        )
+    ids = items["item_id"].to_numpy(dtype=np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("items table has duplicate item_id values")
+
+    def clean(v: object) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        if isinstance(v, list | tuple | np.ndarray):
+            return ", ".join(str(x) for x in v)
+        return " ".join(str(v).split())
+
+    parts = [items[c].map(clean).tolist() for c in cols]
+    texts = [" | ".join(p for p in row if p) for row in zip(*parts, strict=True)]
+    missing = np.array([not t for t in texts], dtype=bool)
+    texts = [t or PLACEHOLDER_TEXT for t in texts]
+    return ids, texts, missing
+
+
+def behaviour_embeddings(
+    interactions: pd.DataFrame,
+    protocol: Protocol,
+    dim: int = 64,
+    window: int = 5,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Item2vec-style embeddings from training-split positive sequences (PPMI + truncated SVD).
+
+    Args:
+        interactions: prepared interactions (sorted by user, time; column ``split``).
+        protocol: decides which rows are positives.
+        dim: embedding width D (< number of items).
+        window: co-occurrence window in sequence positions (each side).
+        seed: seed of the SVD's starting vector (same seed, same embeddings).
+
+    Returns:
+        ``(item_ids int64 (V,), embeddings float32 (V, D))`` for the V items with a training
+        positive, rows L2-normalised.
+
+    Raises:
+        ValueError: fewer than ``dim + 1`` items, or no co-occurring pairs.
+    """
+    from scipy import sparse
+    from scipy.sparse.linalg import svds
+
+    df = interactions[
+        (interactions["split"].to_numpy() == TRAIN) & positive_mask(interactions, protocol)
+    ]
+    ids, col = np.unique(df["item_id"].to_numpy(dtype=np.int64), return_inverse=True)
+    v = len(ids)
+    if v <= dim:
+        raise ValueError(f"behaviour embeddings of width {dim} need more than {dim} items, got {v}")
+    users = df["user_id"].to_numpy()
+    rows, cols = [], []
+    for off in range(1, window + 1):
+        same = users[off:] == users[:-off]
+        a, b = col[:-off][same], col[off:][same]
+        rows += [a, b]
+        cols += [b, a]
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    if r.size == 0:
+        raise ValueError("no two positives of one user within the window: nothing to learn from")
+    co = sparse.coo_matrix((np.ones(r.size), (r, c)), shape=(v, v)).tocsr()
+    co.sum_duplicates()
+    total = co.sum()
+    row_sum = np.asarray(co.sum(axis=1)).ravel()
+    col_sum = np.asarray(co.sum(axis=0)).ravel()
+    co = co.tocoo()
+    pmi = np.log(co.data * total / (row_sum[co.row] * col_sum[co.col]))
+    keep = pmi > 0
+    ppmi = sparse.csr_matrix((pmi[keep], (co.row[keep], co.col[keep])), shape=(v, v))
+    rng = np.random.default_rng(seed)
+    u, s, _ = svds(ppmi, k=dim, v0=rng.standard_normal(v))
+    order = np.argsort(-s)
+    emb = u[:, order] * np.sqrt(s[order])
+    # SVD sign is arbitrary: fix it so the largest-magnitude entry of each column is positive
+    signs = np.sign(emb[np.abs(emb).argmax(0), np.arange(dim)])
+    emb = emb * np.where(signs == 0, 1.0, signs)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    emb = emb / np.where(norms > 0, norms, 1.0)
+    return ids, emb.astype(np.float32)
+
+
+def check_embeddings(item_ids: np.ndarray, x: np.ndarray, source: str) -> None:
+    """Validate an embedding table before it is aligned or quantised.
+
+    Args:
+        item_ids: int (N,) item ids, unique.
+        x: float (N, D) embeddings.
+        source: file or stage name used in the error message.
+
+    Raises:
+        ValueError: wrong shapes or dtype, id/row count mismatch, duplicate ids, non-finite
+            values or all-zero rows (the message names the first offending item ids).
+    """
+    x = np.asarray(x)
+    item_ids = np.asarray(item_ids)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{source}: embeddings must be a non-empty (N, D) array, got {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{source}: embeddings must be floating point, got {x.dtype}")
+    if item_ids.ndim != 1 or len(item_ids) != len(x):
+        raise ValueError(
+            f"{source}: {len(item_ids)} item ids for {len(x)} embedding rows (mismatched ids)"
+        )
+    if not np.issubdtype(item_ids.dtype, np.integer):
+        raise ValueError(f"{source}: item ids must be integers, got {item_ids.dtype}")
+    uniq, counts = np.unique(item_ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{source}: duplicate item ids {uniq[counts > 1][:10].tolist()}")
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{source}: {int(bad.sum())} embedding row(s) with NaN/inf, item ids "
+            f"{item_ids[bad][:10].tolist()}"
+        )
+    zero = ~(x != 0).any(axis=1)
+    if zero.any():
+        raise ValueError(
+            f"{source}: {int(zero.sum())} all-zero embedding row(s), item ids "
+            f"{item_ids[zero][:10].tolist()}"
+        )
+
+
+def save_embeddings(folder: Path, stem: str, item_ids: np.ndarray, x: np.ndarray) -> Path:
+    """Write ``folder/<stem>.npy`` and ``folder/item_ids.npy`` atomically.
+
+    ``item_ids.npy`` is shared by every embedding file of the folder; writing a different id
+    list over an existing one is refused so that rows never silently change meaning.
+
+    Returns:
+        The path of the embedding file.
+
+    Raises:
+        ValueError: from :func:`check_embeddings`, or ids different from the folder's.
+    """
+    folder = Path(folder)
+    check_embeddings(item_ids, x, f"{folder / stem}.npy")
+    ids_path = folder / "item_ids.npy"
+    ids = np.asarray(item_ids, dtype=np.int64)
+    if ids_path.exists() and stem != "item_embeddings":
+        old = np.load(ids_path, allow_pickle=False)
+        if not np.array_equal(old, ids):
+            raise ValueError(f"{ids_path} lists other items than {stem}; re-run `reelrec encode`")
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(ids_path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, ids, allow_pickle=False)
+    path = folder / f"{stem}.npy"
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(x, dtype=np.float32), allow_pickle=False)
+    return path
+
+
+def load_embeddings(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``folder/<stem>.npy`` with ``folder/item_ids.npy``, validated.
+
+    Returns:
+        ``(item_ids int64 (N,), embeddings float32 (N, D))``.
+
+    Raises:
+        FileNotFoundError: a file is missing (says which command makes it).
+        ValueError: from :func:`check_embeddings`.
+    """
+    folder = Path(folder)
+    path, ids_path = folder / f"{stem}.npy", folder / "item_ids.npy"
+    for p in (path, ids_path):
+        if not p.exists():
+            maker = "reelrec align" if stem == "aligned_embeddings" else "reelrec encode"
+            raise FileNotFoundError(f"{p} not found; `{maker} --run RUN` writes it")
+    try:
+        x = np.load(path, allow_pickle=False)
+        ids = np.load(ids_path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a plain .npy array ({exc})") from None
+    check_embeddings(ids, x, str(path))
+    return ids.astype(np.int64), x.astype(np.float32)
