@@ -69,7 +69,18 @@ def tokenize_run(
         )
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "tokenizer"
-    ids, x = load_embeddings(run_dir / "content", EMBEDDING_FILES[tcfg.embeddings])
+    content = run_dir / "content"
+    if tcfg.embeddings == "aligned" and not (content / "aligned_embeddings.npy").exists():
+        hint = (
+            "; or quantise the unaligned ones with --tokenizer.embeddings=raw"
+            if (content / "item_embeddings.npy").exists()
+            else " (after `reelrec encode --run RUN`)"
+        )
+        raise FileNotFoundError(
+            f"{content / 'aligned_embeddings.npy'} not found: run `reelrec align --run {run_dir}`"
+            + hint
+        )
+    ids, x = load_embeddings(content, EMBEDDING_FILES[tcfg.embeddings])
     t0 = time.perf_counter()
     if tcfg.method == "vq":
         table, stats = vq_codes(ids, x, tcfg.vq_topk)

@@ -241,9 +241,9 @@ def fit_semantic_ids(
     from reelrec.content.items import check_embeddings
 
     check_embeddings(item_ids, x, "tokenizer input")
+    k = check_config(cfg, len(x))
     if cfg.method not in RQ_METHODS:
         raise ValueError(f"{cfg.method!r} does not make semantic IDs; use vq_codes()")
-    k = check_config(cfg, len(x))
     order = np.argsort(item_ids, kind="stable")
     item_ids = np.asarray(item_ids, dtype=np.int64)[order]
     x = np.asarray(x, dtype=np.float32)[order]

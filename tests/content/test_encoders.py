@@ -1,0 +1,133 @@
+"""Encoders, cache, item texts, item2vec, embedding files. Small tables are built in code; the
+e5-small test runs the real bundled model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reelrec.content.encoders import E5SmallEncoder, HashingEncoder, encode_cached
+from reelrec.content.items import (
+    PLACEHOLDER_TEXT,
+    behaviour_embeddings,
+    check_embeddings,
+    item_texts,
+    load_embeddings,
+    save_embeddings,
+)
+from reelrec.data.splits import TEST, TRAIN, get_protocol
+
+
+def test_hashing_encoder_is_deterministic_unit_norm_and_lexical():
+    enc = HashingEncoder(64)
+    texts = ["red lipstick matte", "red lipstick glossy", "football boots"]
+    x = enc.encode(texts)
+    assert x.shape == (3, 64) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(x, HashingEncoder(64).encode(texts))
+    assert x[0] @ x[1] > x[0] @ x[2]
+
+
+def test_empty_text_is_refused_with_its_position():
+    with pytest.raises(ValueError, match=r"position\(s\) \[1, 3\]"):
+        HashingEncoder().encode(["a", " ", "b", ""])
+
+
+def test_e5_small_handles_chinese_and_english():
+    enc = E5SmallEncoder()
+    x = enc.encode(
+        ["red lipstick", "lip colour makeup", "soccer boots for kids", "红色口红", "儿童足球鞋"]
+    )
+    assert x.shape == (5, 384) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    assert x[0] @ x[1] > x[0] @ x[2]  # English paraphrase beats an unrelated product
+    # cross-lingual: each English product is nearer its Chinese translation than the other one
+    assert x[0] @ x[3] > x[0] @ x[4]
+    assert x[2] @ x[4] > x[2] @ x[3]
+
+
+def test_cache_hits_and_recovers_from_a_corrupt_entry(tmp_path):
+    enc = HashingEncoder(16)
+    texts = ["one", "two", "three"]
+    a, hit = encode_cached(enc, texts, tmp_path)
+    assert not hit
+    (entry,) = tmp_path.glob("*.npy")
+    entry.write_bytes(b"not a numpy file")
+    b, hit = encode_cached(enc, texts, tmp_path)
+    assert not hit  # recomputed, not read
+    np.testing.assert_array_equal(a, b)
+    c, hit = encode_cached(enc, texts, tmp_path)
+    assert hit
+    np.testing.assert_array_equal(a, c)
+    _, hit = encode_cached(enc, ["one", "three", "two"], tmp_path)  # order is content
+    assert not hit
+    _, hit = encode_cached(HashingEncoder(32), texts, tmp_path)  # so is the encoder
+    assert not hit
+
+
+def test_item_texts_uses_title_and_genres_and_flags_missing():
+    items = pd.DataFrame(
+        {
+            "item_id": [3, 1, 2],
+            "title": ["Toy  Story", None, ""],
+            "genres": [["Animation", "Comedy"], ["Drama"], None],
+        }
+    )
+    ids, texts, missing = item_texts(items)
+    assert ids.tolist() == [3, 1, 2]
+    assert texts == ["Toy Story | Animation, Comedy", "Drama", PLACEHOLDER_TEXT]
+    assert missing.tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="no item content"):
+        item_texts(pd.DataFrame({"item_id": [1]}))
+
+
+def tiny_log() -> pd.DataFrame:
+    """Three users over items 10..17 (fixture built in code); one test row must not count."""
+    rows = []
+    for u, seq in {
+        1: [10, 11, 12, 13, 14],
+        2: [11, 12, 13, 15, 16],
+        3: [10, 12, 14, 16, 17],
+    }.items():
+        for t, i in enumerate(seq):
+            rows.append((u, i, t, TRAIN))
+    rows.append((3, 99, 9, TEST))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp_ms", "split"])
+
+
+def test_item2vec_uses_training_positives_only_and_is_seeded():
+    proto = get_protocol("leave-one-out")
+    ids, x = behaviour_embeddings(tiny_log(), proto, dim=3, window=2, seed=1)
+    assert ids.tolist() == [10, 11, 12, 13, 14, 15, 16, 17]  # 99 is test-only
+    assert x.shape == (8, 3) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    _, y = behaviour_embeddings(tiny_log(), proto, dim=3, window=2, seed=1)
+    np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="more than 8 items"):
+        behaviour_embeddings(tiny_log(), proto, dim=8)
+
+
+def test_embedding_files_round_trip_and_refuse_other_ids(tmp_path):
+    ids = np.array([5, 7, 9])
+    x = np.eye(3, dtype=np.float32)
+    save_embeddings(tmp_path, "item_embeddings", ids, x)
+    back_ids, back = load_embeddings(tmp_path, "item_embeddings")
+    np.testing.assert_array_equal(back_ids, ids)
+    np.testing.assert_array_equal(back, x)
+    with pytest.raises(ValueError, match="other items"):
+        save_embeddings(tmp_path, "aligned_embeddings", np.array([5, 7, 8]), x)
+    with pytest.raises(FileNotFoundError, match="reelrec align"):
+        load_embeddings(tmp_path, "aligned_embeddings")
+
+
+def test_check_embeddings_names_bad_rows():
+    ids = np.array([4, 5, 6])
+    x = np.ones((3, 2), dtype=np.float32)
+    x[1, 0] = np.inf
+    with pytest.raises(ValueError, match=r"item ids \[5\]"):
+        check_embeddings(ids, x, "f.npy")
+    with pytest.raises(ValueError, match="mismatched ids"):
+        check_embeddings(ids[:2], np.ones((3, 2)), "f.npy")
+    with pytest.raises(ValueError, match="floating point"):
+        check_embeddings(ids, np.ones((3, 2), dtype=np.int64), "f.npy")
