@@ -117,3 +117,21 @@ def test_kuairand_has_no_content_and_gets_item2vec(data_root, tmp_path, capsys):
     argv = ["tokenize", "--run", str(run), "--tokenizer.embeddings=raw", "--tokenizer.levels=2"]
     assert main.main(argv) == 0
     assert json.loads((run / "tokenizer" / "stats.json").read_text())["unique"] is True
+
+
+def test_items_without_title_error_or_placeholder(ml100k_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(ml100k_run / "data", run / "data")
+    shutil.copy(ml100k_run / "run.json", run / "run.json")
+    items = pd.read_parquet(run / "data" / "items.parquet")
+    items.loc[items["item_id"].isin([5, 9]), ["title", "genres"]] = None
+    items.to_parquet(run / "data" / "items.parquet", index=False)
+    argv = ["encode", "--run", str(run), "--encoder", "hashing"]
+    assert main.main([*argv, "--missing-text", "error"]) == 2
+    assert "2 item(s) have no title, item ids [5, 9]" in capsys.readouterr().err
+    assert not (run / "content").exists()
+    assert main.main(argv) == 0
+    enc = json.loads((run / "content" / "encoder.json").read_text())
+    assert enc["items_without_text"] == 2 and enc["items_without_text_ids"] == [5, 9]

@@ -47,12 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dim", type=int, default=0, help="width for hashing / item2vec (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed for item2vec's SVD (default 0)")
+    p.add_argument(
+        "--missing-text",
+        default="placeholder",
+        choices=["placeholder", "error"],
+        help="items with no title: embed the text 'unknown item' and count them in encoder.json "
+        "(default), or stop with an error listing them",
+    )
     add_data_args(p)
     return p
 
 
 def encode_run(
-    run_dir: Path, encoder: str = "auto", dim: int = 0, seed: int = 0, log=print
+    run_dir: Path,
+    encoder: str = "auto",
+    dim: int = 0,
+    seed: int = 0,
+    missing_text: str = "placeholder",
+    log=print,
 ) -> dict[str, object]:
     """Embed the items of ``run_dir``; returns what ``encoder.json`` records.
 
@@ -91,6 +103,12 @@ def encode_run(
         assert factory is not None
         enc = factory(dim)
         ids, texts, missing = item_texts(prep.items)
+        if missing.any() and missing_text == "error":
+            raise ValueError(
+                f"{run_dir / 'data' / 'items.parquet'}: {int(missing.sum())} item(s) have no "
+                f"title, item ids {ids[missing][:10].tolist()}; --missing-text placeholder "
+                "embeds them from the text 'unknown item'"
+            )
         x, hit = encode_cached(enc, texts)
         info |= {
             "source": "text",
@@ -126,5 +144,5 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.run / "data" / "interactions.parquet").exists():
         print(f"{args.run / 'data'} not found: preparing {args.dataset} first")
         prepare_run(args.run, args.dataset, args.protocol, args.data_dir)
-    encode_run(args.run, args.encoder, args.dim, args.seed)
+    encode_run(args.run, args.encoder, args.dim, args.seed, args.missing_text)
     return 0
