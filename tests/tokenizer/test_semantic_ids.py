@@ -30,7 +30,9 @@ def clustered(n: int = 240, d: int = 12, seed: int = 0) -> tuple[np.ndarray, np.
 
 
 def cfg(method: str, **kw) -> TokenizerConfig:
-    return TokenizerConfig(method=method, levels=3, codebook_size=8, rqvae_epochs=5, **kw)
+    return TokenizerConfig(
+        **{"method": method, "levels": 3, "codebook_size": 8, "rqvae_epochs": 5, **kw}
+    )
 
 
 def test_disambiguation_hand_example():
@@ -167,3 +169,68 @@ def test_vq_codes_are_the_nearest_other_items():
     assert 0 < stats["codebook_utilisation"] <= 1
     with pytest.raises(ValueError, match="vq_topk"):
         vq_codes(ids, x, topk=50)
+
+
+def c12_input() -> tuple[np.ndarray, np.ndarray]:
+    """CASES.md C12: 1,024 32-d vectors, 16 clusters 10 units apart on distinct axes, sigma 0.1."""
+    rng = np.random.default_rng(0)
+    centres = np.zeros((16, 32))
+    centres[np.arange(16), np.arange(16)] = 10.0
+    x = centres[np.repeat(np.arange(16), 64)] + 0.1 * rng.standard_normal((1024, 32))
+    return np.arange(1024), x.astype(np.float32)
+
+
+def test_c12_balanced_level_one_uses_every_code_equally():
+    ids, x = c12_input()
+    s = fit_semantic_ids(ids, x, TokenizerConfig(codebook_size=16)).stats
+    assert s["utilisation"][0] == 1.0
+    assert s["entropy_bits"][0] == pytest.approx(4.0)
+    assert s["kmeans"][0]["cluster_size_min"] == s["kmeans"][0]["cluster_size_max"] == 64
+    assert s["warnings"] == []
+
+
+def test_c12_rq_vae_does_not_collapse():
+    ids, x = c12_input()
+    s = fit_semantic_ids(
+        ids, x, TokenizerConfig(method="rq-vae", codebook_size=16, rqvae_epochs=250)
+    ).stats
+    assert s["utilisation"][0] >= 0.9 and s["entropy_bits"][0] >= 3.5
+    # every loss term is logged by name (CASES.md C18): the commitment term is not silently 0
+    history = s["kmeans"][0]["rqvae_history"]
+    assert {"recon", "commit"} <= set(history[-1]) and history[-1]["commit"] > 0
+
+
+def test_c12_one_step_run_reports_stats_and_collapse_warns(capsys):
+    ids, x = c12_input()
+    x = np.repeat(x[:1], len(x), axis=0)  # one embedding for every item: nothing to separate
+    s = fit_semantic_ids(ids, x, TokenizerConfig(method="rq-kmeans", codebook_size=16, iters=1))
+    for key in ("utilisation", "entropy_bits", "collision_rate_per_level"):
+        assert len(s.stats[key]) == 3
+    assert s.stats["entropy_bits"][0] < 1.0
+    assert any("collapse at level 1" in w for w in s.stats["warnings"])
+    assert "warning: codebook collapse at level 1" in capsys.readouterr().out
+    one = fit_semantic_ids(ids, c12_input()[1], cfg("rq-vae", rqvae_epochs=1))
+    assert len(one.stats["utilisation"]) == 3  # a one-epoch RQ-VAE still reports every level
+
+
+def test_c13_identical_embeddings_get_the_extra_digit_by_item_id():
+    ids, x = clustered(n=60)
+    x[10] = x[3]  # item ids[10] re-uploads item ids[3]
+    for method in ("rq-kmeans-balanced", "rq-kmeans"):
+        sid = fit_semantic_ids(ids, x, cfg(method))
+        row = {int(i): r for r, i in enumerate(sid.item_ids)}
+        p, q = sorted([int(ids[3]), int(ids[10])])
+        assert sid.codes[row[p]].tolist() == sid.codes[row[q]].tolist()
+        assert sid.semantic_ids[row[p], -1] == 0 and sid.semantic_ids[row[q], -1] == 1
+        assert sid.stats["colliding_groups"] >= 1 and sid.stats["largest_colliding_group"] >= 2
+        assert len(np.unique(sid.semantic_ids, axis=0)) == len(ids)  # 0 collisions after
+        again = fit_semantic_ids(ids, x, cfg(method))
+        np.testing.assert_array_equal(again.semantic_ids, sid.semantic_ids)
+
+
+def test_c07_code_counts_with_repeated_codes():
+    codes = np.array([[3], [3], [3], [5], [7], [7]])
+    s = level_stats(codes, k=8, recon=[0.0])
+    assert s["utilisation"] == [3 / 8]
+    p = np.array([3, 1, 2]) / 6
+    assert s["entropy_bits"][0] == pytest.approx(float(-(p * np.log2(p)).sum()))

@@ -13,7 +13,13 @@ Deviations:
   the commitment term (weight ``beta``) is the paper's. EMA updates are the common, more stable
   choice (van den Oord et al. 2017, Appendix) and do not change what is being compared.
 * AdamW (lr 1e-3) for a few hundred epochs instead of Adagrad (lr 0.4) for 20k epochs: CPU time.
-* Dead codes are not re-seeded unless ``rqvae_dead_code_threshold`` > 0 (the paper does not).
+* Codebook collapse (CASES.md C12: usage fell to near 0 in a public RQ-VAE re-implementation;
+  on ML-1M titles we measured level-1 usage 9% with TIGER's plain setting): codes whose EMA use
+  falls below 2 items per step are re-seeded from the batch (``dead_code_threshold``), and the EMA
+  decay is 0.9 instead of 0.99 so a dying code is noticed within tens of steps, not hundreds.
+  On the C12 input (16 separated clusters, 3 x 16 codes) this lifts level-1 usage from 0.63 to
+  1.0 and entropy from 3.2 to 4.0 bits after 250 epochs. Set both to TIGER's values
+  (``--tokenizer.rqvae_dead_code_threshold=0 --tokenizer.rqvae_ema_decay=0.99``) to compare.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ class RQVAEConfig:
     levels: int = 3  # L, residual levels
     codebook_size: int = 256  # K per level
     beta: float = 0.25  # commitment weight
-    ema_decay: float = 0.99  # codebook EMA decay
-    dead_code_threshold: float = 0.0  # re-seed codes used fewer times per batch (0 = off)
+    ema_decay: float = 0.9  # codebook EMA decay (0.99 lets dead codes linger: CASES.md C12)
+    dead_code_threshold: float = 2.0  # re-seed codes whose EMA use falls below this (0 = off)
     epochs: int = 300  # passes over the items
     batch_size: int = 1024  # items per step
     lr: float = 1e-3  # AdamW learning rate
@@ -96,7 +102,9 @@ class RQVAE(nn.Module):
         return [self.decoder(per_level[: i + 1].sum(0)) for i in range(per_level.shape[0])]
 
 
-def fit_rqvae(x: np.ndarray, cfg: RQVAEConfig, log=None) -> tuple[RQVAE, np.ndarray, list[float]]:
+def fit_rqvae(
+    x: np.ndarray, cfg: RQVAEConfig, log=None
+) -> tuple[RQVAE, np.ndarray, list[float], list[dict[str, float]]]:
     """Train an RQ-VAE on item embeddings and quantise every item.
 
     Args:
@@ -105,8 +113,9 @@ def fit_rqvae(x: np.ndarray, cfg: RQVAEConfig, log=None) -> tuple[RQVAE, np.ndar
         log: optional callable for one line per 50 epochs.
 
     Returns:
-        ``(model in eval mode, codes int64 (N, L), recon loss after each level (L,))``; the
-        reconstruction loss is the mean over items of the squared L2 error in the input space.
+        ``(model in eval mode, codes int64 (N, L), recon loss after each level (L,), per-epoch
+        history of the loss terms by name: recon, commit)``; the reconstruction loss is the mean
+        over items of the squared L2 error in the input space.
 
     Raises:
         ValueError: fewer items than codes.
@@ -122,24 +131,34 @@ def fit_rqvae(x: np.ndarray, cfg: RQVAEConfig, log=None) -> tuple[RQVAE, np.ndar
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
     bar = tqdm(range(cfg.epochs), desc="rq-vae", unit="epoch", mininterval=2.0)
+    history: list[dict[str, float]] = []
     for epoch in bar:
         perm = torch.randperm(len(xt), generator=gen)
-        total = 0.0
+        sums = {"recon": 0.0, "commit": 0.0}
+        seen = 0
         for s in range(0, len(xt), cfg.batch_size):
             batch = xt[perm[s : s + cfg.batch_size]]
             if len(batch) < cfg.codebook_size and s > 0:
                 continue  # a tiny last batch would re-seed nothing and only add noise
             x_hat, _, commit = model(batch)
-            loss = ((x_hat - batch) ** 2).sum(1).mean() + commit
+            recon = ((x_hat - batch) ** 2).sum(1).mean()
+            loss = recon + commit
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(batch)
-        bar.set_postfix(loss=f"{total / len(xt):.4f}")
+            sums["recon"] += recon.item() * len(batch)
+            sums["commit"] += commit.item() * len(batch)
+            seen += len(batch)
+        # every loss term by name (CASES.md C18: a silently dropped term shows up as missing)
+        row = {"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()}}
+        history.append(row)
+        bar.set_postfix(recon=f"{row['recon']:.4f}", commit=f"{row['commit']:.4f}")
         if log is not None and (epoch + 1) % 50 == 0:
-            log(f"rq-vae epoch {epoch + 1}/{cfg.epochs}: loss {total / len(xt):.4f}")
+            log(
+                f"rq-vae epoch {epoch + 1}/{cfg.epochs}: recon {row['recon']:.4f}, commit {row['commit']:.4f}"
+            )
     model.eval()
     with torch.no_grad():
         _, codes, _ = model(xt)
         recon = [float(((r - xt) ** 2).sum(1).mean()) for r in model.reconstruct_prefixes(codes)]
-    return model, codes.numpy().astype(np.int64), recon
+    return model, codes.numpy().astype(np.int64), recon, history

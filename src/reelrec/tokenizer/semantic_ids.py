@@ -58,7 +58,8 @@ class TokenizerConfig:
     rqvae_epochs: int = 300  # RQ-VAE passes over the items
     rqvae_lr: float = 1e-3  # RQ-VAE AdamW learning rate
     rqvae_batch_size: int = 1024  # RQ-VAE items per step
-    rqvae_dead_code_threshold: float = 0.0  # RQ-VAE dead-code re-seeding (0 = off, as TIGER)
+    rqvae_dead_code_threshold: float = 2.0  # RQ-VAE: re-seed codes used less (0 = off, TIGER)
+    rqvae_ema_decay: float = 0.9  # RQ-VAE codebook EMA decay (TIGER-style: 0.99)
 
 
 @dataclass
@@ -257,21 +258,23 @@ def fit_semantic_ids(
             batch_size=cfg.rqvae_batch_size,
             lr=cfg.rqvae_lr,
             dead_code_threshold=cfg.rqvae_dead_code_threshold,
+            ema_decay=cfg.rqvae_ema_decay,
             seed=cfg.seed,
         )
-        model, codes, recon = fit_rqvae(x, rcfg, log=log)
+        model, codes, recon, rq_history = fit_rqvae(x, rcfg, log=log)
         # 0-d buffers become (1,): safetensors stores no 0-d arrays, and the copy must reload equal
         tensors = {
             f"rqvae.{n}": np.atleast_1d(t.detach().contiguous().numpy())
             for n, t in model.state_dict().items()
         }
-        info: list[dict] = []
+        info: list[dict] = [{"rqvae_history": rq_history}]
     else:
         codebooks, codes, recon, info = residual_kmeans(
             x, cfg.levels, k, cfg.method == "rq-kmeans-balanced", cfg.iters, cfg.seed
         )
         tensors = {f"level_{i + 1}": cb for i, cb in enumerate(codebooks)}
     sids = disambiguate(codes)
+    _, group_sizes = np.unique(codes, axis=0, return_counts=True)
     stats = {
         "method": cfg.method,
         "items": len(item_ids),
@@ -283,10 +286,34 @@ def fit_semantic_ids(
         # share of the embeddings' spread the semantic ID fails to explain
         "total_variance": float(((x - x.mean(0)) ** 2).sum(1).mean()),
         "disambiguation_max": int(sids[:, -1].max()),
+        "colliding_groups": int((group_sizes > 1).sum()),  # before disambiguation; 0 after
+        "largest_colliding_group": int(group_sizes.max()),
         "unique": bool(len(np.unique(sids, axis=0)) == len(sids)),
         "kmeans": info,
     }
+    stats["warnings"] = collapse_warnings(stats)
+    for w in stats["warnings"]:
+        (log or print)(f"warning: {w}")
     return SemanticIDs(cfg.method, item_ids, codes, sids, tensors, stats)
+
+
+def collapse_warnings(stats: dict) -> list[str]:
+    """Codebook-collapse warnings (CASES.md C12): a level whose code entropy is below 1 bit, or
+    that uses under half its codes.
+
+    Args:
+        stats: a dict with ``entropy_bits`` and ``utilisation`` lists (:func:`level_stats`).
+
+    Returns:
+        One message per offending level (empty when healthy).
+    """
+    out = []
+    for lv, (ent, util) in enumerate(zip(stats["entropy_bits"], stats["utilisation"], strict=True)):
+        if ent < 1.0:
+            out.append(f"codebook collapse at level {lv + 1}: code entropy {ent:.2f} bits < 1 bit")
+        elif util < 0.5:
+            out.append(f"level {lv + 1} uses only {util:.1%} of its codes (partial collapse)")
+    return out
 
 
 def vq_codes(item_ids: np.ndarray, x: np.ndarray, topk: int) -> tuple[pd.DataFrame, dict]:
