@@ -453,8 +453,9 @@ def plot_stats(stats_by_method: dict[str, dict], path: Path, title: str = "") ->
             top = max(s["max_entropy_bits"] for s in stats_by_method.values())
             ax.axhline(top, color="gray", ls="--", lw=1)
         ax.set_xlabel("level")
+        ax.set_xticks(np.arange(1, len(vals) + 1))
         ax.set_title(label)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="lower center")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
