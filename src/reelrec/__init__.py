@@ -1,4 +1,4 @@
 """reelrec: a short-video recommendation stack (datasets, semantic IDs, generative retrieval,
 ranking, serving) built from the papers listed in docs/ and DESIGN.md."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

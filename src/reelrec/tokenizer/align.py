@@ -64,6 +64,37 @@ class AlignConfig:
     seed: int = 0  # seed of pair split, init and batch order
 
 
+def check_align_config(cfg: AlignConfig) -> None:
+    """Raise ``ValueError`` naming the first out-of-range ``align.*`` value."""
+    if not cfg.temperature > 0:
+        raise ValueError(f"align.temperature must be > 0, got {cfg.temperature}")
+    if not 0 < cfg.holdout < 0.5:
+        raise ValueError(f"align.holdout must be in (0, 0.5), got {cfg.holdout}")
+    if not cfg.lr > 0:
+        raise ValueError(f"align.lr must be > 0, got {cfg.lr}")
+    if cfg.weight_decay < 0:
+        raise ValueError(f"align.weight_decay must be >= 0, got {cfg.weight_decay}")
+    if cfg.batch_size < 2:
+        raise ValueError(
+            f"align.batch_size must be >= 2 (in-batch negatives), got {cfg.batch_size}"
+        )
+    for key in (
+        "hidden",
+        "epochs",
+        "patience",
+        "u2i_recent",
+        "u2i_per_user",
+        "i2i_window",
+        "i2i_per_item",
+        "i2i_min_count",
+        "behaviour_dim",
+    ):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"align.{key} must be >= 1, got {getattr(cfg, key)}")
+    if not cfg.ks or any(k < 1 for k in cfg.ks):
+        raise ValueError(f"align.ks must be positive cutoffs, got {cfg.ks}")
+
+
 def mine_pairs(
     interactions: pd.DataFrame,
     protocol: Protocol,
@@ -88,6 +119,7 @@ def mine_pairs(
 
     from reelrec.content.items import behaviour_embeddings
 
+    check_align_config(cfg)
     mask = (interactions["split"].to_numpy() == TRAIN) & positive_mask(interactions, protocol)
     df = interactions.loc[mask, ["user_id", "item_id"]]
     df = df[np.isin(df["item_id"].to_numpy(), known_items)]
@@ -251,10 +283,7 @@ def align(
     """
     from tqdm.auto import tqdm
 
-    if cfg.temperature <= 0:
-        raise ValueError(f"align.temperature must be > 0, got {cfg.temperature}")
-    if not 0 < cfg.holdout < 0.5:
-        raise ValueError(f"align.holdout must be in (0, 0.5), got {cfg.holdout}")
+    check_align_config(cfg)
     row = pd.Series(np.arange(len(item_ids)), index=item_ids)
     idx = row.reindex(pairs.ravel()).to_numpy()
     if np.isnan(idx).any():

@@ -93,7 +93,8 @@ def check_config(cfg: TokenizerConfig, n_items: int) -> int:
     """Validate ``cfg`` against the catalogue; returns the codebook size K.
 
     Raises:
-        ValueError: unknown method, levels outside 1..8, K < 2, fewer items than codes.
+        ValueError: unknown method, levels outside 1..8, K < 2, fewer items than codes, a
+            count below 1, a learning rate <= 0, an EMA decay outside (0, 1).
     """
     if cfg.method not in METHODS:
         raise ValueError(f"unknown tokenizer method {cfg.method!r}; known: {', '.join(METHODS)}")
@@ -105,6 +106,22 @@ def check_config(cfg: TokenizerConfig, n_items: int) -> int:
     if n_items < k:
         raise ValueError(
             f"fewer items ({n_items}) than codes per level ({k}): lower tokenizer.codebook_size"
+        )
+    positive = {
+        "iters": cfg.iters,
+        "rqvae_epochs": cfg.rqvae_epochs,
+        "rqvae_batch_size": cfg.rqvae_batch_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"tokenizer.{key} must be >= 1, got {value}")
+    if not cfg.rqvae_lr > 0:
+        raise ValueError(f"tokenizer.rqvae_lr must be > 0, got {cfg.rqvae_lr}")
+    if not 0 < cfg.rqvae_ema_decay < 1:
+        raise ValueError(f"tokenizer.rqvae_ema_decay must be in (0, 1), got {cfg.rqvae_ema_decay}")
+    if cfg.rqvae_dead_code_threshold < 0:
+        raise ValueError(
+            f"tokenizer.rqvae_dead_code_threshold must be >= 0, got {cfg.rqvae_dead_code_threshold}"
         )
     if cfg.method == "vq" and not 1 <= cfg.vq_topk < n_items:
         raise ValueError(f"tokenizer.vq_topk must be in 1..{n_items - 1}, got {cfg.vq_topk}")
