@@ -135,3 +135,35 @@ def test_items_without_title_error_or_placeholder(ml100k_run, tmp_path, capsys):
     assert main.main(argv) == 0
     enc = json.loads((run / "content" / "encoder.json").read_text())
     assert enc["items_without_text"] == 2 and enc["items_without_text_ids"] == [5, 9]
+
+
+def test_stale_alignment_and_dataset_mixups_are_refused(ml100k_run, tmp_path, capsys):
+    import shutil
+    import stat
+
+    run = tmp_path / "r"
+    shutil.copytree(ml100k_run, run)
+    if not (run / "content" / "align.json").exists():
+        assert main.main(["encode", "--run", str(run), "--encoder", "hashing"]) == 0
+        assert main.main(["align", "--run", str(run), "--align.epochs=1"]) == 0
+    mode = stat.S_IMODE((run / "content" / "align.json").stat().st_mode)
+    assert mode & 0o044, f"outputs must be readable by others like open() makes them: {oct(mode)}"
+    # re-encoding makes the alignment stale: tokenize must not quantise the old vectors
+    assert main.main(["encode", "--run", str(run), "--encoder", "hashing", "--dim", "32"]) == 0
+    assert main.main(["tokenize", "--run", str(run)]) == 2
+    assert "aligned from other item embeddings" in capsys.readouterr().err
+    assert main.main(["tokenize", "--run", str(run), "--tokenizer.embeddings=raw"]) == 0
+    capsys.readouterr()
+    assert (
+        main.main(
+            ["tokenize", "--run", str(run), "--method", "rq-kmeans", "--tokenizer.embeddings=raw"]
+        )
+        == 0
+    )
+    assert "replacing the rq-kmeans-balanced tokenizer" in capsys.readouterr().out
+    # a run of another dataset, and a missing run without --dataset
+    assert main.main(["encode", "--run", str(run), "--dataset", "kuairand"]) == 2
+    assert "holds ml-100k, not kuairand" in capsys.readouterr().err
+    assert main.main(["encode", "--run", str(tmp_path / "typo")]) == 2
+    assert "pass --dataset NAME" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()

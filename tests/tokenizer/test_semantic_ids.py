@@ -185,7 +185,7 @@ def test_c12_balanced_level_one_uses_every_code_equally():
     s = fit_semantic_ids(ids, x, TokenizerConfig(codebook_size=16)).stats
     assert s["utilisation"][0] == 1.0
     assert s["entropy_bits"][0] == pytest.approx(4.0)
-    assert s["kmeans"][0]["cluster_size_min"] == s["kmeans"][0]["cluster_size_max"] == 64
+    assert s["fit_info"][0]["cluster_size_min"] == s["fit_info"][0]["cluster_size_max"] == 64
     assert s["warnings"] == []
 
 
@@ -196,7 +196,7 @@ def test_c12_rq_vae_does_not_collapse():
     ).stats
     assert s["utilisation"][0] >= 0.9 and s["entropy_bits"][0] >= 3.5
     # every loss term is logged by name (CASES.md C18): the commitment term is not silently 0
-    history = s["kmeans"][0]["rqvae_history"]
+    history = s["fit_info"][0]["rqvae_history"]
     assert {"recon", "commit"} <= set(history[-1]) and history[-1]["commit"] > 0
 
 

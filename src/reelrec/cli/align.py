@@ -10,7 +10,7 @@ from pathlib import Path
 from reelrec.cli.common import load_prepared, parse_with_overrides, read_json
 from reelrec.config import apply_overrides, to_dict, to_yaml
 from reelrec.content.items import load_embeddings, save_embeddings
-from reelrec.io import atomic_path, atomic_write_json, run_metadata
+from reelrec.io import atomic_path, atomic_write_json, file_digest, run_metadata
 from reelrec.tokenizer.align import AlignConfig, align, mine_pairs
 
 
@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(RUN/content/item_embeddings.npy, from `reelrec encode`) with in-batch InfoNCE, and "
         "write RUN/content/aligned_embeddings.npy, align_head.safetensors, align_config.yaml "
         "and align.json (pair Recall@K before and after, on held-out pairs, full ranking).",
-        epilog="Overrides: --align.KEY=VALUE, keys: "
-        + ", ".join(to_dict(AlignConfig()).keys())
+        epilog="Overrides: --align.KEY=VALUE; keys and defaults: "
+        + ", ".join(f"{k}={v}" for k, v in to_dict(AlignConfig()).items())
         + ". Example: reelrec align --run runs/beauty --align.temperature=0.1",
     )
     p.add_argument("--run", required=True, type=Path, help="run folder with RUN/content")
@@ -65,6 +65,7 @@ def align_run(run_dir: Path, cfg: AlignStage, log=print) -> dict[str, object]:
     encoder = read_json(content / "encoder.json") if (content / "encoder.json").exists() else {}
     report = {
         "encoder": encoder.get("encoder"),
+        "item_embeddings_sha256": file_digest(content / "item_embeddings.npy"),
         "embedding_source": encoder.get("source"),
         "pairs_mined": counts,
         **res.report,
@@ -72,6 +73,11 @@ def align_run(run_dir: Path, cfg: AlignStage, log=print) -> dict[str, object]:
         **run_metadata(),
     }
     atomic_write_json(content / "align.json", report)
+    if res.report["best_epoch"] == 0:
+        log(
+            "no epoch beat the unaligned embeddings on validation pair Recall@10: "
+            "aligned_embeddings.npy equals the input embeddings"
+        )
     k = 10
     b, a = report["test_before"][f"recall@{k}"], report["test_after"][f"recall@{k}"]
     log(f"test pair Recall@{k}: {b:.4f} before, {a:.4f} after alignment -> {content}")

@@ -15,21 +15,32 @@ from reelrec.data.splits import get_protocol
 from reelrec.io import atomic_write_json, run_metadata
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> None:
-    """Add ``--dataset``, ``--protocol`` and ``--data-dir`` to a subcommand."""
+def add_data_args(
+    parser: argparse.ArgumentParser, dataset_default: str | None = "kuairand"
+) -> None:
+    """Add ``--dataset``, ``--protocol`` and ``--data-dir`` to a subcommand.
+
+    Args:
+        parser: the subcommand's parser.
+        dataset_default: default of ``--dataset``; None: no default (the stage only prepares a
+            run when the user names the dataset).
+    """
     from reelrec.data.splits import PROTOCOLS
 
     parser.add_argument(
         "--dataset",
-        default="kuairand",
+        default=dataset_default,
         choices=list(sources.DATASETS),
-        help="dataset name (default: kuairand)",
+        help=f"dataset name (default: {dataset_default})"
+        if dataset_default
+        else "dataset to prepare into RUN when it has no data yet",
     )
     parser.add_argument(
         "--protocol",
         default="",
         choices=["", *PROTOCOLS],
-        help="evaluation protocol (default: the dataset's own)",
+        metavar="PROTOCOL",
+        help=f"evaluation protocol: {', '.join(PROTOCOLS)} (default: the dataset's own)",
     )
     parser.add_argument(
         "--data-dir",

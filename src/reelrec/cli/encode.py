@@ -12,9 +12,15 @@ import numpy as np
 
 from reelrec.cli.common import add_data_args, load_prepared, prepare_run
 from reelrec.config import ConfigError
-from reelrec.content.encoders import E5SmallEncoder, Encoder, HashingEncoder, encode_cached
+from reelrec.content.encoders import (
+    E5SmallEncoder,
+    Encoder,
+    HashingEncoder,
+    encode_cached,
+    texts_digest,
+)
 from reelrec.content.items import behaviour_embeddings, item_texts, save_embeddings
-from reelrec.io import atomic_write_json, run_metadata
+from reelrec.io import atomic_write_json, file_digest, run_metadata
 
 #: name -> (factory taking --dim, one-line description); ``item2vec`` is behaviour-only
 ENCODERS: dict[str, tuple[Callable[[int], Encoder] | None, str]] = {
@@ -38,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "$REELREC_CACHE_DIR/embeddings (default ~/.cache/reelrec/embeddings).",
         epilog="encoders: " + "; ".join(f"{k}: {d}" for k, (_, d) in ENCODERS.items()),
     )
-    p.add_argument("--run", required=True, type=Path, help="run folder (prepared if missing)")
+    p.add_argument("--run", required=True, type=Path, help="run folder (prepared with --dataset when it has no data)")
     p.add_argument(
         "--encoder",
         default="auto",
@@ -54,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="items with no title: embed the text 'unknown item' and count them in encoder.json "
         "(default), or stop with an error listing them",
     )
-    add_data_args(p)
+    add_data_args(p, dataset_default=None)
     return p
 
 
@@ -113,6 +119,7 @@ def encode_run(
         info |= {
             "source": "text",
             "cache_key": enc.cache_key,
+            "texts_sha256": texts_digest(texts),
             "cache_hit": hit,
             "items_without_text": int(missing.sum()),
             "items_without_text_ids": ids[missing][:50].tolist(),
@@ -126,6 +133,8 @@ def encode_run(
     ids, x = ids[order], x[order]
     path = save_embeddings(Path(run_dir) / "content", "item_embeddings", ids, x)
     info |= {
+        # align.json records this digest; tokenize refuses aligned embeddings of other ones
+        "item_embeddings_sha256": file_digest(path),
         "items": len(ids),
         "dim": int(x.shape[1]),
         "seconds": round(time.perf_counter() - t0, 2),
@@ -141,8 +150,20 @@ def encode_run(
 def main(argv: list[str] | None = None) -> int:
     """Run ``reelrec encode``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    given = args.dataset is not None
     if not (args.run / "data" / "interactions.parquet").exists():
+        if not given:
+            raise ConfigError(
+                f"{args.run / 'data'} not found: pass --dataset NAME to prepare it, or run "
+                f"`reelrec prepare --dataset NAME --out {args.run}` first"
+            )
         print(f"{args.run / 'data'} not found: preparing {args.dataset} first")
         prepare_run(args.run, args.dataset, args.protocol, args.data_dir)
+    elif given:
+        prepared = load_prepared(args.run).report.get("dataset")
+        if prepared and prepared != args.dataset:
+            raise ConfigError(
+                f"{args.run} holds {prepared}, not {args.dataset}: drop --dataset or use another --run"
+            )
     encode_run(args.run, args.encoder, args.dim, args.seed, args.missing_text)
     return 0

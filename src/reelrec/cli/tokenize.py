@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reelrec.cli.common import parse_with_overrides
+from reelrec.cli.common import parse_with_overrides, read_json
 from reelrec.config import ConfigError, apply_overrides, to_dict, to_yaml
 from reelrec.content.items import load_embeddings
-from reelrec.io import atomic_path, atomic_write_json, run_metadata
+from reelrec.io import atomic_path, atomic_write_json, file_digest, run_metadata
 from reelrec.tokenizer.semantic_ids import (
     METHODS,
     TokenizerConfig,
@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "stats.json (per level: utilisation, entropy in bits, recon loss, collision rate), "
         "config.yaml and plots/tokenizer.png; the vq method writes vq_codes.parquet and "
         "vq_stats.json.",
-        epilog=f"Methods: {', '.join(METHODS)}. Overrides: --tokenizer.KEY=VALUE, keys: "
-        + ", ".join(to_dict(TokenizerConfig()).keys())
+        epilog=f"Methods: {', '.join(METHODS)}. Overrides: --tokenizer.KEY=VALUE; keys and defaults: "
+        + ", ".join(f"{k}={v}" for k, v in to_dict(TokenizerConfig()).items())
         + ". Example: reelrec tokenize --run runs/beauty --method rq-vae --out runs/beauty/tok-vae",
     )
     p.add_argument("--run", required=True, type=Path, help="run folder with RUN/content")
@@ -80,7 +80,17 @@ def tokenize_run(
             f"{content / 'aligned_embeddings.npy'} not found: run `reelrec align --run {run_dir}`"
             + hint
         )
+    if tcfg.embeddings == "aligned" and (content / "align.json").exists():
+        made_from = read_json(content / "align.json").get("item_embeddings_sha256")
+        if made_from and made_from != file_digest(content / "item_embeddings.npy"):
+            raise ValueError(
+                f"{content / 'aligned_embeddings.npy'} was aligned from other item embeddings "
+                f"(re-encoded since): run `reelrec align --run {run_dir}` again"
+            )
     ids, x = load_embeddings(content, EMBEDDING_FILES[tcfg.embeddings])
+    dataset = (
+        read_json(run_dir / "run.json").get("dataset") if (run_dir / "run.json").exists() else None
+    )
     t0 = time.perf_counter()
     if tcfg.method == "vq":
         table, stats = vq_codes(ids, x, tcfg.vq_topk)
@@ -91,15 +101,23 @@ def tokenize_run(
         atomic_write_json(out / "vq_stats.json", stats)
         log(f"VQ codes: top-{tcfg.vq_topk} nearest items for {len(ids):,} items -> {out}")
         return stats
+    if (out / "stats.json").exists():
+        old = read_json(out / "stats.json").get("method")
+        log(f"replacing the {old} tokenizer in {out} (use --out DIR to keep several)")
     sid = fit_semantic_ids(ids, x, tcfg, log=log)
     sid.stats |= {
         "embeddings": tcfg.embeddings,
+        "dataset": dataset,
         "seconds": round(time.perf_counter() - t0, 2),
         **run_metadata(),
     }
     save_semantic_ids(sid, out, to_dict(tcfg))
     to_yaml(cfg, out / "config.yaml")
-    plot_stats({tcfg.method: sid.stats}, out / "plots" / "tokenizer.png", title=str(run_dir))
+    plot_stats(
+        {tcfg.method: sid.stats},
+        out / "plots" / "tokenizer.png",
+        title=f"{dataset or run_dir}: {tcfg.method} on {tcfg.embeddings} embeddings",
+    )
     s = sid.stats
     log(
         f"{tcfg.method}: {s['items']:,} items, {s['levels']} levels x {s['codebook_size']} codes; "

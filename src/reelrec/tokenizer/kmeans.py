@@ -31,13 +31,14 @@ class KMeansResult:
         centroids: float32 (K, D).
         assign: int64 (N,), the cluster of each training vector, in 0..K-1.
         iters: passes run.
-        converged: True when the last pass changed no assignment.
+        converged: True when the last pass changed no assignment; None where the fitter does
+            not tell (faiss runs all its iterations).
     """
 
     centroids: np.ndarray
     assign: np.ndarray
     iters: int
-    converged: bool
+    converged: bool | None
 
 
 def _check(x: np.ndarray, k: int) -> np.ndarray:
@@ -111,7 +112,7 @@ def plain_kmeans(x: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> KMean
         seed: faiss's seed (same seed, same centroids).
 
     Returns:
-        :class:`KMeansResult` (``converged`` is False: faiss runs all ``iters``).
+        :class:`KMeansResult` (``converged`` is None: faiss runs all ``iters``).
 
     Raises:
         ValueError: non-finite input, wrong shape, or K outside 1..N.
@@ -133,7 +134,7 @@ def plain_kmeans(x: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> KMean
     km.cp.min_points_per_centroid = 1
     km.train(np.ascontiguousarray(x))
     cent = km.centroids.astype(np.float32)
-    return KMeansResult(cent, nearest(x, cent), iters, False)
+    return KMeansResult(cent, nearest(x, cent), iters, None)
 
 
 def nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:

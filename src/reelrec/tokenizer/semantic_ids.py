@@ -284,7 +284,7 @@ def fit_semantic_ids(
             f"rqvae.{n}": np.atleast_1d(t.detach().contiguous().numpy())
             for n, t in model.state_dict().items()
         }
-        info: list[dict] = [{"rqvae_history": rq_history}]
+        info: list[dict] = [{"rqvae_history": rq_history}]  # loss terms by name, per epoch
     else:
         codebooks, codes, recon, info = residual_kmeans(
             x, cfg.levels, k, cfg.method == "rq-kmeans-balanced", cfg.iters, cfg.seed
@@ -306,7 +306,7 @@ def fit_semantic_ids(
         "colliding_groups": int((group_sizes > 1).sum()),  # before disambiguation; 0 after
         "largest_colliding_group": int(group_sizes.max()),
         "unique": bool(len(np.unique(sids, axis=0)) == len(sids)),
-        "kmeans": info,
+        "fit_info": info,
     }
     stats["warnings"] = collapse_warnings(stats)
     for w in stats["warnings"]:
@@ -316,7 +316,7 @@ def fit_semantic_ids(
 
 def collapse_warnings(stats: dict) -> list[str]:
     """Codebook-collapse warnings (CASES.md C12): a level whose code entropy is below 1 bit, or
-    that uses under half its codes.
+    that uses under half its codes; and codes that explain under 5% of the variance.
 
     Args:
         stats: a dict with ``entropy_bits`` and ``utilisation`` lists (:func:`level_stats`).
@@ -325,6 +325,12 @@ def collapse_warnings(stats: dict) -> list[str]:
         One message per offending level (empty when healthy).
     """
     out = []
+    if stats.get("total_variance") and stats["recon_loss"] > 0.95 * stats["total_variance"]:
+        out.append(
+            f"the codes explain under 5% of the embeddings' variance (recon loss "
+            f"{stats['recon_loss']:.4f} vs total variance {stats['total_variance']:.4f}): "
+            "the quantiser has not learned; train longer"
+        )
     for lv, (ent, util) in enumerate(zip(stats["entropy_bits"], stats["utilisation"], strict=True)):
         if ent < 1.0:
             out.append(f"codebook collapse at level {lv + 1}: code entropy {ent:.2f} bits < 1 bit")
