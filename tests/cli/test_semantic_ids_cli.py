@@ -167,3 +167,33 @@ def test_stale_alignment_and_dataset_mixups_are_refused(ml100k_run, tmp_path, ca
     assert main.main(["encode", "--run", str(tmp_path / "typo")]) == 2
     assert "pass --dataset NAME" in capsys.readouterr().err
     assert not (tmp_path / "typo").exists()
+
+
+def test_broken_files_and_interrupts_exit_cleanly(ml100k_run, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(ml100k_run / "data", run / "data")
+    shutil.copy(ml100k_run / "run.json", run / "run.json")
+    assert main.main(["encode", "--run", str(run), "--encoder", "hashing"]) == 0
+    raw = [
+        "tokenize",
+        "--run",
+        str(run),
+        "--tokenizer.embeddings=raw",
+        "--tokenizer.codebook_size=8",
+    ]
+    (run / "content" / "item_embeddings.npy").write_bytes(b"")
+    assert main.main(raw) == 2
+    assert "item_embeddings.npy: not a readable plain .npy array" in capsys.readouterr().err
+    assert main.main(["encode", "--run", str(run), "--encoder", "hashing"]) == 0
+    (tmp_path / "file").write_text("x")
+    assert main.main([*raw, "--out", str(tmp_path / "file")]) == 2  # --out is a file
+    assert "reelrec tokenize: error:" in capsys.readouterr().err
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(main, "_commands", lambda: {"tokenize": (interrupted, "")})
+    assert main.main(raw) == 130
+    assert "interrupted" in capsys.readouterr().err

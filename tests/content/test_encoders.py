@@ -131,3 +131,48 @@ def test_check_embeddings_names_bad_rows():
         check_embeddings(ids[:2], np.ones((3, 2)), "f.npy")
     with pytest.raises(ValueError, match="floating point"):
         check_embeddings(ids, np.ones((3, 2), dtype=np.int64), "f.npy")
+
+
+def test_cache_recomputes_empty_and_non_finite_entries(tmp_path):
+    enc = HashingEncoder(16)
+    texts = ["one", "two"]
+    a, _ = encode_cached(enc, texts, tmp_path)
+    (entry,) = tmp_path.glob("*.npy")
+    entry.write_bytes(b"")  # a 0-byte file (a crash of another tool mid-write)
+    b, hit = encode_cached(enc, texts, tmp_path)
+    assert not hit
+    np.testing.assert_array_equal(a, b)
+    np.save(entry, np.full_like(a, np.nan))
+    c, hit = encode_cached(enc, texts, tmp_path)
+    assert not hit and np.isfinite(c).all()
+
+
+def test_texts_digest_has_no_separator_collisions():
+    from reelrec.content.encoders import texts_digest
+
+    assert texts_digest(["a\x00", "b"]) != texts_digest(["a", "\x00b"])
+    assert texts_digest(["ab"]) != texts_digest(["a", "b"])
+    with pytest.raises(ValueError, match="not one string"):
+        HashingEncoder().encode("abc")
+
+
+def test_item_texts_refuses_bad_ids():
+    with pytest.raises(ValueError, match="item_id must be integers"):
+        item_texts(pd.DataFrame({"item_id": [1.5, 2.0], "title": ["a", "b"]}))
+    with pytest.raises(ValueError, match="no item_id column"):
+        item_texts(pd.DataFrame({"title": ["a"]}))
+    with pytest.raises(ValueError, match="empty"):
+        item_texts(pd.DataFrame({"item_id": pd.Series([], dtype="int64"), "title": []}))
+    with pytest.raises(ValueError, match="do not fit int64"):
+        check_embeddings(np.array([2**63 + 1], dtype=np.uint64), np.ones((1, 2)), "f.npy")
+
+
+def test_unreadable_embedding_files_are_named(tmp_path):
+    save_embeddings(tmp_path, "item_embeddings", np.array([1, 2]), np.eye(2, dtype=np.float32))
+    (tmp_path / "item_ids.npy").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"item_ids\.npy: not a readable plain \.npy"):
+        load_embeddings(tmp_path, "item_embeddings")
+    np.save(tmp_path / "item_ids.npy", np.array([1, 2]))
+    np.save(tmp_path / "item_embeddings.npy", np.array([[1e40, 1.0], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"\(as float32\).*NaN/inf, item ids \[1\]"):
+        load_embeddings(tmp_path, "item_embeddings")

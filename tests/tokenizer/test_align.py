@@ -121,3 +121,22 @@ def test_align_rejects_bad_settings():
         align(ids, x, pairs + 100, AlignConfig())
     with pytest.raises(ValueError, match="too few"):
         align(ids, x, pairs[:5], AlignConfig())
+
+
+def test_align_refuses_degenerate_pairs_and_splits():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 4)).astype(np.float32)
+    ids = np.arange(40)
+    pairs = np.stack([ids[:20], ids[20:]], 1)
+    with pytest.raises(ValueError, match="holdout"):
+        align(ids, x, pairs, AlignConfig(holdout=0.49))
+    with pytest.raises(ValueError, match="paired with itself"):
+        align(ids, x, np.concatenate([pairs, [[3, 3]]]), AlignConfig())
+    with pytest.raises(ValueError, match=r"\(P, 2\)"):
+        align(ids, x, pairs.ravel(), AlignConfig())
+    with pytest.raises(ValueError, match="mismatched ids"):
+        align(ids[:-1], x, pairs[:-1] % 39, AlignConfig())
+    with pytest.raises(ValueError, match="align.seed"):
+        align(ids, x, pairs, AlignConfig(seed=-1))
+    with pytest.raises(ValueError, match="finite"):
+        align(ids, x, pairs, AlignConfig(temperature=float("inf")))

@@ -234,3 +234,21 @@ def test_c07_code_counts_with_repeated_codes():
     assert s["utilisation"] == [3 / 8]
     p = np.array([3, 1, 2]) / 6
     assert s["entropy_bits"][0] == pytest.approx(float(-(p * np.log2(p)).sum()))
+
+
+def test_more_bad_settings_are_refused():
+    from reelrec.tokenizer.kmeans import balanced_kmeans
+
+    ids, x = clustered(n=64)
+    with pytest.raises(ValueError, match="at least 1 iteration"):
+        balanced_kmeans(x, 4, iters=0)
+    with pytest.raises(ValueError, match="tokenizer.seed"):
+        fit_semantic_ids(ids, x, cfg("rq-kmeans", seed=2**31))
+    with pytest.raises(ValueError, match="rqvae_batch_size"):
+        fit_semantic_ids(ids, x, cfg("rq-vae", rqvae_batch_size=4))
+    with pytest.raises(ValueError, match="dead_code"):
+        fit_semantic_ids(ids, x, cfg("rq-vae", rqvae_dead_code_threshold=float("nan")))
+    with pytest.raises(ValueError, match=r"\(N, L\)"):
+        disambiguate(np.array([1, 1, 2]))
+    with pytest.raises(ValueError, match="at least 2 items"):
+        vq_codes(ids[:1], x[:1], topk=1)

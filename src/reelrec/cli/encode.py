@@ -44,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         "$REELREC_CACHE_DIR/embeddings (default ~/.cache/reelrec/embeddings).",
         epilog="encoders: " + "; ".join(f"{k}: {d}" for k, (_, d) in ENCODERS.items()),
     )
-    p.add_argument("--run", required=True, type=Path, help="run folder (prepared with --dataset when it has no data)")
+    p.add_argument(
+        "--run",
+        required=True,
+        type=Path,
+        help="run folder (prepared with --dataset when it has no data)",
+    )
     p.add_argument(
         "--encoder",
         default="auto",

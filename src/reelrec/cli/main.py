@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        Exit status: 0 success, 2 usage or input error.
+        Exit status: 0 success, 2 usage, input or file-system error, 130 interrupted (Ctrl-C).
     """
     from reelrec.config import ConfigError
     from reelrec.data.readers import DataFormatError
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         DataFormatError,
         DatasetNotFound,
         CheckpointError,
-        FileNotFoundError,
+        OSError,
+        EOFError,
         KeyError,
         ValueError,
     ) as exc:
@@ -94,6 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"reelrec {argv[0]}: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if os.environ.get("REELREC_DEBUG"):
+            raise
+        print(
+            f"reelrec {argv[0]}: interrupted; every file is written to a temp name and renamed, "
+            "so nothing is half-written",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def console_main() -> None:

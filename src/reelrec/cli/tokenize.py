@@ -111,13 +111,14 @@ def tokenize_run(
         "seconds": round(time.perf_counter() - t0, 2),
         **run_metadata(),
     }
-    save_semantic_ids(sid, out, to_dict(tcfg))
-    to_yaml(cfg, out / "config.yaml")
+    # the plot first: if its folder cannot be written, no file of the old tokenizer is replaced
     plot_stats(
         {tcfg.method: sid.stats},
         out / "plots" / "tokenizer.png",
         title=f"{dataset or run_dir}: {tcfg.method} on {tcfg.embeddings} embeddings",
     )
+    save_semantic_ids(sid, out, to_dict(tcfg))
+    to_yaml(cfg, out / "config.yaml")
     s = sid.stats
     log(
         f"{tcfg.method}: {s['items']:,} items, {s['levels']} levels x {s['codebook_size']} codes; "

@@ -72,6 +72,8 @@ class Encoder:
 
 def check_texts(texts: Sequence[str]) -> None:
     """Raise ``ValueError`` naming the first positions of texts that are empty or not strings."""
+    if isinstance(texts, str | bytes):
+        raise ValueError("texts must be a sequence of strings, not one string")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if bad:
         raise ValueError(
@@ -168,11 +170,13 @@ def cache_dir() -> Path:
 
 
 def texts_digest(texts: Sequence[str]) -> str:
-    """SHA-256 (hex) of the texts in order; the separator cannot occur inside a text."""
+    """SHA-256 (hex) of the texts in order; each text is length-prefixed, so no two different
+    lists of texts share an input to the hash."""
     h = hashlib.sha256()
     for t in texts:
-        h.update(t.encode("utf-8"))
-        h.update(b"\x00")
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
     return h.hexdigest()
 
 
@@ -184,24 +188,26 @@ def encode_cached(
     Args:
         encoder: any :class:`Encoder`.
         texts: N non-empty strings.
-        cache: cache folder (default :func:`cache_dir`); a corrupt or mis-shaped entry is
-            recomputed and overwritten.
+        cache: cache folder (default :func:`cache_dir`); an unreadable, mis-shaped or
+            non-finite entry is recomputed and overwritten.
 
     Returns:
         ``(embeddings (N, D) float32, hit)`` where ``hit`` says the cache answered.
 
     Raises:
         ValueError: from :meth:`Encoder.encode`.
+        NotADirectoryError: the cache folder is a file.
     """
     check_texts(texts)
     folder = Path(cache) if cache is not None else cache_dir()
     path = folder / f"{encoder.cache_key}-{texts_digest(texts)[:32]}.npy"
-    if path.exists():
+    if path.is_file():
         try:
             x = np.load(path, allow_pickle=False)
-            if x.shape == (len(texts), encoder.dim) and x.dtype == np.float32:
+            good = x.shape == (len(texts), encoder.dim) and x.dtype == np.float32
+            if good and np.isfinite(x).all():
                 return x, True
-        except (OSError, ValueError):
+        except Exception:  # any unreadable entry is recomputed, never trusted
             pass
     x = encoder.encode(texts)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:

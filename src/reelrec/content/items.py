@@ -40,7 +40,7 @@ def item_texts(items: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
 
     Raises:
         ValueError: the table has neither ``title`` nor ``genres`` (the dataset has no content;
-            use behaviour embeddings), or duplicate item ids.
+            use behaviour embeddings), no rows, or missing, null, non-integer or duplicate ids.
     """
     cols = [c for c in ("title", "genres") if c in items.columns]
     if not cols:
@@ -48,7 +48,18 @@ def item_texts(items: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
             f"items table has no text column (columns: {list(items.columns)}); this dataset has "
             "no item content: use `reelrec encode --encoder item2vec` (behaviour-only embeddings)"
         )
-    ids = items["item_id"].to_numpy(dtype=np.int64)
+    if "item_id" not in items.columns:
+        raise ValueError(f"items table has no item_id column (columns: {list(items.columns)})")
+    if len(items) == 0:
+        raise ValueError("items table is empty: no item to encode")
+    col = items["item_id"]
+    if col.isna().any():
+        raise ValueError(
+            f"items table: item_id is null in row(s) {np.flatnonzero(col.isna())[:10].tolist()}"
+        )
+    if not pd.api.types.is_integer_dtype(col):
+        raise ValueError(f"items table: item_id must be integers, got dtype {col.dtype}")
+    ids = col.to_numpy(dtype=np.int64)
     if len(np.unique(ids)) != len(ids):
         raise ValueError("items table has duplicate item_id values")
 
@@ -154,6 +165,8 @@ def check_embeddings(item_ids: np.ndarray, x: np.ndarray, source: str) -> None:
         )
     if not np.issubdtype(item_ids.dtype, np.integer):
         raise ValueError(f"{source}: item ids must be integers, got {item_ids.dtype}")
+    if item_ids.dtype == np.uint64 and len(item_ids) and item_ids.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{source}: item ids above 2**63 - 1 do not fit int64")
     uniq, counts = np.unique(item_ids, return_counts=True)
     if (counts > 1).any():
         raise ValueError(f"{source}: duplicate item ids {uniq[counts > 1][:10].tolist()}")
@@ -216,10 +229,20 @@ def load_embeddings(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
         if not p.exists():
             maker = "reelrec align" if stem == "aligned_embeddings" else "reelrec encode"
             raise FileNotFoundError(f"{p} not found; `{maker} --run RUN` writes it")
-    try:
-        x = np.load(path, allow_pickle=False)
-        ids = np.load(ids_path, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a plain .npy array ({exc})") from None
+    arrays = []
+    for p in (path, ids_path):
+        if not p.is_file():
+            raise ValueError(f"{p} is not a file")
+        try:
+            arrays.append(np.load(p, allow_pickle=False))
+        except (ValueError, EOFError, OSError):
+            raise ValueError(
+                f"{p}: not a readable plain .npy array (object arrays are refused: reelrec never "
+                "unpickles); re-run the command that writes it"
+            ) from None
+    x, ids = arrays
     check_embeddings(ids, x, str(path))
-    return ids.astype(np.int64), x.astype(np.float32)
+    with np.errstate(over="ignore", under="ignore"):
+        x32 = x.astype(np.float32)
+    check_embeddings(ids, x32, f"{path} (as float32)")
+    return ids.astype(np.int64), x32

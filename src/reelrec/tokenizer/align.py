@@ -59,21 +59,25 @@ class AlignConfig:
     i2i_per_item: int = 5  # I2I: pairs kept per item (strongest co-occurrence first)
     i2i_min_count: int = 2  # I2I: minimum co-occurrence count
     behaviour_dim: int = 64  # width of the item2vec ID-representation space for U2I
-    holdout: float = 0.1  # fraction of pairs for validation, and again for test
+    holdout: float = 0.1  # fraction of pairs for validation, and again for test (0 < h <= 0.25)
     ks: list[int] = field(default_factory=lambda: [10, 50])  # pair-retrieval cutoffs
     seed: int = 0  # seed of pair split, init and batch order
 
 
 def check_align_config(cfg: AlignConfig) -> None:
     """Raise ``ValueError`` naming the first out-of-range ``align.*`` value."""
-    if not cfg.temperature > 0:
-        raise ValueError(f"align.temperature must be > 0, got {cfg.temperature}")
-    if not 0 < cfg.holdout < 0.5:
-        raise ValueError(f"align.holdout must be in (0, 0.5), got {cfg.holdout}")
-    if not cfg.lr > 0:
-        raise ValueError(f"align.lr must be > 0, got {cfg.lr}")
-    if cfg.weight_decay < 0:
-        raise ValueError(f"align.weight_decay must be >= 0, got {cfg.weight_decay}")
+    import math
+
+    if not (cfg.temperature > 0 and math.isfinite(cfg.temperature)):
+        raise ValueError(f"align.temperature must be finite and > 0, got {cfg.temperature}")
+    if not 0 < cfg.holdout <= 0.25:
+        raise ValueError(f"align.holdout must be in (0, 0.25], got {cfg.holdout}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ValueError(f"align.lr must be finite and > 0, got {cfg.lr}")
+    if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
+        raise ValueError(f"align.weight_decay must be finite and >= 0, got {cfg.weight_decay}")
+    if not 0 <= cfg.seed < 2**31:
+        raise ValueError(f"align.seed must be in 0..2**31-1, got {cfg.seed}")
     if cfg.batch_size < 2:
         raise ValueError(
             f"align.batch_size must be >= 2 (in-batch negatives), got {cfg.batch_size}"
@@ -279,11 +283,20 @@ def align(
         :class:`AlignResult`; ``aligned`` is float32 (N, D), unit-norm.
 
     Raises:
-        ValueError: fewer than 10 pairs, bad temperature, pair ids not in ``item_ids``.
+        ValueError: fewer than 10 pairs, an out-of-range config value, pairs that are not
+            (P, 2) integers, self-pairs, pair ids not in ``item_ids``, bad embeddings.
     """
     from tqdm.auto import tqdm
 
+    from reelrec.content.items import check_embeddings
+
     check_align_config(cfg)
+    check_embeddings(np.asarray(item_ids), x, "align input")
+    pairs = np.asarray(pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or not np.issubdtype(pairs.dtype, np.integer):
+        raise ValueError(f"pairs must be an integer (P, 2) array, got {pairs.dtype} {pairs.shape}")
+    if (pairs[:, 0] == pairs[:, 1]).any():
+        raise ValueError("pairs contain an item paired with itself")
     row = pd.Series(np.arange(len(item_ids)), index=item_ids)
     idx = row.reindex(pairs.ravel()).to_numpy()
     if np.isnan(idx).any():
@@ -295,6 +308,10 @@ def align(
     perm = rng.permutation(len(idx))
     n_hold = max(1, int(round(cfg.holdout * len(idx))))
     test, valid, train = idx[perm[:n_hold]], idx[perm[n_hold : 2 * n_hold]], idx[perm[2 * n_hold :]]
+    if len(train) < 2 * len(test):
+        raise ValueError(
+            f"{len(train)} training pairs against {len(test)} test pairs: lower align.holdout"
+        )
     ks = sorted(set(cfg.ks) | {10})
 
     torch.manual_seed(cfg.seed)

@@ -41,7 +41,9 @@ class KMeansResult:
     converged: bool | None
 
 
-def _check(x: np.ndarray, k: int) -> np.ndarray:
+def _check(x: np.ndarray, k: int, iters: int = 1) -> np.ndarray:
+    if iters < 1:
+        raise ValueError(f"k-means needs at least 1 iteration, got {iters}")
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"k-means needs an (N, D) array, got shape {x.shape}")
@@ -65,11 +67,11 @@ def balanced_kmeans(x: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> KM
         :class:`KMeansResult`; cluster ``c`` has ``N // K + (c < N % K)`` members.
 
     Raises:
-        ValueError: non-finite input, wrong shape, or K outside 1..N.
+        ValueError: non-finite input, wrong shape, K outside 1..N, or iters < 1.
 
     Cost: O(iters * K * N * D) time, O(N * D) memory.
     """
-    x = _check(x, k)
+    x = _check(x, k, iters)
     n = len(x)
     xt = torch.from_numpy(x).double()
     sq = (xt * xt).sum(1)
@@ -115,10 +117,10 @@ def plain_kmeans(x: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> KMean
         :class:`KMeansResult` (``converged`` is None: faiss runs all ``iters``).
 
     Raises:
-        ValueError: non-finite input, wrong shape, or K outside 1..N.
+        ValueError: non-finite input, wrong shape, K outside 1..N, or iters < 1.
         ImportError: faiss missing (``pip install 'reelrec[tokenizer]'``).
     """
-    x = _check(x, k)
+    x = _check(x, k, iters)
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - depends on the install

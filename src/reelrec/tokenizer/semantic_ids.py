@@ -115,11 +115,18 @@ def check_config(cfg: TokenizerConfig, n_items: int) -> int:
     for key, value in positive.items():
         if value < 1:
             raise ValueError(f"tokenizer.{key} must be >= 1, got {value}")
-    if not cfg.rqvae_lr > 0:
-        raise ValueError(f"tokenizer.rqvae_lr must be > 0, got {cfg.rqvae_lr}")
+    if not 0 < cfg.rqvae_lr < float("inf"):
+        raise ValueError(f"tokenizer.rqvae_lr must be finite and > 0, got {cfg.rqvae_lr}")
+    if not 0 <= cfg.seed <= 2**31 - 1 - cfg.levels:
+        raise ValueError(f"tokenizer.seed must be in 0..2**31-{1 + cfg.levels}, got {cfg.seed}")
+    if cfg.method == "rq-vae" and cfg.rqvae_batch_size < k:
+        raise ValueError(
+            f"tokenizer.rqvae_batch_size ({cfg.rqvae_batch_size}) must be >= the codebook size "
+            f"({k}): the codebooks are initialised by k-means on the first batch"
+        )
     if not 0 < cfg.rqvae_ema_decay < 1:
         raise ValueError(f"tokenizer.rqvae_ema_decay must be in (0, 1), got {cfg.rqvae_ema_decay}")
-    if cfg.rqvae_dead_code_threshold < 0:
+    if not cfg.rqvae_dead_code_threshold >= 0 or cfg.rqvae_dead_code_threshold == float("inf"):
         raise ValueError(
             f"tokenizer.rqvae_dead_code_threshold must be >= 0, got {cfg.rqvae_dead_code_threshold}"
         )
@@ -198,6 +205,8 @@ def disambiguate(codes: np.ndarray) -> np.ndarray:
         int64 (N, L + 1), rows unique.
     """
     codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim != 2 or len(codes) == 0:
+        raise ValueError(f"codes must be a non-empty (N, L) array, got shape {codes.shape}")
     _, inverse = np.unique(codes, axis=0, return_inverse=True)
     inverse = inverse.ravel()
     order = np.argsort(inverse, kind="stable")
@@ -225,7 +234,7 @@ def level_stats(codes: np.ndarray, k: int, recon: list[float]) -> dict[str, obje
         counts = np.bincount(codes[:, lv], minlength=k)
         p = counts[counts > 0] / n
         util.append(float((counts > 0).sum() / k))
-        ent.append(float(-(p * np.log2(p)).sum()))
+        ent.append(float(-(p * np.log2(p)).sum()) + 0.0)  # + 0.0: no "-0.0 bits" in reports
         coll.append(float(1.0 - len(np.unique(codes[:, : lv + 1], axis=0)) / n))
     return {
         "utilisation": util,
@@ -358,6 +367,8 @@ def vq_codes(item_ids: np.ndarray, x: np.ndarray, topk: int) -> tuple[pd.DataFra
     from reelrec.content.items import check_embeddings
 
     check_embeddings(item_ids, x, "vq input")
+    if len(x) < 2:
+        raise ValueError(f"VQ codes need at least 2 items, got {len(x)}")
     if not 1 <= topk < len(x):
         raise ValueError(f"vq_topk must be in 1..{len(x) - 1}, got {topk}")
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -377,7 +388,7 @@ def vq_codes(item_ids: np.ndarray, x: np.ndarray, topk: int) -> tuple[pd.DataFra
         "items": len(x),
         "topk": topk,
         "codebook_utilisation": float((used > 0).mean()),
-        "entropy_bits": float(-(p * np.log2(p)).sum()),
+        "entropy_bits": float(-(p * np.log2(p)).sum()) + 0.0,
         "max_entropy_bits": float(np.log2(len(x))),
     }
     return pd.DataFrame({"item_id": ids, "vq_codes": codes}), stats
