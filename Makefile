@@ -33,6 +33,7 @@ test: lint
 
 bench: install
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/sasrec.py
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/tokenizer.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
