@@ -197,3 +197,19 @@ def test_broken_files_and_interrupts_exit_cleanly(ml100k_run, tmp_path, capsys, 
     monkeypatch.setattr(main, "_commands", lambda: {"tokenize": (interrupted, "")})
     assert main.main(raw) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_mostly_missing_titles_fall_back_to_item2vec(ml100k_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(ml100k_run / "data", run / "data")
+    shutil.copy(ml100k_run / "run.json", run / "run.json")
+    items = pd.read_parquet(run / "data" / "items.parquet")
+    items.loc[items.index[100:], ["title", "genres"]] = None  # 100 of 1,682 keep a text
+    items.to_parquet(run / "data" / "items.parquet", index=False)
+    assert main.main(["encode", "--run", str(run), "--encoder", "hashing"]) == 2
+    assert "only 6% of the items have a title or genres" in capsys.readouterr().err
+    assert main.main(["encode", "--run", str(run)]) == 0
+    assert "using behaviour-only item2vec" in capsys.readouterr().out
+    assert json.loads((run / "content" / "encoder.json").read_text())["encoder"] == "item2vec"

@@ -22,6 +22,9 @@ from reelrec.content.encoders import (
 from reelrec.content.items import behaviour_embeddings, item_texts, save_embeddings
 from reelrec.io import atomic_write_json, file_digest, run_metadata
 
+#: a text encoder needs at least this share of items with a title or genres
+MIN_TEXT_SHARE = 0.5
+
 #: name -> (factory taking --dim, one-line description); ``item2vec`` is behaviour-only
 ENCODERS: dict[str, tuple[Callable[[int], Encoder] | None, str]] = {
     "e5-small": (
@@ -54,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--encoder",
         default="auto",
         choices=["auto", *ENCODERS],
-        help="auto (default): e5-small when items have text, else item2vec (the run says so)",
+        help="auto (default): e5-small when at least half the items have a title or genres "
+        "(amazon-beauty/toys, ml-*), else item2vec (kuairand, amazon-sports); the run says so",
     )
     p.add_argument("--dim", type=int, default=0, help="width for hashing / item2vec (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed for item2vec's SVD (default 0)")
@@ -84,13 +88,18 @@ def encode_run(
         ValueError: bad embeddings (from the checks in :mod:`reelrec.content.items`).
     """
     prep = load_prepared(run_dir)
-    has_text = any(c in prep.items.columns for c in ("title", "genres"))
+    name = prep.report.get("dataset", "this dataset")
+    has_columns = any(c in prep.items.columns for c in ("title", "genres"))
+    # share of items with a usable text; a dataset whose titles are mostly missing (amazon-sports
+    # has none) would otherwise give every item the same placeholder embedding
+    text_share = 1.0 - float(item_texts(prep.items)[2].mean()) if has_columns else 0.0
+    has_text = text_share >= MIN_TEXT_SHARE
     if encoder == "auto":
         encoder = "e5-small" if has_text else "item2vec"
         if not has_text:
             log(
-                f"{prep.report.get('dataset', 'this dataset')} has no item content (no title "
-                "or genres): using behaviour-only item2vec embeddings"
+                f"{name} has no item content (items with a title or genres: {text_share:.0%}): "
+                "using behaviour-only item2vec embeddings"
             )
     if encoder not in ENCODERS:
         raise ConfigError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
@@ -107,8 +116,8 @@ def encode_run(
     else:
         if not has_text:
             raise ConfigError(
-                f"{run_dir}: the items have no text (columns {list(prep.items.columns)}); "
-                "use --encoder item2vec"
+                f"{run_dir / 'data' / 'items.parquet'}: only {text_share:.0%} of the items have "
+                f"a title or genres (columns {list(prep.items.columns)}); use --encoder item2vec"
             )
         factory = ENCODERS[encoder][0]
         assert factory is not None
