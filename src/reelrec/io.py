@@ -88,8 +88,8 @@ def run_metadata() -> dict[str, str]:
     return {"version": reelrec.__version__, "commit": git_commit()}
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     import hashlib
 
     h = hashlib.sha256()

@@ -10,7 +10,7 @@ from pathlib import Path
 from reelrec.cli.common import load_prepared, parse_with_overrides, read_json
 from reelrec.config import apply_overrides, to_dict, to_yaml
 from reelrec.content.items import load_embeddings, save_embeddings
-from reelrec.io import atomic_path, atomic_write_json, file_digest, run_metadata
+from reelrec.io import atomic_path, atomic_write_json, run_metadata, sha256_file
 from reelrec.tokenizer.align import AlignConfig, align, mine_pairs
 
 
@@ -65,7 +65,7 @@ def align_run(run_dir: Path, cfg: AlignStage, log=print) -> dict[str, object]:
     encoder = read_json(content / "encoder.json") if (content / "encoder.json").exists() else {}
     report = {
         "encoder": encoder.get("encoder"),
-        "item_embeddings_sha256": file_digest(content / "item_embeddings.npy"),
+        "item_embeddings_sha256": sha256_file(content / "item_embeddings.npy"),
         "embedding_source": encoder.get("source"),
         "pairs_mined": counts,
         **res.report,

@@ -20,7 +20,7 @@ from reelrec.content.encoders import (
     texts_digest,
 )
 from reelrec.content.items import behaviour_embeddings, item_texts, save_embeddings
-from reelrec.io import atomic_write_json, file_digest, run_metadata
+from reelrec.io import atomic_write_json, run_metadata, sha256_file
 
 #: a text encoder needs at least this share of items with a title or genres
 MIN_TEXT_SHARE = 0.5
@@ -148,7 +148,7 @@ def encode_run(
     path = save_embeddings(Path(run_dir) / "content", "item_embeddings", ids, x)
     info |= {
         # align.json records this digest; tokenize refuses aligned embeddings of other ones
-        "item_embeddings_sha256": file_digest(path),
+        "item_embeddings_sha256": sha256_file(path),
         "items": len(ids),
         "dim": int(x.shape[1]),
         "seconds": round(time.perf_counter() - t0, 2),

@@ -10,7 +10,7 @@ from pathlib import Path
 from reelrec.cli.common import parse_with_overrides, read_json
 from reelrec.config import ConfigError, apply_overrides, to_dict, to_yaml
 from reelrec.content.items import load_embeddings
-from reelrec.io import atomic_path, atomic_write_json, file_digest, run_metadata
+from reelrec.io import atomic_path, atomic_write_json, run_metadata, sha256_file
 from reelrec.tokenizer.semantic_ids import (
     METHODS,
     TokenizerConfig,
@@ -82,7 +82,7 @@ def tokenize_run(
         )
     if tcfg.embeddings == "aligned" and (content / "align.json").exists():
         made_from = read_json(content / "align.json").get("item_embeddings_sha256")
-        if made_from and made_from != file_digest(content / "item_embeddings.npy"):
+        if made_from and made_from != sha256_file(content / "item_embeddings.npy"):
             raise ValueError(
                 f"{content / 'aligned_embeddings.npy'} was aligned from other item embeddings "
                 f"(re-encoded since): run `reelrec align --run {run_dir}` again"

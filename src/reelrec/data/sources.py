@@ -9,7 +9,6 @@ sha256; it is only ever called by a user (``reelrec datasets --download NAME``),
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import urllib.request
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reelrec.data.tables import RawTables
+from reelrec.io import sha256_file
 
 ENV_VAR = "REELREC_DATA_DIR"
 CACHE_DIR = Path("~/.cache/reelrec").expanduser()
@@ -263,15 +263,6 @@ def load(name: str, root: str | Path | None = None) -> RawTables:
             f"  (`reelrec datasets --download {name}` fetches it into {CACHE_DIR}/{spec.folder})"
         )
     return spec.loader(base)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch(name: str, cache_dir: Path = CACHE_DIR, log: Callable[[str], None] = print) -> Path:
