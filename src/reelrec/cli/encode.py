@@ -92,7 +92,8 @@ def encode_run(
     has_columns = any(c in prep.items.columns for c in ("title", "genres"))
     # share of items with a usable text; a dataset whose titles are mostly missing (amazon-sports
     # has none) would otherwise give every item the same placeholder embedding
-    text_share = 1.0 - float(item_texts(prep.items)[2].mean()) if has_columns else 0.0
+    texts_of = item_texts(prep.items) if has_columns else None
+    text_share = 1.0 - float(texts_of[2].mean()) if texts_of else 0.0
     has_text = text_share >= MIN_TEXT_SHARE
     if encoder == "auto":
         encoder = "e5-small" if has_text else "item2vec"
@@ -122,7 +123,7 @@ def encode_run(
         factory = ENCODERS[encoder][0]
         assert factory is not None
         enc = factory(dim)
-        ids, texts, missing = item_texts(prep.items)
+        ids, texts, missing = texts_of
         if missing.any() and missing_text == "error":
             raise ValueError(
                 f"{run_dir / 'data' / 'items.parquet'}: {int(missing.sum())} item(s) have no "
