@@ -119,9 +119,10 @@ def load_prepared(run_dir: Path) -> Prepared:
     return read_prepared(run_dir / "data")
 
 
-def sequences_for(prep: Prepared, max_len: int) -> SequenceData:
-    """Training windows and evaluation instances for a sequential model."""
-    return build_sequences(prep.interactions, prep.protocol, max_len)
+def sequences_for(prep: Prepared, max_len: int, step: int | None = None) -> SequenceData:
+    """Training windows and evaluation instances for a sequential model (``step``: see
+    :func:`reelrec.data.sequences.windows`)."""
+    return build_sequences(prep.interactions, prep.protocol, max_len, step)
 
 
 def read_json(path: Path) -> dict:

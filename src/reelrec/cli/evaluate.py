@@ -9,7 +9,7 @@ from pathlib import Path
 from reelrec.cli.common import load_prepared, read_json, sequences_for
 from reelrec.cli.registry import MODELS, ExperimentConfig
 from reelrec.config import from_yaml
-from reelrec.eval.ranking import evaluate_next_item
+from reelrec.eval.ranking import evaluate_model
 from reelrec.eval.report import write_report
 from reelrec.io import atomic_write_json, run_metadata
 from reelrec.training.checkpoint import load_model
@@ -52,11 +52,11 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
         if cfg.max_len not in cache:
             cache[cfg.max_len] = sequences_for(prep, cfg.max_len)
         data = cache[cfg.max_len]
-        model = MODELS[cfg.model].build(cfg, data)
+        model = MODELS[cfg.model].build(cfg, data, run_dir)
         load_model(model, folder / "model.safetensors")
         model.eval()
-        test, _ = evaluate_next_item(
-            model.score_all,
+        test, _ = evaluate_model(
+            model,
             data.test.history,
             data.test.target,
             tuple(cfg.eval.ks),

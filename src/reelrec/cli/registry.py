@@ -10,10 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from reelrec.config import ConfigError, apply_overrides, from_yaml
-from reelrec.data.sequences import SequenceData
+from reelrec.data.sequences import SequenceData, item_side_features
+from reelrec.models.onerec import OneRec, OneRecConfig, check_onerec_config
 from reelrec.models.popularity import Popularity, PopularityConfig
 from reelrec.models.sasrec import SASRec, SASRecConfig
 from reelrec.training.loop import TrainConfig
@@ -47,6 +49,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
+    onerec: OneRecConfig = field(default_factory=OneRecConfig)  # onerec, onerec-v2 (and tiger)
 
     @property
     def run_name(self) -> str:
@@ -54,32 +57,99 @@ class ExperimentConfig:
         return self.name or self.model
 
     @property
+    def generative(self) -> bool:
+        """True for the semantic-ID generators (section ``onerec``)."""
+        return self.model in GENERATIVE
+
+    @property
     def max_len(self) -> int:
         """History length the data must be cut to for this model."""
-        return self.sasrec.max_len
+        return self.onerec.max_len if self.generative else self.sasrec.max_len
+
+    @property
+    def window_step(self) -> int | None:
+        """Training-window step (None: the default, ``max_len``)."""
+        return self.onerec.window_step if self.generative else None
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     """How to build a model and whether it is trained by gradient descent."""
 
-    build: Callable[[ExperimentConfig, SequenceData], nn.Module]
+    build: Callable[[ExperimentConfig, SequenceData, Path], nn.Module]
     trainable: bool
     description: str
 
 
+#: models that generate semantic IDs (configured by the ``onerec`` section)
+GENERATIVE = ("onerec", "onerec-v2")
+
+
+def build_generative(cfg: ExperimentConfig, data: SequenceData, run_dir: Path) -> nn.Module:
+    """OneRec or OneRec-V2 over the semantic IDs in ``run_dir/<onerec.semantic_ids>``.
+
+    Raises:
+        FileNotFoundError: the run has no semantic IDs (names the command that makes them).
+        ValueError: a training item has no semantic ID, or IDs collide.
+    """
+    from reelrec.cli.common import load_prepared
+    from reelrec.models.generative import SemanticIDTable
+    from reelrec.models.onerec_v2 import OneRecV2
+    from reelrec.tokenizer.semantic_ids import load_semantic_ids
+
+    folder = Path(run_dir) / cfg.onerec.semantic_ids
+    if not (folder / "semantic_ids.parquet").exists():
+        raise FileNotFoundError(
+            f"{folder / 'semantic_ids.parquet'} not found: {cfg.model} generates semantic IDs; "
+            f"make them first with `reelrec encode --run {run_dir}`, `reelrec align --run "
+            f"{run_dir}` and `reelrec tokenize --run {run_dir} --out {folder}`"
+        )
+    sid = load_semantic_ids(folder)
+    try:
+        table = SemanticIDTable.from_items(data.vocab.raw_ids, sid.item_ids, sid.semantic_ids)
+    except ValueError as exc:
+        raise ValueError(f"{folder / 'semantic_ids.parquet'}: {exc}") from None
+    prep = load_prepared(Path(run_dir))
+    side = torch.from_numpy(item_side_features(prep.interactions, data.vocab))
+    cls = OneRecV2 if cfg.model == "onerec-v2" else OneRec
+    return cls(table, cfg.onerec, side)
+
+
 MODELS: dict[str, ModelEntry] = {
     "popularity": ModelEntry(
-        build=lambda cfg, data: Popularity(data.train_counts),
+        build=lambda cfg, data, run_dir: Popularity(data.train_counts),
         trainable=False,
         description="most popular items in train (no parameters)",
     ),
     "sasrec": ModelEntry(
-        build=lambda cfg, data: SASRec(data.vocab.size, cfg.sasrec),
+        build=lambda cfg, data, run_dir: SASRec(data.vocab.size, cfg.sasrec),
         trainable=True,
         description="SASRec self-attentive sequential recommender (Kang & McAuley, ICDM 2018)",
     ),
+    "onerec": ModelEntry(
+        build=build_generative,
+        trainable=True,
+        description="OneRec encoder-decoder generating semantic IDs (arXiv 2506.13695)",
+    ),
+    "onerec-v2": ModelEntry(
+        build=build_generative,
+        trainable=True,
+        description="OneRec-V2 lazy decoder-only generator of semantic IDs (arXiv 2508.20900)",
+    ),
 }
+
+#: optimisation shared by the generative presets: AdamW, 500 warmup steps, cosine decay
+_GEN_TRAIN = TrainConfig(
+    optimizer="adamw",
+    lr=2e-3,
+    weight_decay=0.01,
+    warmup_steps=500,
+    schedule="cosine",
+    epochs=30,
+    patience=5,
+    batch_size=256,
+    grad_clip=1.0,
+)
 
 #: Named presets for `reelrec train NAME`; tuned values say where they were chosen.
 PRESETS: dict[str, ExperimentConfig] = {
@@ -93,6 +163,22 @@ PRESETS: dict[str, ExperimentConfig] = {
         model="sasrec",
         train=TrainConfig(lr=5e-3, epochs=100, patience=25, max_minutes=6.0),
         sasrec=SASRecConfig(dropout=0.2, attn_dropout=0.2),
+    ),
+    "onerec": ExperimentConfig(model="onerec", train=replace(_GEN_TRAIN)),
+    "onerec-v2": ExperimentConfig(model="onerec-v2", train=replace(_GEN_TRAIN)),
+    # TIGER (arXiv 2305.05065) as a baseline: RQ-VAE semantic IDs, the last 20 items as one flat
+    # sequence of code tokens, dense feed-forward layers, no pathways
+    "tiger": ExperimentConfig(
+        model="onerec",
+        name="tiger",
+        train=replace(_GEN_TRAIN),
+        onerec=OneRecConfig(
+            semantic_ids="tokenizer-rq-vae",
+            item_tokens="flat",
+            positive_len=0,
+            lifelong_clusters=0,
+            experts=0,
+        ),
     ),
 }
 
@@ -195,6 +281,28 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(m.layer_norm_eps > 0, "sasrec.layer_norm_eps", "> 0", m.layer_norm_eps)
     _check(m.init_std > 0, "sasrec.init_std", "> 0", m.init_std)
     _check(m.loss in ("ce", "bce"), "sasrec.loss", "'ce' or 'bce'", m.loss)
+    _check(t.optimizer in ("adam", "adamw"), "train.optimizer", "'adam' or 'adamw'", t.optimizer)
+    _check(t.warmup_steps >= 0, "train.warmup_steps", ">= 0", t.warmup_steps)
+    _check(
+        t.schedule in ("constant", "cosine"), "train.schedule", "'constant' or 'cosine'", t.schedule
+    )
+    try:
+        check_onerec_config(cfg.onerec)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg.generative:
+        _check(
+            t.metric != "mrr",
+            "train.metric",
+            "a metric at a cutoff for generative models (ranks beyond the beam are unknown)",
+            t.metric,
+        )
+        _check(
+            max(e.ks) <= cfg.onerec.beam,
+            "onerec.beam",
+            f">= the largest cutoff of eval.ks {e.ks} (the beam's items are the ranking)",
+            cfg.onerec.beam,
+        )
 
 
 #: keys that may change when a run resumes (they do not change what was trained so far)

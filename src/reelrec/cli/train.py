@@ -23,7 +23,7 @@ from reelrec.cli.registry import (
     validate,
 )
 from reelrec.config import ConfigError, differences, from_yaml, to_yaml
-from reelrec.eval.ranking import evaluate_next_item
+from reelrec.eval.ranking import evaluate_model
 from reelrec.io import atomic_write_json, run_metadata
 from reelrec.training.checkpoint import save_model
 from reelrec.training.loop import fit
@@ -72,10 +72,10 @@ def train_model(
             f"{run_dir} was prepared for dataset {prepared_for!r} but the config says "
             f"data.dataset={cfg.data.dataset!r}; use another --run or --data.dataset={prepared_for}"
         )
-    data = sequences_for(prep, cfg.max_len)
+    data = sequences_for(prep, cfg.max_len, cfg.window_step)
     torch.manual_seed(cfg.train.seed)  # initialisation; the loop seeds shuffling per epoch
     entry = MODELS[cfg.model]
-    model = entry.build(cfg, data)
+    model = entry.build(cfg, data, run_dir)
     out = run_dir / "models" / cfg.run_name
     if resume and (out / "checkpoint").exists() and (out / "config.yaml").exists():
         old = from_yaml(ExperimentConfig, out / "config.yaml")
@@ -90,10 +90,20 @@ def train_model(
     to_yaml(cfg, out / "config.yaml")
     ks = tuple(cfg.eval.ks)
 
-    def evaluate(m: torch.nn.Module, split: str = "valid") -> dict[str, float]:
+    # beam search is costly: early stopping of generative models may look at a fixed random
+    # subset of the validation instances (onerec.valid_instances); final metrics use them all
+    n_valid = len(data.valid)
+    cap = cfg.onerec.valid_instances if cfg.generative else 0
+    subset = slice(None)
+    if 0 < cap < n_valid:
+        gen = torch.Generator().manual_seed(cfg.train.seed)
+        subset = torch.randperm(n_valid, generator=gen)[:cap].sort().values
+
+    def evaluate(m: torch.nn.Module, split: str = "valid", full: bool = False) -> dict[str, float]:
         inst = data.valid if split == "valid" else data.test
-        metrics, _ = evaluate_next_item(
-            m.score_all, inst.history, inst.target, ks, cfg.eval.batch_size
+        rows = slice(None) if full or split != "valid" else subset
+        metrics, _ = evaluate_model(
+            m, inst.history[rows], inst.target[rows], ks, cfg.eval.batch_size
         )
         return metrics
 
@@ -119,11 +129,12 @@ def train_model(
         "model": cfg.model,
         "dataset": cfg.data.dataset,
         "protocol": prep.protocol.name,
-        "valid": evaluate(model, "valid"),
+        "valid": evaluate(model, "valid", full=True),
         "test": evaluate(model, "test"),
         "train_seconds": round(time.perf_counter() - t0, 2),
         "num_items": data.vocab.size,
         "train_windows": len(data.train_windows),
+        "parameters": sum(p.numel() for p in model.parameters()),
         **info,  # for trained models, train_seconds sums the epochs of every session
         **run_metadata(),
     }

@@ -112,20 +112,29 @@ def _left_pad(seqs: list[np.ndarray], width: int) -> np.ndarray:
     return out
 
 
-def windows(seq: np.ndarray, max_len: int) -> list[np.ndarray]:
+def windows(seq: np.ndarray, max_len: int, step: int | None = None) -> list[np.ndarray]:
     """Split one sequence into training windows of up to ``max_len + 1`` items (see module doc).
+
+    Windows end every ``step`` items from the newest (default ``max_len``: every item is a
+    target of exactly one window position; ``1``: one window per prefix, for models that train
+    only the last position of a window, such as OneRec).
 
     Returns windows with at least two items, newest first.
     """
+    step = max_len if step is None else step
+    if step < 1:
+        raise ValueError(f"window step must be >= 1, got {step}")
     out = []
     end = len(seq)
     while end >= 2:
         out.append(seq[max(0, end - max_len - 1) : end])
-        end -= max_len
+        end -= step
     return out
 
 
-def build_sequences(interactions: pd.DataFrame, protocol: Protocol, max_len: int) -> SequenceData:
+def build_sequences(
+    interactions: pd.DataFrame, protocol: Protocol, max_len: int, step: int | None = None
+) -> SequenceData:
     """Build training windows and evaluation instances from prepared interactions.
 
     Args:
@@ -133,6 +142,7 @@ def build_sequences(interactions: pd.DataFrame, protocol: Protocol, max_len: int
             with a ``split`` column).
         protocol: the protocol (positive column, history rule).
         max_len: history length L (>= 1).
+        step: window step (see :func:`windows`); default ``max_len``.
 
     Raises:
         ValueError: ``max_len < 1`` or no positive train rows.
@@ -155,7 +165,7 @@ def build_sequences(interactions: pd.DataFrame, protocol: Protocol, max_len: int
     inst: dict[int, tuple[list, list, list]] = {VALID: ([], [], []), TEST: ([], [], [])}
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         it, sp = items[a:b], split[a:b]
-        train_windows.extend(windows(it[sp == TRAIN], max_len))
+        train_windows.extend(windows(it[sp == TRAIN], max_len, step))
         for code in (VALID, TEST):
             for j in np.flatnonzero(sp == code):
                 end = int(np.searchsorted(ts[a:b], ts[a + j], side="left")) if strict_time else j
@@ -182,3 +192,46 @@ def build_sequences(interactions: pd.DataFrame, protocol: Protocol, max_len: int
         test=to_instances(TEST),
         max_len=max_len,
     )
+
+
+#: interaction columns averaged per item into side features, when a dataset has them (KuaiRand)
+SIDE_COLUMNS = ("watch_ratio", "click", "long_view", "like", "follow", "comment", "forward")
+
+
+def item_side_features(interactions: pd.DataFrame, vocab: ItemVocab) -> np.ndarray:
+    """Item-level side features from the train split, standardised per column.
+
+    For each item index: log(1 + duration in seconds) (when ``duration_ms`` exists) and the train
+    mean of each column of :data:`SIDE_COLUMNS` present (watch ratio clipped to [0, 5]), over all
+    train rows of the item (not only positives). Missing values become the column mean (0 after
+    standardising). Row 0 (padding) is 0.
+
+    Args:
+        interactions: prepared interactions with a ``split`` column.
+        vocab: the item vocabulary.
+
+    Returns:
+        float32 (V + 1, F); F = 0 when the dataset has none of these columns (Amazon, MovieLens).
+    """
+    train = interactions.loc[interactions["split"].to_numpy() == TRAIN]
+    cols = []
+    idx = vocab.encode(train["item_id"].to_numpy())
+    keep = idx > 0
+    if "duration_ms" in train.columns:
+        train = train.assign(_dur=np.log1p(train["duration_ms"].astype("float64") / 1000.0))
+        cols.append("_dur")
+    cols += [c for c in SIDE_COLUMNS if c in train.columns]
+    out = np.zeros((vocab.size + 1, len(cols)), dtype=np.float32)
+    for j, c in enumerate(cols):
+        v = train[c].to_numpy(dtype="float64", na_value=np.nan)
+        if c == "watch_ratio":
+            v = np.clip(v, 0.0, 5.0)
+        ok = keep & np.isfinite(v)
+        total = np.bincount(idx[ok], weights=v[ok], minlength=vocab.size + 1)
+        count = np.bincount(idx[ok], minlength=vocab.size + 1)
+        col = np.where(count > 0, total / np.maximum(count, 1), np.nan)[1:]
+        mean = np.nanmean(col) if np.isfinite(col).any() else 0.0
+        col = np.where(np.isfinite(col), col, mean)
+        std = col.std()
+        out[1:, j] = (col - mean) / std if std > 0 else 0.0
+    return out

@@ -172,3 +172,52 @@ def evaluate_next_item(
     metrics["n_instances"] = int(len(all_ranks))
     metrics["oov_targets"] = int((targets < 1).sum())
     return metrics, all_ranks
+
+
+def ranks_from_topk(top: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target in a top-k list, :data:`MISS_RANK` when absent.
+
+    Args:
+        top: int64 (B, k) item indices best first (-1 = empty slot), e.g. a beam's items.
+        targets: int64 (B,), 1..V or -1 (out of vocabulary: always a miss).
+
+    Returns:
+        int64 (B,). Ranks >= k are unknown, so metrics are exact only for cutoffs <= k.
+    """
+    hit = (top == targets.unsqueeze(1)) & (targets.unsqueeze(1) > 0)
+    first = hit.float().argmax(1)
+    return torch.where(hit.any(1), first, torch.full_like(first, MISS_RANK))
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    ks: tuple[int, ...] = (5, 10, 20),
+    batch_size: int = 512,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Next-item metrics of a model: full ranking by ``model.score_all`` when it scores every
+    item, else the top-``max(ks)`` list of ``model.recommend(history, k)`` (generative models,
+    whose beam search returns ranked items; an item outside the list is a miss at every cutoff).
+
+    Returns and raises as :func:`evaluate_next_item`; ``mrr`` (uncut) is omitted for top-k
+    models because ranks beyond the list are unknown.
+    """
+    if hasattr(model, "score_all"):
+        return evaluate_next_item(model.score_all, history, targets, ks, batch_size)
+    if len(targets) == 0:
+        raise ValueError("no evaluation instances")
+    k = max(ks)
+    device = next(model.parameters()).device
+    ranks = []
+    with torch.no_grad():
+        for start in range(0, len(targets), batch_size):
+            sl = slice(start, start + batch_size)
+            top = model.recommend(history[sl].to(device), k).cpu()
+            ranks.append(ranks_from_topk(top, targets[sl]))
+    all_ranks = torch.cat(ranks).numpy()
+    metrics = metrics_from_ranks(all_ranks, ks)
+    metrics.pop("mrr", None)
+    metrics["n_instances"] = int(len(all_ranks))
+    metrics["oov_targets"] = int((targets < 1).sum())
+    return metrics, all_ranks

@@ -1,12 +1,14 @@
 """A plain, readable training loop for next-item models.
 
 One epoch = one pass over the training windows in batches of similar length, in a seeded random
-order (the batches of epoch e depend only on ``seed`` and ``e``), Adam updates, then a
+order (the batches of epoch e depend only on ``seed`` and ``e``), Adam or AdamW updates (with an
+optional linear warmup + cosine decay of the learning rate, per step), then a
 full-ranking evaluation on the validation instances. The best epoch by ``TrainConfig.metric`` (validation NDCG@10 by default)
 is kept in ``model.safetensors``; training stops after ``patience`` epochs without improvement,
 after ``epochs``, or when ``max_minutes`` is spent (noted in the history). A resumable
 checkpoint (model, optimizer, RNG, history) is written after every epoch, so an interrupted run
-continues where it stopped and ends exactly as an uninterrupted one.
+continues where it stopped and ends exactly as an uninterrupted one. Models that define
+``epoch_stats() -> dict`` (the OneRec MoE load statistics) have them logged in the history.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget for training in minutes; 0 = none
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     progress: bool = True  # show a progress bar per epoch
+    optimizer: str = "adam"  # "adam" (L2 weight decay) or "adamw" (decoupled weight decay)
+    warmup_steps: int = 0  # linear learning-rate warmup over this many steps (>= 0)
+    schedule: str = "constant"  # "constant" or "cosine" (decay to 0 over `epochs` epochs)
+    amp: bool = True  # bfloat16 autocast on CUDA devices that support it (ignored on CPU)
 
 
 @dataclass
@@ -90,6 +96,21 @@ def _length_bucketed_batches(
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
+def lr_multiplier(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor per optimizer step: linear warmup over ``cfg.warmup_steps`` steps,
+    then constant or cosine decay to 0 at ``total_steps`` (``cfg.schedule``)."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule != "cosine":
+            return 1.0
+        span = max(total_steps - cfg.warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min((step - cfg.warmup_steps) / span, 1.0)))
+
+    return factor
+
+
 def fit(
     model: nn.Module,
     train_windows: torch.Tensor,
@@ -123,13 +144,23 @@ def fit(
         torch.set_num_threads(cfg.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lengths = (train_windows > 0).sum(1)
+    steps_per_epoch = math.ceil(len(train_windows) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_multiplier(cfg, steps_per_epoch * cfg.epochs)
+    )
+    device = next(model.parameters()).device
+    amp = cfg.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
     ckpt = out_dir / "checkpoint"
     history: list[dict[str, Any]] = []
     best, best_epoch, bad, start_epoch = -math.inf, 0, 0, 1
     best_valid: dict[str, float] = {}
     if resume and (ckpt / "trainer_state.json").exists():
-        trainer, _ = load_training_state(ckpt, model, optimizer)
+        trainer, sched_state = load_training_state(ckpt, model, optimizer)
+        if sched_state:
+            scheduler.load_state_dict(sched_state)
         history, best, best_epoch = trainer["history"], trainer["best"], trainer["best_epoch"]
         bad, start_epoch, best_valid = trainer["bad"], trainer["epoch"] + 1, trainer["best_valid"]
         log(f"resumed from {ckpt} after epoch {trainer['epoch']}")
@@ -139,7 +170,6 @@ def fit(
             return FitResult(best_epoch, best_valid, history, trainer["stopped"], 0.0)
     t0 = time.perf_counter()
     stopped = "epochs"
-    lengths = (train_windows > 0).sum(1)
     for epoch in range(start_epoch, cfg.epochs + 1):
         t_epoch = time.perf_counter()
         model.train()
@@ -154,16 +184,19 @@ def fit(
             unit="batch",
         )
         for idx in bar:
-            batch = _trim_left_padding(train_windows[idx])
-            out = model.loss(batch[:, :-1], batch[:, 1:], generator=gen)
+            batch = _trim_left_padding(train_windows[idx]).to(device, torch.long)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                out = model.loss(batch[:, :-1], batch[:, 1:], generator=gen)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            scheduler.step()
             total += float(out.loss.detach())
             steps += 1
             bar.set_postfix(loss=f"{total / steps:.4f}")
+        stats = model.epoch_stats() if hasattr(model, "epoch_stats") else {}
         model.eval()
         valid = evaluate(model)
         if cfg.metric not in valid:
@@ -172,6 +205,8 @@ def fit(
             "epoch": epoch,
             "loss": total / max(steps, 1),
             "seconds": time.perf_counter() - t_epoch,
+            "lr": scheduler.get_last_lr()[0],
+            **stats,
             **{f"valid_{k}": v for k, v in valid.items()},
         }
         history.append(row)
@@ -184,6 +219,7 @@ def fit(
         log(
             f"epoch {epoch:3d}  loss {row['loss']:.4f}  valid {cfg.metric} {valid[cfg.metric]:.4f}"
             f"{'  *' if improved else ''}  ({row['seconds']:.1f}s)"
+            + "".join(f"  {k} {v:.3f}" for k, v in stats.items())
         )
         done = ""
         if bad >= cfg.patience:
@@ -201,7 +237,7 @@ def fit(
             "history": history,
             "stopped": done,
         }
-        save_training_state(ckpt, model, optimizer, None, trainer)
+        save_training_state(ckpt, model, optimizer, scheduler.state_dict(), trainer)
         atomic_write_json(out_dir / "history.json", history)
         if done:
             stopped = done

@@ -1,0 +1,458 @@
+"""Shared parts of the generative retrievers (OneRec, OneRec-V2, the TIGER-style baseline).
+
+* :class:`SemanticIDTable`: the semantic ID (code sequence) of every item index of a vocabulary,
+  and the token layout shared by input and output (one embedding row per code of each level).
+* :class:`PrefixTrie`: the valid semantic IDs as a prefix tree, stored per level as a dense
+  ``(prefixes, codebook size)`` child table; beam search looks up which codes may follow.
+* :class:`MoE`: mixture-of-experts feed-forward layer with sigmoid affinities, top-k routing and
+  auxiliary-loss-free load balancing (DeepSeek-V3, arXiv 2412.19437 section 2.1.2), as used by the
+  OneRec decoders (OneRec arXiv 2502.18965 section 2.3; OneRec Technical Report arXiv 2506.13695
+  section 2.3).
+* :class:`Attention` and :class:`DecoderLayer`: pre-LN decoder blocks with causal self-attention
+  (grouped-query attention, optional), cross-attention either with its own K/V projections
+  (OneRec) or "lazy" on precomputed keys/values (OneRec-V2, arXiv 2508.20900 section 2.2), and an
+  incremental key/value cache for decoding.
+* :func:`beam_search`: trie-constrained beam search batched over users, with or without the cache.
+
+Sizes here fit a laptop (hundreds of codes per level, tens of thousands of items); the dense
+child tables cost ``prefixes x codebook size`` int64 per level (Beauty: 12,101 x 256 at most).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class SemanticIDTable:
+    """Semantic IDs of the item indices 1..V of an :class:`~reelrec.data.sequences.ItemVocab`.
+
+    Attributes:
+        codes: int64 (V + 1, L) codes per item index; row 0 (padding) is all -1.
+        sizes: codebook size K_j of each level j (codes of level j are 0..K_j - 1).
+    """
+
+    codes: torch.Tensor
+    sizes: list[int]
+
+    @classmethod
+    def from_items(
+        cls, vocab_raw_ids: np.ndarray, item_ids: np.ndarray, semantic_ids: np.ndarray
+    ) -> SemanticIDTable:
+        """Look up each vocabulary item's semantic ID.
+
+        Args:
+            vocab_raw_ids: int64 (V,) raw item ids of indices 1..V.
+            item_ids: int64 (n,) raw ids that have a semantic ID.
+            semantic_ids: int64 (n, L) their codes (with the disambiguation level).
+
+        Raises:
+            ValueError: an item of the vocabulary has no semantic ID, two items share one, or a
+                code is negative.
+        """
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        semantic_ids = np.asarray(semantic_ids, dtype=np.int64)
+        if semantic_ids.ndim != 2 or len(semantic_ids) != len(item_ids):
+            raise ValueError("semantic_ids must be (n, L) with one row per item id")
+        if (semantic_ids < 0).any():
+            raise ValueError("semantic IDs must be non-negative codes")
+        order = np.argsort(item_ids)
+        pos = np.searchsorted(item_ids[order], vocab_raw_ids)
+        pos = np.minimum(pos, len(item_ids) - 1)
+        found = item_ids[order][pos] == vocab_raw_ids
+        if not found.all():
+            missing = vocab_raw_ids[~found]
+            raise ValueError(
+                f"{len(missing):,} of {len(vocab_raw_ids):,} training items have no semantic ID "
+                f"(e.g. item {int(missing[0])}); re-run `reelrec tokenize` on this run"
+            )
+        codes = semantic_ids[order][pos]
+        if len(np.unique(codes, axis=0)) != len(codes):
+            raise ValueError(
+                "two items share a semantic ID; tokenize with the disambiguation level"
+            )
+        table = np.full((len(codes) + 1, codes.shape[1]), -1, dtype=np.int64)
+        table[1:] = codes
+        sizes = [int(c) + 1 for c in codes.max(0)]
+        return cls(torch.from_numpy(table), sizes)
+
+    @property
+    def levels(self) -> int:
+        """L, codes per item."""
+        return int(self.codes.shape[1])
+
+    @property
+    def offsets(self) -> list[int]:
+        """Row of code 0 of each level in the shared token-embedding table."""
+        return [int(x) for x in np.cumsum([0, *self.sizes[:-1]])]
+
+
+class PrefixTrie:
+    """The valid semantic IDs as a prefix tree (one dense child table per level).
+
+    ``children[j]`` is int64 (n_j, K_j): for the n_j distinct prefixes of length j (node ids; the
+    root is node 0 of level 0), the node id of the prefix extended by each code, or -1 when no
+    item has that prefix. At the last level the "node id" is the item index (1..V).
+
+    Args:
+        table: the item semantic IDs.
+
+    Raises:
+        ValueError: duplicate semantic IDs.
+    """
+
+    def __init__(self, table: SemanticIDTable) -> None:
+        codes = table.codes[1:].numpy()
+        n, levels = codes.shape
+        self.sizes = list(table.sizes)
+        self.children: list[torch.Tensor] = []
+        parent = np.zeros(n, dtype=np.int64)  # node id of each item's prefix at the current level
+        n_nodes = 1
+        for j in range(levels):
+            child = np.full((n_nodes, self.sizes[j]), -1, dtype=np.int64)
+            if j == levels - 1:
+                node = np.arange(1, n + 1)
+                if len(np.unique(parent * self.sizes[j] + codes[:, j])) != n:
+                    raise ValueError("duplicate semantic IDs: the trie needs unique code sequences")
+            else:
+                keys = parent * self.sizes[j] + codes[:, j]
+                uniq, node = np.unique(keys, return_inverse=True)
+                n_nodes = len(uniq)
+            child[parent, codes[:, j]] = node
+            self.children.append(torch.from_numpy(child))
+            parent = node
+
+    def to(self, device: torch.device | str) -> PrefixTrie:
+        """Move the child tables to ``device`` (returns self)."""
+        self.children = [c.to(device) for c in self.children]
+        return self
+
+
+class MoE(nn.Module):
+    """Mixture-of-experts feed-forward layer with auxiliary-loss-free load balancing.
+
+    Each token gets affinities ``s = sigmoid(x W_r)`` (E,); the top-k experts are chosen by
+    ``s + b`` where ``b`` is a per-expert bias that is not trained by gradient: after every
+    training forward, ``b_i += rate * sign(mean load - load_i)`` (DeepSeek-V3 section 2.1.2). The
+    gates are the chosen affinities normalised to sum to 1 (the bias only routes), and the output
+    is ``sum_i gate_i * FFN_i(x)`` plus an always-on shared expert when ``shared`` is set.
+
+    Args:
+        dim: model width D. inner: expert hidden width. experts: E (>= 1). top_k: k (1..E).
+        rate: bias update speed gamma (>= 0). shared: add a shared expert. dropout: on outputs.
+
+    Note: with ``top_k == 1`` the normalised gate is always 1, so the router gets no gradient
+    (routing then follows the bias and the initial weights); use k >= 2 to train it.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        inner: int,
+        experts: int,
+        top_k: int,
+        rate: float = 1e-3,
+        shared: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if experts < 1 or not 1 <= top_k <= experts:
+            raise ValueError(f"need experts >= 1 and 1 <= top_k <= experts, got {experts}, {top_k}")
+        self.experts, self.top_k, self.rate = experts, top_k, rate
+        self.router = nn.Linear(dim, experts, bias=False)
+        self.w1 = nn.Parameter(torch.empty(experts, dim, inner))
+        self.b1 = nn.Parameter(torch.zeros(experts, inner))
+        self.w2 = nn.Parameter(torch.empty(experts, inner, dim))
+        self.b2 = nn.Parameter(torch.zeros(experts, dim))
+        nn.init.trunc_normal_(self.w1, std=0.02)
+        nn.init.trunc_normal_(self.w2, std=0.02)
+        self.shared = (
+            nn.Sequential(nn.Linear(dim, inner), nn.GELU(), nn.Linear(inner, dim))
+            if shared
+            else None
+        )
+        self.drop = nn.Dropout(dropout)
+        self.register_buffer("expert_bias", torch.zeros(experts))
+        self.register_buffer("load", torch.zeros(experts), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: float (..., D) -> float (..., D). Updates the bias and load counts in training."""
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        affinity = torch.sigmoid(self.router(flat))  # (T, E)
+        chosen = torch.topk(affinity + self.expert_bias, self.top_k, dim=-1).indices  # (T, k)
+        gates = affinity.gather(1, chosen)
+        gates = gates / gates.sum(-1, keepdim=True).clamp_min(1e-9)
+        out = torch.zeros_like(flat)
+        for e in range(self.experts):
+            tok, slot = (chosen == e).nonzero(as_tuple=True)
+            if len(tok) == 0:
+                continue
+            h = F.gelu(flat[tok] @ self.w1[e] + self.b1[e]) @ self.w2[e] + self.b2[e]
+            out.index_add_(0, tok, h * gates[tok, slot].unsqueeze(-1))
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        if self.training:
+            with torch.no_grad():
+                counts = torch.bincount(chosen.flatten(), minlength=self.experts).float()
+                self.expert_bias += self.rate * torch.sign(counts.mean() - counts)
+                self.load += counts
+        return self.drop(out).reshape(shape)
+
+    def take_load(self) -> torch.Tensor:
+        """Tokens routed to each expert since the last call (float (E,)); resets the counts."""
+        load = self.load.clone()
+        self.load.zero_()
+        return load
+
+
+def moe_stats(model: nn.Module) -> dict[str, float]:
+    """Load statistics of every :class:`MoE` layer of ``model`` since the last call.
+
+    Returns ``moe_max_load_share`` (largest expert's share of routed tokens, averaged over
+    layers; 1/E is perfect balance), ``moe_min_load_share`` and ``moe_cv`` (coefficient of
+    variation of the loads), or ``{}`` when there are no MoE layers or no tokens were routed.
+    """
+    rows = []
+    for m in model.modules():
+        if isinstance(m, MoE):
+            load = m.take_load()
+            if load.sum() > 0:
+                share = load / load.sum()
+                rows.append(
+                    (float(share.max()), float(share.min()), float(load.std() / load.mean()))
+                )
+    if not rows:
+        return {}
+    arr = np.asarray(rows)
+    return {
+        "moe_max_load_share": float(arr[:, 0].mean()),
+        "moe_min_load_share": float(arr[:, 1].mean()),
+        "moe_cv": float(arr[:, 2].mean()),
+    }
+
+
+class Attention(nn.Module):
+    """Multi-head attention with grouped-query heads and an optional key/value cache.
+
+    Args:
+        dim: width D. heads: query heads H. kv_heads: key/value heads (divides H; H = multi-head,
+            1 = multi-query). project_kv: own K/V projections; ``False`` takes keys and values
+            as given (OneRec-V2's lazy cross-attention).
+    """
+
+    def __init__(self, dim: int, heads: int, kv_heads: int, project_kv: bool = True) -> None:
+        super().__init__()
+        if dim % heads or heads % kv_heads:
+            raise ValueError(
+                f"need dim % heads == 0 and heads % kv_heads == 0: {dim}, {heads}, {kv_heads}"
+            )
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * kv_heads * self.head_dim) if project_kv else None
+        self.out = nn.Linear(dim, dim)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of ``x`` (B, T, D): two float (B, kv_heads, T, head_dim)."""
+        assert self.kv is not None
+        b, t, _ = x.shape
+        k, v = self.kv(x).view(b, t, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """Attend from queries of ``x`` (N, T, D) to keys/values (B, kv_heads, S, head_dim).
+
+        N is B, or B x beams with each user's beams in consecutive rows (not with ``causal``).
+
+        ``mask``: bool, broadcastable to (B, 1, T, S), True = may attend. ``causal``: query t
+        sees keys 0..t + (S - T) (the cached prefix plus itself).
+        """
+        n_rows, t, d = x.shape
+        if k.shape[0] != n_rows:
+            # beams: rows of x are (user, beam) pairs, contiguous per user, and attend to their
+            # user's keys; folding the beams into the query axis avoids copying keys per beam
+            if causal or n_rows % k.shape[0]:
+                raise ValueError(f"{n_rows} query rows do not group onto {k.shape[0]} key rows")
+            x = x.reshape(k.shape[0], n_rows // k.shape[0] * t, d)
+        b, tq, _ = x.shape
+        q = self.q(x).view(b, tq, self.heads, self.head_dim).transpose(1, 2)
+        if causal and t > 1:
+            s = k.shape[2]
+            tri = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
+            mask = tri if mask is None else mask & tri
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads
+        )
+        return self.out(y.transpose(1, 2).reshape(n_rows, t, d))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm decoder block: causal self-attention, cross-attention, then a (MoE) feed-forward.
+
+    OneRec order (report eq. 9-11) is self, cross, FFN; ``cross_first`` gives OneRec-V2's order
+    (cross, self, FFN; arXiv 2508.20900 section 2.2.2).
+
+    Args:
+        dim, heads, kv_heads: attention sizes. inner: FFN / expert width. experts: 0 = dense FFN,
+        else the MoE of :class:`MoE` with ``top_k`` and ``rate``. lazy_cross: cross-attention
+        without K/V projections (keys/values come precomputed, OneRec-V2). dropout: residual
+        dropout. norm: normalisation class (RMSNorm). cross_first: OneRec-V2 block order.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        kv_heads: int,
+        inner: int,
+        experts: int,
+        top_k: int,
+        rate: float,
+        shared_expert: bool,
+        lazy_cross: bool,
+        dropout: float,
+        norm: type[nn.Module] = nn.RMSNorm,
+        cross_first: bool = False,
+    ) -> None:
+        super().__init__()
+        self.cross_first = cross_first
+        self.ln1, self.ln2, self.ln3 = norm(dim), norm(dim), norm(dim)
+        self.self_attn = Attention(dim, heads, kv_heads)
+        self.cross_attn = Attention(dim, heads, kv_heads, project_kv=not lazy_cross)
+        if experts > 0:
+            self.ffn: nn.Module = MoE(dim, inner, experts, top_k, rate, shared_expert, dropout)
+        else:
+            self.ffn = nn.Sequential(
+                nn.Linear(dim, inner), nn.GELU(), nn.Dropout(dropout), nn.Linear(inner, dim)
+            )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cross_kv: tuple[torch.Tensor, torch.Tensor],
+        cross_mask: torch.Tensor,
+        cache: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x: float (B, T, D), the new decoder positions (all of them without a cache).
+
+        cross_kv: keys/values of the context, (B, kv_heads, S, head_dim) each; cross_mask: bool
+        (B, 1, 1, S). cache: dict updated in place with this layer's self-attention keys/values
+        ("k", "v"); the new positions attend to the cached ones.
+        """
+        if self.cross_first:
+            x = x + self.drop(self.cross_attn(self.ln2(x), *cross_kv, mask=cross_mask))
+        h = self.ln1(x)
+        k, v = self.self_attn.project(h)
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache["k"], cache["v"] = k, v
+        x = x + self.drop(self.self_attn(h, k, v, causal=True))
+        if not self.cross_first:
+            x = x + self.drop(self.cross_attn(self.ln2(x), *cross_kv, mask=cross_mask))
+        return x + self.drop(self.ffn(self.ln3(x)))
+
+
+class Decodable(Protocol):
+    """What :func:`beam_search` needs from a model."""
+
+    def start(self, history: torch.Tensor) -> dict:
+        """Encode histories (B, L) into a decoding context for B users."""
+
+    def expand(self, ctx: dict, index: torch.Tensor) -> dict:
+        """Select rows ``index`` (int64 (N,)) of a context and its cache."""
+
+    def step_logits(self, ctx: dict, tokens: torch.Tensor, use_cache: bool) -> torch.Tensor:
+        """Log-probabilities of the next code, float (N, K_level), given the prefix (N, t)."""
+
+
+def beam_search(
+    model: Decodable,
+    history: torch.Tensor,
+    trie: PrefixTrie,
+    beam: int,
+    use_cache: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generate the ``beam`` most likely valid semantic IDs per user.
+
+    At each level the log-probabilities of codes that no item continues (``trie``) are set to
+    -inf, the running sums over (beam x codes) are ranked, and the best ``beam`` are kept (ties
+    by lower flat index). Beam 1 is greedy decoding.
+
+    Args:
+        model: a :class:`Decodable` (OneRec, OneRec-V2).
+        history: int64 (B, L) left-padded item indices.
+        trie: valid semantic IDs.
+        beam: beam width (>= 1); with fewer valid IDs than ``beam``, the tail is -1 / -inf.
+        use_cache: decode incrementally with the key/value cache (same result, less compute).
+
+    Returns:
+        ``(items, logp)``: int64 (B, beam) item indices best first (-1 = no item), float
+        (B, beam) their total log-probabilities.
+
+    Raises:
+        ValueError: beam < 1.
+    """
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    b = history.shape[0]
+    device = history.device
+    ctx = model.start(history)
+    node = torch.zeros(b, 1, dtype=torch.long, device=device)  # (B, n_beams)
+    score = torch.zeros(b, 1, device=device)
+    tokens = torch.zeros(b, 0, dtype=torch.long, device=device)  # codes chosen so far, (B*n, j)
+    for child_table in trie.children:
+        n = node.shape[1]
+        logp = model.step_logits(ctx, tokens, use_cache)  # (B*n, K_j)
+        child = child_table[node.reshape(-1).clamp(min=0)]  # (B*n, K_j)
+        valid = (child >= 0) & (node.reshape(-1, 1) >= 0)
+        total = (score.reshape(-1, 1) + logp).masked_fill(~valid, float("-inf"))
+        k_j = total.shape[1]
+        total = total.view(b, n * k_j)
+        width = min(beam, n * k_j)
+        score, flat = torch.topk(total, width, dim=1)  # sorted; ties keep the lower index
+        parent, code = flat // k_j, flat % k_j
+        rows = (torch.arange(b, device=device).unsqueeze(1) * n + parent).reshape(-1)
+        node = child.view(b, n, k_j)[
+            torch.arange(b, device=device).unsqueeze(1), parent, code
+        ].masked_fill(torch.isinf(score), -1)
+        tokens = torch.cat([tokens[rows], code.reshape(-1, 1)], 1)
+        ctx = model.expand(ctx, rows)
+    items = node
+    if items.shape[1] < beam:
+        pad = beam - items.shape[1]
+        items = F.pad(items, (0, pad), value=-1)
+        score = F.pad(score, (0, pad), value=float("-inf"))
+    return items, score
+
+
+def greedy_decode(model: Decodable, history: torch.Tensor, trie: PrefixTrie) -> torch.Tensor:
+    """The single most likely valid semantic ID per user, code by code (reference for beam 1).
+
+    Returns int64 (B,) item indices.
+    """
+    b = history.shape[0]
+    ctx = model.start(history)
+    node = torch.zeros(b, dtype=torch.long, device=history.device)
+    tokens = torch.zeros(b, 0, dtype=torch.long, device=history.device)
+    for child_table in trie.children:
+        logp = model.step_logits(ctx, tokens, False)
+        child = child_table[node]
+        code = logp.masked_fill(child < 0, float("-inf")).argmax(1)
+        node = child.gather(1, code.unsqueeze(1)).squeeze(1)
+        tokens = torch.cat([tokens, code.unsqueeze(1)], 1)
+    return node

@@ -1,0 +1,273 @@
+"""OneRec, OneRec-V2 and the shared generative parts on tiny configs.
+
+Fixtures are built in code: 60 items with random 3-level semantic IDs (5 codes per level) plus
+a disambiguation level, and random left-padded histories.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reelrec.eval.ranking import MISS_RANK, ranks_from_topk
+from reelrec.models.generative import (
+    MoE,
+    PrefixTrie,
+    SemanticIDTable,
+    beam_search,
+    greedy_decode,
+    moe_stats,
+)
+from reelrec.models.onerec import OneRec, OneRecConfig
+from reelrec.models.onerec_v2 import OneRecV2
+
+V = 60
+
+
+def make_table(seed: int = 0, v: int = V) -> SemanticIDTable:
+    """Random semantic IDs for items 1..v (raw ids 10, 20, ...), made unique by a 4th level."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 5, (v, 3))
+    _, inv = np.unique(codes, axis=0, return_inverse=True)
+    extra, seen = np.zeros(v, dtype=np.int64), {}
+    for i, g in enumerate(inv.ravel()):
+        extra[i] = seen.get(g, 0)
+        seen[g] = extra[i] + 1
+    raw = np.arange(1, v + 1) * 10
+    return SemanticIDTable.from_items(raw, raw, np.c_[codes, extra])
+
+
+def tiny(**kw) -> OneRecConfig:
+    base = dict(
+        hidden=32,
+        heads=4,
+        kv_heads=4,
+        inner=32,
+        max_len=12,
+        short_len=5,
+        positive_len=8,
+        lifelong_clusters=3,
+        lifelong_queries=2,
+        encoder_layers=1,
+        decoder_layers=2,
+        experts=4,
+        top_k=2,
+        dropout=0.0,
+    )
+    base.update(kw)
+    return OneRecConfig(**base)
+
+
+MODELS = {
+    "onerec": lambda t, **kw: OneRec(t, tiny(**kw)),
+    "onerec-v2": lambda t, **kw: OneRecV2(t, tiny(kv_heads=2, kv_groups=2, kv_split=2, **kw)),
+    "tiger": lambda t, **kw: OneRec(
+        t, tiny(item_tokens="flat", positive_len=0, lifelong_clusters=0, experts=0, **kw)
+    ),
+}
+
+
+def windows(n: int = 8, width: int = 13, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randint(1, V + 1, (n, width), generator=g)
+    for i in range(n):
+        w[i, : i % 6] = 0  # various amounts of left padding
+    return w
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_loss_is_finite_and_every_parameter_gets_a_gradient(name):
+    torch.manual_seed(0)
+    model = MODELS[name](make_table())
+    w = windows()
+    out = model.loss(w[:, :-1], w[:, 1:])
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert set(out.parts) == {"ce", "ce_level1", "ce_level2", "ce_level3", "ce_level4"}
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_overfits_one_batch(name):
+    torch.manual_seed(0)
+    model = MODELS[name](make_table())
+    w = windows()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        out = model.loss(w[:, :-1], w[:, 1:])
+        first = first if first is not None else float(out.loss.detach())
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    assert float(out.loss.detach()) < 0.1 * first
+    model.eval()
+    top = model.recommend(w[:, :-1], 1)[:, 0]
+    assert (top == w[:, -1]).float().mean() >= 0.75  # it generates the memorised next items
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_decoder_is_causal(name):
+    torch.manual_seed(0)
+    model = MODELS[name](make_table()).eval()
+    hist = windows()[:, :-1]
+    codes = model.table.codes[torch.randint(1, V + 1, (8,))][:, :3]
+    changed = codes.clone()
+    changed[:, 2] = (changed[:, 2] + 1) % 5
+    with torch.no_grad():
+        a, b = model(hist, codes), model(hist, changed)
+    # positions 0..2 see codes 0..1 only; position 3 sees the changed code
+    torch.testing.assert_close(a[:, :3], b[:, :3])
+    assert not torch.allclose(a[:, 3], b[:, 3])
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_cached_decoding_equals_full_forward(name):
+    torch.manual_seed(0)
+    model = MODELS[name](make_table()).eval()
+    hist = windows()[:, :-1]
+    codes = model.table.codes[torch.randint(1, V + 1, (8,))]
+    with torch.no_grad():
+        ctx = model.start(hist)
+        cached = [model.step_logits(ctx, codes[:, :t], use_cache=True) for t in range(4)]
+        full = [model.step_logits(ctx, codes[:, :t], use_cache=False) for t in range(4)]
+    for c, f in zip(cached, full, strict=True):
+        torch.testing.assert_close(c, f, atol=1e-5, rtol=1e-5)
+    # and beam search gives the same beams either way
+    i1, s1 = beam_search(model, hist, model.trie, 7, use_cache=True)
+    i2, s2 = beam_search(model, hist, model.trie, 7, use_cache=False)
+    assert torch.equal(i1, i2)
+    torch.testing.assert_close(s1, s2, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_beams_are_valid_distinct_items_best_first(name):
+    torch.manual_seed(1)
+    table = make_table(seed=3)
+    model = MODELS[name](table).eval()
+    items, logp = beam_search(model, windows()[:, :-1], model.trie, 25)
+    assert items.shape == (8, 25) and ((items >= 1) & (items <= V)).all()
+    for row in items:
+        assert len(set(row.tolist())) == 25  # each valid ID once
+    assert (logp[:, :-1] >= logp[:, 1:]).all()  # best first
+    assert (logp <= 0).all()
+    # the beam's log-probability is the sum of the model's code log-probabilities
+    with torch.no_grad():
+        ctx = model.start(windows()[:1, :-1])
+        codes = table.codes[items[0, 0]].unsqueeze(0)
+        total = sum(model.step_logits(ctx, codes[:, :t], False)[0, codes[0, t]] for t in range(4))
+    assert float(total) == pytest.approx(float(logp[0, 0]), abs=1e-4)
+
+
+def test_beam_wider_than_the_catalogue_pads_with_minus_one():
+    torch.manual_seed(0)
+    model = MODELS["onerec"](make_table()).eval()
+    items, logp = beam_search(model, windows()[:2, :-1], model.trie, V + 5)
+    assert (items[:, :V] >= 1).all() and (items[:, V:] == -1).all()
+    assert torch.isinf(logp[:, V:]).all()
+    assert sorted(items[0, :V].tolist()) == list(range(1, V + 1))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_beam_one_is_greedy(name):
+    torch.manual_seed(0)
+    model = MODELS[name](make_table()).eval()
+    hist = windows()[:, :-1]
+    greedy = greedy_decode(model, hist, model.trie)
+    items, _ = beam_search(model, hist, model.trie, 1)
+    assert torch.equal(items[:, 0], greedy)
+
+
+def test_trie_lists_exactly_the_valid_ids():
+    table = make_table()
+    trie = PrefixTrie(table)
+    valid = {tuple(r) for r in table.codes[1:].tolist()}
+    found = {}
+    for a in range(5):
+        n1 = int(trie.children[0][0, a])
+        if n1 < 0:
+            continue
+        for b in range(5):
+            n2 = int(trie.children[1][n1, b])
+            if n2 < 0:
+                continue
+            for c in range(5):
+                n3 = int(trie.children[2][n2, c])
+                if n3 < 0:
+                    continue
+                for d in range(trie.sizes[3]):
+                    item = int(trie.children[3][n3, d])
+                    if item > 0:
+                        found[(a, b, c, d)] = item
+    assert set(found) == valid
+    for codes, item in found.items():
+        assert tuple(table.codes[item].tolist()) == codes
+
+
+def test_semantic_id_table_errors_name_the_problem():
+    raw = np.array([10, 20, 30])
+    with pytest.raises(ValueError, match="1 of 3 training items have no semantic ID"):
+        SemanticIDTable.from_items(raw, np.array([10, 20]), np.array([[0, 0], [0, 1]]))
+    with pytest.raises(ValueError, match="share a semantic ID"):
+        SemanticIDTable.from_items(raw, raw, np.array([[0, 0], [0, 1], [0, 1]]))
+    t = SemanticIDTable.from_items(raw, raw[::-1], np.array([[2, 0], [1, 0], [0, 1]]))
+    assert t.codes.tolist() == [[-1, -1], [0, 1], [1, 0], [2, 0]] and t.sizes == [3, 2]
+
+
+def test_moe_bias_update_moves_load_towards_balance():
+    torch.manual_seed(0)
+    moe = MoE(dim=16, inner=8, experts=4, top_k=2, rate=0.01)
+    x = torch.randn(512, 16)
+    x[:, 0] = 3.0  # a feature every token shares ...
+    with torch.no_grad():
+        moe.router.weight[0, 0] = 2.0  # ... that makes expert 0 every token's favourite
+    moe.train()
+
+    def shares(steps: int) -> torch.Tensor:
+        for _ in range(steps):
+            moe(x)
+        return moe.take_load() / (steps * 512 * 2)
+
+    first = shares(1)
+    assert first[0] == 0.5  # expert 0 takes one of the two slots of every token
+    shares(200)
+    last = shares(20)  # mean over 20 steps (the bias keeps nudging around the balance)
+    assert float(last.max()) < 0.35 and float(last.min()) > 0.15  # 0.25 = perfect balance
+    assert moe.expert_bias[0] < 0 and int(moe.expert_bias.argmin()) == 0  # favourite pushed down
+    assert moe_stats(torch.nn.Sequential(moe)) == {}  # nothing routed since the last count
+
+
+def test_moe_stats_reports_load_shares():
+    moe = MoE(dim=8, inner=8, experts=2, top_k=1, rate=0.0)
+    moe.train()
+    moe(torch.randn(100, 8))
+    s = moe_stats(torch.nn.Sequential(moe))
+    assert 0.5 <= s["moe_max_load_share"] <= 1.0
+    assert s["moe_max_load_share"] + s["moe_min_load_share"] == pytest.approx(1.0)
+
+
+def test_session_wise_training_covers_m_items():
+    torch.manual_seed(0)
+    model = OneRec(make_table(), tiny(session_items=3))
+    w = windows()
+    out = model.loss(w[:, :-1], w[:, 1:])
+    assert torch.isfinite(out.loss)
+    # the loss depends on the 3rd-last target item (a session item), not only the last one
+    w2 = w.clone()
+    w2[:, -3] = (w2[:, -3] % V) + 1
+    assert float(model.loss(w2[:, :-1], w2[:, 1:]).loss) != pytest.approx(float(out.loss))
+
+
+def test_ranks_from_topk():
+    top = torch.tensor([[5, 3, 9], [1, 2, 4], [7, -1, -1]])
+    ranks = ranks_from_topk(top, torch.tensor([3, 8, -1]))
+    assert ranks.tolist() == [1, MISS_RANK, MISS_RANK]
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="onerec.top_k"):
+        OneRec(make_table(), tiny(top_k=5))
+    with pytest.raises(ValueError, match="onerec.kv_heads"):
+        OneRec(make_table(), tiny(kv_heads=3))
