@@ -49,12 +49,16 @@ def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def train_rate(model, windows: torch.Tensor, batch: int = 256, steps: int = 8) -> tuple[float, float]:
+def train_rate(
+    model, windows: torch.Tensor, batch: int = 256, steps: int = 8
+) -> tuple[float, float]:
     """(samples/s, FLOPs per sample) of AdamW steps on random batches of ``windows``."""
     gen = torch.Generator().manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
-    batches = [windows[torch.randint(len(windows), (batch,), generator=gen)] for _ in range(steps + 1)]
+    batches = [
+        windows[torch.randint(len(windows), (batch,), generator=gen)] for _ in range(steps + 1)
+    ]
     counter = FlopCounterMode(display=False)
     with counter:
         out = model.loss(batches[0][:, :-1], batches[0][:, 1:])
@@ -100,7 +104,9 @@ def measure(name: str, run: Path, data, gflops: float) -> dict:
                 users = 16 if batch == 1 else 128
                 ms = latency(model, hist, beam, batch, cache, users)
                 rows.append({"beam": beam, "batch": batch, "kv_cache": cache, "ms_per_user": ms})
-                print(f"{name:10s} beam {beam:3d} batch {batch:2d} cache {cache!s:5s} {ms:8.2f} ms/user")
+                print(
+                    f"{name:10s} beam {beam:3d} batch {batch:2d} cache {cache!s:5s} {ms:8.2f} ms/user"
+                )
     return {
         "matmul_gflops": gflops,
         "train_samples_per_s": sps,

@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                     *overrides,
                 ]
             )
+            # re-read before merging: several bench processes may share the file
+            results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
             results.setdefault(dataset, {})[key] = {
                 **{k: t[k] for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")},
                 "command": command,

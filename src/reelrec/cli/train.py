@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         f"Presets: {', '.join(PRESETS)}. Models: "
         + "; ".join(f"{k}: {v.description}" for k, v in MODELS.items())
         + ". Each model writes to RUN/models/<--name, default the model name>: use --name=NAME "
-        "to keep several runs of one model side by side.",
+        "to keep several runs of one model side by side. The generative presets onerec, "
+        "onerec-v2 and tiger (OneRec with TIGER's setup, saved as RUN/models/tiger) read "
+        "semantic IDs from RUN/tokenizer (tiger: RUN/tokenizer-rq-vae), made by reelrec "
+        "encode, align and tokenize; they are set by --onerec.KEY=VALUE "
+        "(docs/generative-retrieval.md).",
     )
     p.add_argument("config", help="preset name or path to a YAML config")
     p.add_argument("--run", required=True, type=Path, help="run folder (RUN)")

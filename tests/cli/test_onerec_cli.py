@@ -1,0 +1,97 @@
+"""`reelrec train onerec|onerec-v2|tiger` end to end on real KuaiRand data with tiny sizes:
+semantic IDs from item2vec (KuaiRand has no item content), training, resume, `reelrec evaluate`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reelrec.cli import evaluate, main, prepare, train
+from reelrec.cli.registry import resolve_config
+from reelrec.config import ConfigError
+
+TINY = [
+    "--train.epochs=2",
+    "--train.progress=false",
+    "--train.warmup_steps=5",
+    "--onerec.hidden=16",
+    "--onerec.heads=2",
+    "--onerec.kv_heads=2",
+    "--onerec.inner=16",
+    "--onerec.encoder_layers=1",
+    "--onerec.decoder_layers=1",
+    "--onerec.window_step=8",
+    "--onerec.valid_instances=300",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_root):
+    folder = tmp_path_factory.mktemp("kuairand-onerec") / "run"
+    args = ["--dataset", "kuairand", "--data-dir", str(data_root), "--out", str(folder)]
+    assert prepare.main(args) == 0
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("REELREC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_missing_semantic_ids_say_which_commands_make_them(run, capsys):
+    assert main.main(["train", "onerec", "--run", str(run), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "semantic_ids.parquet not found" in err and "reelrec tokenize" in err
+
+
+def test_train_onerec_v2_and_tiger_then_evaluate(run, capsys):
+    assert main.main(["encode", "--run", str(run)]) == 0
+    raw = ["--tokenizer.embeddings=raw", "--tokenizer.codebook_size=16"]
+    assert main.main(["tokenize", "--run", str(run), *raw]) == 0
+    tok = [
+        "tokenize",
+        "--run",
+        str(run),
+        "--method",
+        "rq-vae",
+        "--out",
+        str(run / "tokenizer-rq-vae"),
+    ]
+    assert main.main([*tok, *raw, "--tokenizer.rqvae_epochs=3"]) == 0
+
+    assert train.main(["onerec", "--run", str(run), *TINY]) == 0
+    out = run / "models" / "onerec"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs_run"] == 2 and m["test"]["n_instances"] == 1832
+    assert m["test"]["oov_targets"] == 1038  # never-liked-in-train targets are misses
+    assert 0.0 <= m["test"]["ndcg@10"] <= m["test"]["recall@10"] <= 0.43
+    assert "mrr" not in m["test"]  # ranks beyond the beam are unknown
+    hist = json.loads((out / "history.json").read_text())
+    assert len(hist) == 2 and 0 < hist[0]["moe_max_load_share"] <= 1.0 and hist[0]["lr"] > 0
+
+    # resuming a finished run with more epochs continues from the checkpoint
+    assert train.main(["onerec", "--run", str(run), *TINY, "--train.epochs=3"]) == 0
+    assert len(json.loads((out / "history.json").read_text())) == 3
+    assert "resumed" in capsys.readouterr().out
+
+    assert train.main(["onerec-v2", "--run", str(run), *TINY]) == 0
+    assert train.main(["tiger", "--run", str(run), *TINY]) == 0
+    assert evaluate.main([str(run)]) == 0
+    models = json.loads((run / "metrics.json").read_text())["models"]
+    assert set(models) == {"onerec", "onerec-v2", "tiger"}
+    # `reelrec evaluate` rebuilds the model from its folder and gets the training run's numbers
+    final = json.loads((out / "metrics.json").read_text())["test"]
+    assert models["onerec"]["ndcg@10"] == pytest.approx(final["ndcg@10"])
+
+
+def test_config_rules_for_generative_models():
+    with pytest.raises(ConfigError, match="onerec.beam"):
+        resolve_config("onerec", ["--onerec.beam=10"])  # eval.ks has 20 > beam
+    with pytest.raises(ConfigError, match="train.metric"):
+        resolve_config("onerec", ["--train.metric=mrr"])
+    with pytest.raises(ConfigError, match="onerec.experts"):
+        resolve_config("onerec", ["--onerec.experts=-1"])
+    cfg = resolve_config("tiger", [])
+    assert cfg.model == "onerec" and cfg.onerec.semantic_ids == "tokenizer-rq-vae"
+    assert cfg.onerec.experts == 0 and cfg.onerec.item_tokens == "flat"
