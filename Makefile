@@ -34,6 +34,9 @@ test: lint
 bench: install
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/sasrec.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/tokenizer.py
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/retrieval.py --dataset amazon-beauty amazon-toys amazon-sports kuairand
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/decode.py
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/scaling.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -77,9 +77,18 @@ def test_train_onerec_v2_and_tiger_then_evaluate(run, capsys):
 
     assert train.main(["onerec-v2", "--run", str(run), *TINY]) == 0
     assert train.main(["tiger", "--run", str(run), *TINY]) == 0
+    assert "training tiger (model onerec)" in capsys.readouterr().out
+    assert train.main(["popularity", "--run", str(run)]) == 0  # a full-ranking model beside them
+    # a training stopped before its first epoch leaves a folder without weights: skipped
+    half = run / "models" / "half"
+    half.mkdir()
+    (half / "config.yaml").write_text((out / "config.yaml").read_text())
     assert evaluate.main([str(run)]) == 0
+    assert "skipping half" in capsys.readouterr().out
     models = json.loads((run / "metrics.json").read_text())["models"]
-    assert set(models) == {"onerec", "onerec-v2", "tiger"}
+    assert set(models) == {"onerec", "onerec-v2", "tiger", "popularity"}
+    report = (run / "report.md").read_text()
+    assert "beam search" in report and "| onerec |" in report and "mrr" in report
     # `reelrec evaluate` rebuilds the model from its folder and gets the training run's numbers
     final = json.loads((out / "metrics.json").read_text())["test"]
     assert models["onerec"]["ndcg@10"] == pytest.approx(final["ndcg@10"])

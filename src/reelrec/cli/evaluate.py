@@ -48,6 +48,9 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
     cache = {}
     models, details, histories = {}, {}, {}
     for folder in model_dirs:
+        if not (folder / "model.safetensors").exists():
+            log(f"warning: skipping {folder.name}: no model.safetensors (no epoch finished yet)")
+            continue
         cfg = from_yaml(ExperimentConfig, folder / "config.yaml")
         if cfg.max_len not in cache:
             cache[cfg.max_len] = sequences_for(prep, cfg.max_len)
@@ -75,6 +78,10 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
         hist = folder / "history.json"
         histories[folder.name] = read_json(hist) if hist.exists() else []
         log(f"{folder.name}: test recall@10 {test['recall@10']:.4f}  ndcg@10 {test['ndcg@10']:.4f}")
+    if not models:
+        raise FileNotFoundError(
+            f"{run_dir / 'models'}: no model has finished an epoch; run `reelrec train` first"
+        )
     metrics = {
         "dataset": prep.report.get("dataset", ""),
         "protocol": prep.protocol.name,

@@ -99,10 +99,12 @@ def build_generative(cfg: ExperimentConfig, data: SequenceData, run_dir: Path) -
 
     folder = Path(run_dir) / cfg.onerec.semantic_ids
     if not (folder / "semantic_ids.parquet").exists():
+        method = " --method rq-vae" if "rq-vae" in folder.name else ""
         raise FileNotFoundError(
-            f"{folder / 'semantic_ids.parquet'} not found: {cfg.model} generates semantic IDs; "
-            f"make them first with `reelrec encode --run {run_dir}`, `reelrec align --run "
-            f"{run_dir}` and `reelrec tokenize --run {run_dir} --out {folder}`"
+            f"{folder / 'semantic_ids.parquet'} not found: {cfg.run_name} generates semantic IDs "
+            f"(onerec.semantic_ids={cfg.onerec.semantic_ids!r}); make them first with "
+            f"`reelrec encode --run {run_dir}`, `reelrec align --run {run_dir}` and "
+            f"`reelrec tokenize --run {run_dir}{method} --out {folder}`"
         )
     sid = load_semantic_ids(folder)
     try:

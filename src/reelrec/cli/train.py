@@ -115,7 +115,9 @@ def train_model(
     info: dict[str, object] = {}
     if entry.trainable:
         log(
-            f"training {cfg.model} on {cfg.data.dataset}: {len(data.train_windows):,} windows, "
+            f"training {cfg.run_name}"
+            + (f" (model {cfg.model})" if cfg.run_name != cfg.model else "")
+            + f" on {cfg.data.dataset}: {len(data.train_windows):,} windows, "
             f"{data.vocab.size:,} items, {sum(p.numel() for p in model.parameters()):,} parameters"
         )
         result = fit(model, data.train_windows, evaluate, cfg.train, out, resume=resume, log=log)

@@ -84,6 +84,10 @@ def write_report(
         f"Protocol: **{metrics['protocol']}**, full ranking over every train item (no sampled "
         f"negatives). reelrec {metrics['version']}, commit `{metrics['commit']}`.",
         "",
+        "Generative models (onerec, onerec-v2, tiger) rank by trie-constrained beam search: "
+        "a target outside the beam's top items is a miss at every cutoff, and their uncut MRR "
+        "is not defined (shown as -).",
+        "",
         "## Test metrics",
         "",
         "| model | " + " | ".join(cols) + " | best epoch | train s |",
@@ -93,7 +97,7 @@ def write_report(
         d = details.get(name, {})
         lines.append(
             f"| {name} | "
-            + " | ".join(f"{m[c]:.4f}" for c in cols)
+            + " | ".join(f"{m[c]:.4f}" if c in m else "-" for c in cols)
             + f" | {d.get('best_epoch', '-')} | {d.get('train_seconds', '-')} |"
         )
     any_d = next(iter(details.values()), {})

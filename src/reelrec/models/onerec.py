@@ -385,7 +385,7 @@ class GenerativeRetriever(nn.Module):
         m, ll = self.cfg.session_items, self.levels + 1
         history = inputs[:, : inputs.shape[1] - (m - 1)]
         tgt_items = targets[:, -m:]  # (B, m)
-        codes = self.table.codes.to(inputs.device)[tgt_items]  # (B, m, L)
+        codes = self.items.codes[tgt_items]  # (B, m, L)
         n_pos = m * ll - 1  # [BOS, c1..cL] per item, without the last code
         cross, mask = self.cross_context(history)
         h = self._decode(self._embed_tokens(codes.flatten(1), n_pos), cross, mask)
@@ -495,7 +495,11 @@ def check_onerec_config(cfg: OneRecConfig) -> None:
         (cfg.decoder_layers >= 1, "decoder_layers", ">= 1"),
         (cfg.inner >= 1, "inner", ">= 1"),
         (cfg.experts >= 0, "experts", ">= 0"),
-        (cfg.experts == 0 or 1 <= cfg.top_k <= cfg.experts, "top_k", "in 1..experts"),
+        (
+            cfg.experts == 0 or 1 <= cfg.top_k <= cfg.experts,
+            "top_k",
+            f"in 1..experts (onerec.experts={cfg.experts})",
+        ),
         (cfg.balance_rate >= 0, "balance_rate", ">= 0"),
         (0 <= cfg.dropout < 1, "dropout", "in [0, 1)"),
         (cfg.session_items >= 1, "session_items", ">= 1"),

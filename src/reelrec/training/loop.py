@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +147,14 @@ def fit(
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     lengths = (train_windows > 0).sum(1)
-    steps_per_epoch = math.ceil(len(train_windows) / cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_multiplier(cfg, steps_per_epoch * cfg.epochs)
-    )
+    total_steps = math.ceil(len(train_windows) / cfg.batch_size) * cfg.epochs
+    if cfg.warmup_steps > total_steps // 2:
+        log(
+            f"warning: train.warmup_steps={cfg.warmup_steps} is more than half of the "
+            f"{total_steps} steps of this run; warming up over {total_steps // 2} steps"
+        )
+        cfg = replace(cfg, warmup_steps=total_steps // 2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg, total_steps))
     device = next(model.parameters()).device
     amp = cfg.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
     ckpt = out_dir / "checkpoint"
