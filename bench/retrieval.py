@@ -5,7 +5,8 @@ Usage: python bench/retrieval.py [--dataset amazon-beauty ...] [--model onerec o
 
 For each dataset the run folder is prepared and given semantic IDs through the same code as the
 CLI when they are missing (`reelrec encode`, `align`, `tokenize` for OneRec's balanced RQ-Kmeans
-IDs in RUN/tokenizer, `tokenize --method rq-vae` for TIGER's in RUN/tokenizer-rq-vae), then each
+IDs in RUN/tokenizer, `tokenize --method rq-vae` for TIGER's in RUN/tokenizer-rq-vae; datasets
+without item text get behaviour-only item2vec embeddings, quantised without alignment), then each
 model trains with its preset (`reelrec train onerec|onerec-v2|tiger`) under a wall-clock budget
 (``--minutes``, early stopping on a validation subset), and is tested by leave-one-out (or
 KuaiRand temporal) full ranking of the beam's items (beam 20 >= K). Rows are merged into
@@ -52,10 +53,16 @@ def ensure_semantic_ids(run: Path, dataset: str, folder: str, log=print) -> None
         return
     if not (run / "content" / "item_embeddings.npy").exists():
         encode_cli.main(["--run", str(run)])
-    if not (run / "content" / "aligned_embeddings.npy").exists():
+    args = ["--run", str(run), "--out", str(run / folder)]
+    args += ["--method", "rq-vae"] if folder == "tokenizer-rq-vae" else []
+    encoder = json.loads((run / "content" / "encoder.json").read_text())["encoder"]
+    if encoder == "item2vec":
+        # behaviour-only embeddings (no item text: amazon-sports, kuairand) are what QARM
+        # aligns content *to*; aligning them to behaviour again is skipped
+        args.append("--tokenizer.embeddings=raw")
+    elif not (run / "content" / "aligned_embeddings.npy").exists():
         align_cli.main(["--run", str(run)])
-    method = ["--method", "rq-vae"] if folder == "tokenizer-rq-vae" else []
-    tokenize_cli.main(["--run", str(run), "--out", str(run / folder), *method])
+    tokenize_cli.main(args)
 
 
 def main(argv: list[str] | None = None) -> int:
