@@ -271,3 +271,55 @@ def test_config_errors_name_the_key():
         OneRec(make_table(), tiny(top_k=5))
     with pytest.raises(ValueError, match="onerec.kv_heads"):
         OneRec(make_table(), tiny(kv_heads=3))
+
+
+class FixedScores:
+    """A :class:`~reelrec.models.generative.Decodable` whose code scores ignore the history and
+    the prefix: ``prefs[level]`` maps code -> score, every other code scores -20."""
+
+    def __init__(self, sizes, prefs):
+        self.sizes, self.prefs = sizes, prefs
+
+    def start(self, history):
+        return {"n": history.shape[0]}
+
+    def expand(self, ctx, index):
+        return {"n": len(index)}
+
+    def step_logits(self, ctx, tokens, use_cache):
+        level = tokens.shape[1]
+        scores = torch.full((self.sizes[level],), -20.0)
+        for code, value in self.prefs[level].items():
+            scores[code] = value
+        return torch.log_softmax(scores, 0).expand(ctx["n"], -1)
+
+
+def test_c15_trie_never_emits_an_id_outside_the_catalogue():
+    # CASES.md C15: catalogue (1,2,3), (1,4,5), (2,2,5); the model strongly prefers 1 -> 2 -> 5,
+    # which a constraint keyed by the last token alone would allow (2 -> 5 occurs in (2,2,5))
+    raw = np.array([1, 2, 3])
+    table = SemanticIDTable.from_items(raw, raw, np.array([[1, 2, 3], [1, 4, 5], [2, 2, 5]]))
+    trie = PrefixTrie(table)
+    model = FixedScores(table.sizes, [{1: 0.0, 2: -5.0}, {2: 0.0, 4: -5.0}, {5: 0.0, 3: -1.0}])
+    items, logp = beam_search(model, torch.zeros(2, 1, dtype=torch.long), trie, 5)
+    assert items[:, 0].tolist() == [1, 1]  # (1,2,3) first, never (1,2,5)
+    assert sorted(items[0, :3].tolist()) == [1, 2, 3] and items[0, 3:].tolist() == [-1, -1]
+    assert torch.isinf(logp[:, 3:]).all() and torch.isfinite(logp[:, :3]).all()
+    assert greedy_decode(model, torch.zeros(1, 1, dtype=torch.long), trie).tolist() == [1]
+    # property: for random scores, every returned ID is a catalogue item
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        prefs = [{c: float(torch.randn(1, generator=gen)) for c in range(k)} for k in table.sizes]
+        got, _ = beam_search(FixedScores(table.sizes, prefs), torch.zeros(1, 1).long(), trie, 3)
+        assert sorted(got[0].tolist()) == [1, 2, 3]
+
+
+def test_c05_empty_beam_slots_never_count_as_hits():
+    from reelrec.eval.metrics import metrics_from_ranks
+
+    # K = 3, the beam found only two valid items [5, 2]; the empty slot is -1, never a real id
+    top = torch.tensor([[5, 2, -1]])
+    for target in (-1, 3):  # out of vocabulary, or an item the beam did not return
+        ranks = ranks_from_topk(top, torch.tensor([target]))
+        m = metrics_from_ranks(ranks.numpy(), (3,))
+        assert m["hr@3"] == 0.0 and m["ndcg@3"] == 0.0 and m["mrr@3"] == 0.0
