@@ -93,6 +93,17 @@ def test_train_onerec_v2_and_tiger_then_evaluate(run, capsys):
     final = json.loads((out / "metrics.json").read_text())["test"]
     assert models["onerec"]["ndcg@10"] == pytest.approx(final["ndcg@10"])
 
+    # re-tokenizing changes the IDs under trained models: resume refuses, evaluate skips them
+    retok = ["tokenize", "--run", str(run), "--tokenizer.embeddings=raw"]
+    assert main.main([*retok, "--tokenizer.codebook_size=8"]) == 0
+    capsys.readouterr()
+    assert main.main(["train", "onerec", "--run", str(run), *TINY, "--train.epochs=3"]) == 2
+    assert "other semantic IDs" in capsys.readouterr().err
+    assert evaluate.main([str(run)]) == 0
+    assert "skipping onerec:" in capsys.readouterr().out
+    models = json.loads((run / "metrics.json").read_text())["models"]
+    assert set(models) == {"tiger", "popularity"}
+
 
 def test_config_rules_for_generative_models():
     with pytest.raises(ConfigError, match="onerec.beam"):

@@ -323,3 +323,39 @@ def test_c05_empty_beam_slots_never_count_as_hits():
         ranks = ranks_from_topk(top, torch.tensor([target]))
         m = metrics_from_ranks(ranks.numpy(), (3,))
         assert m["hr@3"] == 0.0 and m["ndcg@3"] == 0.0 and m["mrr@3"] == 0.0
+
+
+def test_session_windows_shorter_than_the_session_train():
+    # session_items=3 on 2-item windows (history 1, one real target, two padding targets)
+    torch.manual_seed(0)
+    model = OneRec(make_table(), tiny(session_items=3))
+    w = torch.tensor([[4, 7], [9, 2]])
+    out = model.loss(w[:, :-1], w[:, 1:])
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+
+
+def test_diverged_weights_fail_loudly(tmp_path):
+    from reelrec.training.loop import TrainConfig, fit
+
+    torch.manual_seed(0)
+    model = OneRec(make_table(), tiny())
+    with torch.no_grad():
+        model.bos.fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN log-probabilities"):
+        beam_search(model.eval(), windows()[:, :-1], model.trie, 5)
+    cfg = TrainConfig(epochs=1, progress=False, batch_size=4)
+    with pytest.raises(ValueError, match="training loss is nan"):
+        fit(model, windows(), lambda m: {"ndcg@10": 0.0}, cfg, tmp_path, log=lambda s: None)
+
+
+def test_bad_semantic_id_tables_are_refused():
+    raw = np.array([10, 20])
+    with pytest.raises(ValueError, match="exceeds the largest supported codebook"):
+        SemanticIDTable.from_items(raw, raw, np.array([[0, 0], [0, 10**7]]))
+    with pytest.raises(ValueError, match="several rows"):
+        SemanticIDTable.from_items(raw, np.array([10, 20, 20]), np.array([[0], [1], [2]]))
+    with pytest.raises(ValueError, match="onerec.short_len"):
+        OneRec(make_table(), tiny(max_len=4, short_len=10))
+    with pytest.raises(ValueError, match=r"top \(B, k\) and targets \(B,\)"):
+        ranks_from_topk(torch.tensor([[1, 2, 3]]), torch.tensor([1, 2, 3]))

@@ -7,12 +7,12 @@ import argparse
 from pathlib import Path
 
 from reelrec.cli.common import load_prepared, read_json, sequences_for
-from reelrec.cli.registry import MODELS, ExperimentConfig
+from reelrec.cli.registry import MODELS, ExperimentConfig, semantic_ids_digest
 from reelrec.config import from_yaml
 from reelrec.eval.ranking import evaluate_model
 from reelrec.eval.report import write_report
 from reelrec.io import atomic_write_json, run_metadata
-from reelrec.training.checkpoint import load_model
+from reelrec.training.checkpoint import CheckpointError, load_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,11 +52,24 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
             log(f"warning: skipping {folder.name}: no model.safetensors (no epoch finished yet)")
             continue
         cfg = from_yaml(ExperimentConfig, folder / "config.yaml")
+        digest_file = folder / "semantic_ids.sha256"
+        if digest_file.exists() and digest_file.read_text().strip() != semantic_ids_digest(
+            cfg, run_dir
+        ):
+            log(
+                f"warning: skipping {folder.name}: {run_dir / cfg.onerec.semantic_ids} changed "
+                "since it was trained (retrain it with --no-resume)"
+            )
+            continue
         if cfg.max_len not in cache:
             cache[cfg.max_len] = sequences_for(prep, cfg.max_len)
         data = cache[cfg.max_len]
-        model = MODELS[cfg.model].build(cfg, data, run_dir)
-        load_model(model, folder / "model.safetensors")
+        try:
+            model = MODELS[cfg.model].build(cfg, data, run_dir)
+            load_model(model, folder / "model.safetensors")
+        except (CheckpointError, ValueError, FileNotFoundError) as exc:
+            log(f"warning: skipping {folder.name}: {exc}")
+            continue
         model.eval()
         test, _ = evaluate_model(
             model,

@@ -85,6 +85,15 @@ class ModelEntry:
 GENERATIVE = ("onerec", "onerec-v2")
 
 
+def semantic_ids_digest(cfg: ExperimentConfig, run_dir: Path) -> str:
+    """SHA-256 of the semantic IDs a generative model reads ("" for other models or when the
+    file is missing); kept beside the model so a re-tokenized run is never silently reused."""
+    from reelrec.io import sha256_file
+
+    path = Path(run_dir) / cfg.onerec.semantic_ids / "semantic_ids.parquet"
+    return sha256_file(path) if cfg.generative and path.exists() else ""
+
+
 def build_generative(cfg: ExperimentConfig, data: SequenceData, run_dir: Path) -> nn.Module:
     """OneRec or OneRec-V2 over the semantic IDs in ``run_dir/<onerec.semantic_ids>``.
 
@@ -106,11 +115,11 @@ def build_generative(cfg: ExperimentConfig, data: SequenceData, run_dir: Path) -
             f"`reelrec encode --run {run_dir}`, `reelrec align --run {run_dir}` and "
             f"`reelrec tokenize --run {run_dir}{method} --out {folder}`"
         )
-    sid = load_semantic_ids(folder)
     try:
+        sid = load_semantic_ids(folder)
         table = SemanticIDTable.from_items(data.vocab.raw_ids, sid.item_ids, sid.semantic_ids)
-    except ValueError as exc:
-        raise ValueError(f"{folder / 'semantic_ids.parquet'}: {exc}") from None
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"{folder}: invalid semantic IDs ({exc})") from None
     prep = load_prepared(Path(run_dir))
     side = torch.from_numpy(item_side_features(prep.interactions, data.vocab))
     cls = OneRecV2 if cfg.model == "onerec-v2" else OneRec

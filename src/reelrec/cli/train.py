@@ -20,11 +20,12 @@ from reelrec.cli.registry import (
     RESUMABLE_CHANGES,
     ExperimentConfig,
     resolve_config,
+    semantic_ids_digest,
     validate,
 )
 from reelrec.config import ConfigError, differences, from_yaml, to_yaml
 from reelrec.eval.ranking import evaluate_model
-from reelrec.io import atomic_write_json, run_metadata
+from reelrec.io import atomic_write_json, atomic_write_text, run_metadata
 from reelrec.training.checkpoint import save_model
 from reelrec.training.loop import fit
 
@@ -89,9 +90,20 @@ def train_model(
                 f"{out} holds a checkpoint trained with another config: {'; '.join(changed)}. "
                 "Rerun with the same settings to resume, or add --no-resume to start over."
             )
+    digest = semantic_ids_digest(cfg, run_dir)
+    digest_file = out / "semantic_ids.sha256"
+    resuming = resume and (out / "checkpoint").exists() and digest_file.exists()
+    if resuming and digest_file.read_text().strip() != digest:
+        raise ConfigError(
+            f"{out} was trained on other semantic IDs than "
+            f"{run_dir / cfg.onerec.semantic_ids} holds now (re-tokenized?); add --no-resume "
+            "to train from scratch on the new ones"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)  # until training ends, the run is unfinished
     to_yaml(cfg, out / "config.yaml")
+    if digest:
+        atomic_write_text(digest_file, digest + "\n")
     ks = tuple(cfg.eval.ks)
 
     # beam search is costly: early stopping of generative models may look at a fixed random

@@ -184,6 +184,10 @@ def ranks_from_topk(top: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     Returns:
         int64 (B,). Ranks >= k are unknown, so metrics are exact only for cutoffs <= k.
     """
+    if top.ndim != 2 or targets.shape != (top.shape[0],):
+        raise ValueError(
+            f"top (B, k) and targets (B,) expected, got {tuple(top.shape)} and {tuple(targets.shape)}"
+        )
     hit = (top == targets.unsqueeze(1)) & (targets.unsqueeze(1) > 0)
     first = hit.float().argmax(1)
     return torch.where(hit.any(1), first, torch.full_like(first, MISS_RANK))

@@ -28,6 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: largest codebook (codes per level) a semantic-ID table may use
+MAX_CODEBOOK = 65536
+#: largest dense trie level, in entries (prefixes x codebook size; 8 bytes each)
+MAX_TRIE_ENTRIES = 200_000_000
+
 
 @dataclass
 class SemanticIDTable:
@@ -62,6 +67,14 @@ class SemanticIDTable:
             raise ValueError("semantic_ids must be (n, L) with one row per item id")
         if (semantic_ids < 0).any():
             raise ValueError("semantic IDs must be non-negative codes")
+        if semantic_ids.size and semantic_ids.max() >= MAX_CODEBOOK:
+            level = int(np.argmax(semantic_ids.max(0) >= MAX_CODEBOOK))
+            raise ValueError(
+                f"code {int(semantic_ids[:, level].max())} at level {level + 1} exceeds the "
+                f"largest supported codebook ({MAX_CODEBOOK:,} codes)"
+            )
+        if len(np.unique(item_ids)) != len(item_ids):
+            raise ValueError("an item id appears on several rows (one semantic ID per item)")
         order = np.argsort(item_ids)
         pos = np.searchsorted(item_ids[order], vocab_raw_ids)
         pos = np.minimum(pos, len(item_ids) - 1)
@@ -115,6 +128,11 @@ class PrefixTrie:
         parent = np.zeros(n, dtype=np.int64)  # node id of each item's prefix at the current level
         n_nodes = 1
         for j in range(levels):
+            if n_nodes * self.sizes[j] > MAX_TRIE_ENTRIES:
+                raise ValueError(
+                    f"trie level {j + 1} would need {n_nodes:,} x {self.sizes[j]:,} entries; "
+                    "the dense trie supports at most 2e8 (use smaller codebooks)"
+                )
             child = np.full((n_nodes, self.sizes[j]), -1, dtype=np.int64)
             if j == levels - 1:
                 node = np.arange(1, n + 1)
@@ -225,9 +243,8 @@ def moe_stats(model: nn.Module) -> dict[str, float]:
             load = m.take_load()
             if load.sum() > 0:
                 share = load / load.sum()
-                rows.append(
-                    (float(share.max()), float(share.min()), float(load.std() / load.mean()))
-                )
+                cv = float(load.std() / load.mean()) if len(load) > 1 else 0.0
+                rows.append((float(share.max()), float(share.min()), cv))
     if not rows:
         return {}
     arr = np.asarray(rows)
@@ -418,6 +435,8 @@ def beam_search(
     for child_table in trie.children:
         n = node.shape[1]
         logp = model.step_logits(ctx, tokens, use_cache)  # (B*n, K_j)
+        if torch.isnan(logp).any():
+            raise ValueError("the model produced NaN log-probabilities (diverged weights?)")
         child = child_table[node.reshape(-1).clamp(min=0)]  # (B*n, K_j)
         valid = (child >= 0) & (node.reshape(-1, 1) >= 0)
         total = (score.reshape(-1, 1) + logp).masked_fill(~valid, float("-inf"))

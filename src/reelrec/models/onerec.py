@@ -353,7 +353,9 @@ class GenerativeRetriever(nn.Module):
         x = self.bos.expand(codes.shape[0], n_pos, -1).clone()
         code_pos = p[(p % ll) != 0]
         if len(code_pos):
-            ids = codes[:, code_pos - 1 - code_pos // ll] + self.items.offsets[(code_pos % ll) - 1]
+            # codes of padding target items are -1: embedded as code 0, never trained on
+            picked = codes[:, code_pos - 1 - code_pos // ll].clamp(min=0)
+            ids = picked + self.items.offsets[(code_pos % ll) - 1]
             x[:, code_pos] = self.items.code_emb(ids)
         return x + self.dec_pos(p)
 
@@ -383,6 +385,9 @@ class GenerativeRetriever(nn.Module):
             :class:`LossOutput`: mean cross-entropy over code tokens; ``ce_level<j>`` parts.
         """
         m, ll = self.cfg.session_items, self.levels + 1
+        if inputs.shape[1] < m:  # trimmed batches of short windows: pad back to m columns
+            inputs = F.pad(inputs, (m - inputs.shape[1], 0))
+            targets = F.pad(targets, (m - targets.shape[1], 0))
         history = inputs[:, : inputs.shape[1] - (m - 1)]
         tgt_items = targets[:, -m:]  # (B, m)
         codes = self.items.codes[tgt_items]  # (B, m, L)
@@ -482,8 +487,8 @@ def check_onerec_config(cfg: OneRecConfig) -> None:
     """Raise ValueError naming the first invalid ``onerec.*`` value."""
     rules = [
         (cfg.max_len >= 1, "max_len", ">= 1"),
-        (cfg.short_len >= 1, "short_len", ">= 1"),
-        (cfg.positive_len >= 0, "positive_len", ">= 0"),
+        (1 <= cfg.short_len <= cfg.max_len, "short_len", f"in 1..max_len={cfg.max_len}"),
+        (0 <= cfg.positive_len <= cfg.max_len, "positive_len", f"in 0..max_len={cfg.max_len}"),
         (cfg.lifelong_clusters >= 0, "lifelong_clusters", ">= 0"),
         (cfg.lifelong_queries >= 1, "lifelong_queries", ">= 1"),
         (cfg.qformer_layers >= 1, "qformer_layers", ">= 1"),

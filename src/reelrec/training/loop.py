@@ -191,6 +191,12 @@ def fit(
             batch = _trim_left_padding(train_windows[idx]).to(device, torch.long)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 out = model.loss(batch[:, :-1], batch[:, 1:], generator=gen)
+            if not torch.isfinite(out.loss):
+                raise ValueError(
+                    f"training loss is {float(out.loss)} at epoch {epoch}, step {steps + 1}: the "
+                    "weights diverged; lower train.lr or set train.grad_clip (the last good "
+                    f"epoch is kept in {out_dir / 'checkpoint'})"
+                )
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             if cfg.grad_clip > 0:
