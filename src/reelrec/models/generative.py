@@ -391,7 +391,8 @@ class Decodable(Protocol):
         """Encode histories (B, L) into a decoding context for B users."""
 
     def expand(self, ctx: dict, index: torch.Tensor) -> dict:
-        """Select rows ``index`` (int64 (N,)) of a context and its cache."""
+        """Reorder the per-beam state (caches) to rows ``index`` (int64 (N,), each user's beams
+        contiguous); per-user state (encoder keys/values) stays one row per user."""
 
     def step_logits(self, ctx: dict, tokens: torch.Tensor, use_cache: bool) -> torch.Tensor:
         """Log-probabilities of the next code, float (N, K_level), given the prefix (N, t)."""
