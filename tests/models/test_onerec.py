@@ -359,3 +359,14 @@ def test_bad_semantic_id_tables_are_refused():
         OneRec(make_table(), tiny(max_len=4, short_len=10))
     with pytest.raises(ValueError, match=r"top \(B, k\) and targets \(B,\)"):
         ranks_from_topk(torch.tensor([[1, 2, 3]]), torch.tensor([1, 2, 3]))
+
+
+def test_warmup_then_cosine_learning_rate():
+    from reelrec.training.loop import TrainConfig, lr_multiplier
+
+    f = lr_multiplier(TrainConfig(warmup_steps=4, schedule="cosine"), total_steps=14)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(4) == 1.0 and f(9) == pytest.approx(0.5) and f(14) == pytest.approx(0.0)
+    assert f(20) == pytest.approx(0.0)  # past the end it stays at 0
+    constant = lr_multiplier(TrainConfig(), total_steps=10)
+    assert {constant(s) for s in range(12)} == {1.0}  # the SASRec default: plain Adam
