@@ -370,3 +370,17 @@ def test_warmup_then_cosine_learning_rate():
     assert f(20) == pytest.approx(0.0)  # past the end it stays at 0
     constant = lr_multiplier(TrainConfig(), total_steps=10)
     assert {constant(s) for s in range(12)} == {1.0}  # the SASRec default: plain Adam
+
+
+def test_lifelong_kmeans_separates_groups_and_ignores_padding():
+    from reelrec.models.onerec import _batched_kmeans, _cluster_means
+
+    # one row: 2 padding slots (huge values that must not pull a centre), then two groups
+    x = torch.tensor([[[99.0, 99.0], [99.0, 99.0], [0.0, 0.1], [0.1, 0.0], [5.0, 5.1], [5.1, 5.0]]])
+    valid = torch.tensor([[False, False, True, True, True, True]])
+    assign = _batched_kmeans(x, valid, 2)
+    a = assign[0, 2:].tolist()
+    assert a[0] == a[1] and a[2] == a[3] and a[0] != a[2]
+    means, sizes = _cluster_means(x, assign, valid, 2)
+    assert sorted(sizes[0].tolist()) == [2.0, 2.0]
+    assert sorted(means[0, :, 0].tolist()) == pytest.approx([0.05, 5.05])

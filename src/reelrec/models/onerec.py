@@ -133,11 +133,22 @@ class ItemTokenizer(nn.Module):
         return self.mlp(torch.cat([e, self.side[uniq]], -1))[inverse]
 
 
+def _cluster_means(
+    x: torch.Tensor, assign: torch.Tensor, valid: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the real rows of each cluster: x float (B, n, D), assign int64 (B, n) in 0..k-1,
+    valid bool (B, n) -> (means float (B, k, D), 0 for empty clusters; sizes float (B, k))."""
+    onehot = F.one_hot(assign, k).to(x.dtype) * valid.unsqueeze(-1)
+    sizes = onehot.sum(1)
+    return onehot.transpose(1, 2) @ x / sizes.clamp(min=1).unsqueeze(-1), sizes
+
+
 def _batched_kmeans(x: torch.Tensor, valid: torch.Tensor, k: int, iters: int = 3) -> torch.Tensor:
     """Per-row k-means assignments: x float (B, n, D), valid bool (B, n) -> int64 (B, n) in 0..k-1.
 
-    Centres start at k evenly spaced real items of each row (the most recent when fewer);
-    padding is assigned to cluster 0 but never counted (callers mask it).
+    Centres start at k evenly spaced real items of each row (the most recent when fewer); then
+    ``iters`` Lloyd updates (empty clusters keep their centre). Padding is assigned somewhere but
+    never counted (callers mask it). No gradient flows through the assignment.
     """
     b, n, _ = x.shape
     x = x.detach()
@@ -146,13 +157,10 @@ def _batched_kmeans(x: torch.Tensor, valid: torch.Tensor, k: int, iters: int = 3
     frac = torch.linspace(0, 1, k, device=x.device)
     pos = (first.unsqueeze(1) + (frac * (count.unsqueeze(1) - 1)).round().long()).clamp(max=n - 1)
     centres = x.gather(1, pos.unsqueeze(-1).expand(-1, -1, x.shape[2]))  # (B, k, D)
-    for _ in range(iters + 1):
-        assign = torch.cdist(x, centres).argmin(-1)  # (B, n)
-        onehot = F.one_hot(assign, k).float() * valid.unsqueeze(-1)
-        sizes = onehot.sum(1)  # (B, k)
-        new = onehot.transpose(1, 2) @ x / sizes.clamp(min=1).unsqueeze(-1)
+    for _ in range(iters):
+        new, sizes = _cluster_means(x, torch.cdist(x, centres).argmin(-1), valid, k)
         centres = torch.where(sizes.unsqueeze(-1) > 0, new, centres)
-    return assign
+    return torch.cdist(x, centres).argmin(-1)
 
 
 class QFormer(nn.Module):
@@ -244,10 +252,7 @@ class UserContext(nn.Module):
             add(x[:, -n:], valid[:, -n:], cfg.positive_len)
         if self.qformer is not None:
             k = cfg.lifelong_clusters
-            assign = _batched_kmeans(x, valid, k)
-            onehot = F.one_hot(assign, k).float() * valid.unsqueeze(-1)
-            sizes = onehot.sum(1)
-            clusters = onehot.transpose(1, 2) @ x / sizes.clamp(min=1).unsqueeze(-1)
+            clusters, sizes = _cluster_means(x, _batched_kmeans(x, valid, k), valid, k)
             cmask = sizes > 0
             cmask[:, 0] |= ~cmask.any(1)  # an empty history still gives the queries a key
             parts.append(self.qformer(clusters, cmask))
