@@ -15,6 +15,7 @@ from torch import nn
 
 from reelrec.config import ConfigError, apply_overrides, from_yaml
 from reelrec.data.sequences import SequenceData, item_side_features
+from reelrec.models.elastic import Elastic, ElasticConfig, check_elastic_config
 from reelrec.models.onerec import OneRec, OneRecConfig, check_onerec_config
 from reelrec.models.popularity import Popularity, PopularityConfig
 from reelrec.models.sasrec import SASRec, SASRecConfig
@@ -50,6 +51,7 @@ class ExperimentConfig:
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
     onerec: OneRecConfig = field(default_factory=OneRecConfig)  # onerec, onerec-v2 (and tiger)
+    elastic: ElasticConfig = field(default_factory=ElasticConfig)
 
     @property
     def run_name(self) -> str:
@@ -64,7 +66,9 @@ class ExperimentConfig:
     @property
     def max_len(self) -> int:
         """History length the data must be cut to for this model."""
-        return self.onerec.max_len if self.generative else self.sasrec.max_len
+        if self.generative:
+            return self.onerec.max_len
+        return self.elastic.max_len if self.model == "elastic" else self.sasrec.max_len
 
     @property
     def window_step(self) -> int | None:
@@ -137,6 +141,11 @@ MODELS: dict[str, ModelEntry] = {
         trainable=True,
         description="SASRec self-attentive sequential recommender (Kang & McAuley, ICDM 2018)",
     ),
+    "elastic": ModelEntry(
+        build=lambda cfg, data, run_dir: Elastic(data.vocab.size, cfg.elastic),
+        trainable=True,
+        description="ELASTIC linear dispatcher attention + interest memory (arXiv 2408.09380)",
+    ),
     "onerec": ModelEntry(
         build=build_generative,
         trainable=True,
@@ -175,6 +184,8 @@ PRESETS: dict[str, ExperimentConfig] = {
         train=TrainConfig(lr=5e-3, epochs=100, patience=25, max_minutes=6.0),
         sasrec=SASRecConfig(dropout=0.2, attn_dropout=0.2),
     ),
+    # ELASTIC with SASRec's RecBole defaults (width 64, 2 blocks, dropout 0.5, CE over all items)
+    "elastic": ExperimentConfig(model="elastic"),
     "onerec": ExperimentConfig(model="onerec", train=replace(_GEN_TRAIN)),
     "onerec-v2": ExperimentConfig(model="onerec-v2", train=replace(_GEN_TRAIN)),
     # TIGER (arXiv 2305.05065) as a baseline: RQ-VAE semantic IDs, the last 20 items as one flat
@@ -276,22 +287,12 @@ def validate(cfg: ExperimentConfig) -> None:
             t.metric,
         )
     _check(10 in e.ks, "eval.ks", "a list that includes 10 (reports show recall@10, ndcg@10)", e.ks)
-    _check(m.max_len >= 1, "sasrec.max_len", ">= 1", m.max_len)
-    _check(m.hidden >= 1, "sasrec.hidden", ">= 1", m.hidden)
-    _check(m.heads >= 1, "sasrec.heads", ">= 1", m.heads)
-    _check(
-        m.hidden % max(m.heads, 1) == 0,
-        "sasrec.hidden",
-        f"divisible by sasrec.heads={m.heads}",
-        m.hidden,
-    )
-    _check(m.layers >= 1, "sasrec.layers", ">= 1", m.layers)
-    _check(m.inner >= 1, "sasrec.inner", ">= 1", m.inner)
-    _check(0 <= m.dropout < 1, "sasrec.dropout", "in [0, 1)", m.dropout)
-    _check(0 <= m.attn_dropout < 1, "sasrec.attn_dropout", "in [0, 1)", m.attn_dropout)
-    _check(m.layer_norm_eps > 0, "sasrec.layer_norm_eps", "> 0", m.layer_norm_eps)
-    _check(m.init_std > 0, "sasrec.init_std", "> 0", m.init_std)
-    _check(m.loss in ("ce", "bce"), "sasrec.loss", "'ce' or 'bce'", m.loss)
+    for section, m in (("sasrec", cfg.sasrec), ("elastic", cfg.elastic)):
+        _check_sequence_model(section, m)
+    try:
+        check_elastic_config(cfg.elastic)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     _check(t.optimizer in ("adam", "adamw"), "train.optimizer", "'adam' or 'adamw'", t.optimizer)
     _check(t.warmup_steps >= 0, "train.warmup_steps", ">= 0", t.warmup_steps)
     _check(
@@ -314,6 +315,26 @@ def validate(cfg: ExperimentConfig) -> None:
             f">= the largest cutoff of eval.ks {e.ks} (the beam's items are the ranking)",
             cfg.onerec.beam,
         )
+
+
+def _check_sequence_model(s: str, m: SASRecConfig) -> None:
+    """Check a SASRec-style section (``sasrec`` or ``elastic``) named ``s``."""
+    _check(m.max_len >= 1, f"{s}.max_len", ">= 1", m.max_len)
+    _check(m.hidden >= 1, f"{s}.hidden", ">= 1", m.hidden)
+    _check(m.heads >= 1, f"{s}.heads", ">= 1", m.heads)
+    _check(
+        m.hidden % max(m.heads, 1) == 0,
+        f"{s}.hidden",
+        f"divisible by {s}.heads={m.heads}",
+        m.hidden,
+    )
+    _check(m.layers >= 1, f"{s}.layers", ">= 1", m.layers)
+    _check(m.inner >= 1, f"{s}.inner", ">= 1", m.inner)
+    _check(0 <= m.dropout < 1, f"{s}.dropout", "in [0, 1)", m.dropout)
+    _check(0 <= m.attn_dropout < 1, f"{s}.attn_dropout", "in [0, 1)", m.attn_dropout)
+    _check(m.layer_norm_eps > 0, f"{s}.layer_norm_eps", "> 0", m.layer_norm_eps)
+    _check(m.init_std > 0, f"{s}.init_std", "> 0", m.init_std)
+    _check(m.loss in ("ce", "bce"), f"{s}.loss", "'ce' or 'bce'", m.loss)
 
 
 #: keys that may change when a run resumes (they do not change what was trained so far)

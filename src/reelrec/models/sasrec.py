@@ -112,13 +112,17 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN transformer block: causal self-attention then a point-wise feed-forward network."""
+    """Pre-LN transformer block: causal self-attention then a point-wise feed-forward network.
 
-    def __init__(self, cfg: SASRecConfig) -> None:
+    ``attn`` replaces the self-attention (ELASTIC's dispatcher attention); it is called as
+    ``attn(x, mask)`` with whatever mask the model passes.
+    """
+
+    def __init__(self, cfg: SASRecConfig, attn: nn.Module | None = None) -> None:
         super().__init__()
         self.norm_first = cfg.norm_first
         self.ln1 = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
-        self.attn = CausalSelfAttention(cfg)
+        self.attn = CausalSelfAttention(cfg) if attn is None else attn
         self.ln2 = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.ffn = nn.Sequential(
             nn.Linear(cfg.hidden, cfg.inner),
@@ -129,7 +133,7 @@ class Block(nn.Module):
         self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x: float (B, L, D); mask: bool (B, 1, L, L). Returns float (B, L, D)."""
+        """x: float (B, L, D); mask: the model's attention mask. Returns float (B, L, D)."""
         if self.norm_first:
             x = x + self.drop(self.attn(self.ln1(x), mask))
             return x + self.drop(self.ffn(self.ln2(x)))
@@ -159,10 +163,26 @@ class SASRec(nn.Module):
         self.item_emb = nn.Embedding(num_items + 1, cfg.hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
         self.emb_drop = Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.blocks = nn.ModuleList(Block(cfg, self._attention(cfg)) for _ in range(cfg.layers))
         # pre-LN normalises the output; post-LN normalises the input embedding instead
         self.final_ln = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.apply(self._init)
+
+    def _attention(self, cfg: SASRecConfig) -> nn.Module | None:
+        """The sequence-mixing module of one block (None: causal self-attention)."""
+        return None
+
+    def _attention_mask(self, valid: torch.Tensor) -> torch.Tensor:
+        """What each block's attention receives, from valid: bool (B, L) (True = real item).
+
+        SASRec: bool (B, 1, L, L), True where a position may attend (a real key, not in the
+        future; padding rows attend to themselves only, so softmax stays finite).
+        """
+        seq = valid.shape[1]
+        causal = torch.ones(seq, seq, dtype=torch.bool, device=valid.device).tril()
+        mask = causal & valid.unsqueeze(1)  # (B, L, L): key must be real and not in the future
+        mask = mask | torch.eye(seq, dtype=torch.bool, device=valid.device)  # padding rows: self
+        return mask.unsqueeze(1)
 
     def _init(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear | nn.Embedding):
@@ -202,10 +222,7 @@ class SASRec(nn.Module):
         if not self.cfg.norm_first:
             x = self.final_ln(x)
         x = self.emb_drop(x) * valid.unsqueeze(-1)
-        causal = torch.ones(seq, seq, dtype=torch.bool, device=items.device).tril()
-        mask = causal & valid.unsqueeze(1)  # (B, L, L): key must be real and not in the future
-        mask = mask | torch.eye(seq, dtype=torch.bool, device=items.device)  # padding rows: self
-        mask = mask.unsqueeze(1)
+        mask = self._attention_mask(valid)
         for block in self.blocks:
             x = block(x, mask) * valid.unsqueeze(-1)
         if self.cfg.norm_first:
