@@ -1,8 +1,10 @@
-"""SASRec and popularity on amazon-beauty and ml-1m: leave-one-out, full ranking over all items.
+"""SASRec (or ELASTIC) and popularity: leave-one-out, full ranking over all items.
 
-Usage: python bench/sasrec.py [--dataset amazon-beauty|ml-1m ...] [--out runs/bench] [--a.b=c ...]
+Usage: python bench/sasrec.py [--dataset amazon-beauty|ml-1m ...] [--model sasrec|elastic]
+       [--variant full] [--out runs/bench] [--a.b=c ...]
 
-Trains with the frozen configs in configs/sasrec-<dataset>.yaml through the same code path as
+Trains with the frozen configs in configs/<model>-<dataset>[-<variant>].yaml (``--variant full``:
+ELASTIC over the whole ML-1M history) through the same code path as
 `reelrec train`, prints a table beside the RecBole numbers of shared/PEERS.md, and merges
 ``{"<dataset>": {"<model>": {"recall@10", "ndcg@10", "command", ...}}}`` into
 bench/results/retrieval.json. Real data only (REELREC_DATA_DIR).
@@ -40,21 +42,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--out", type=Path, default=ROOT / "runs" / "bench", help="run folders (resumable)"
     )
-    p.add_argument("--label", default="sasrec", help="result key and run name of the SASRec row")
+    p.add_argument("--model", default="sasrec", choices=["sasrec", "elastic"])
+    p.add_argument("--variant", default="", help="config suffix, e.g. full")
+    p.add_argument("--label", default="", help="result key and run name (default: model-variant)")
     args, overrides = p.parse_known_args(argv)
+    default_label = args.model + (f"-{args.variant}" if args.variant else "")
+    args.label = args.label or default_label
     results: dict = {}
     for dataset in args.dataset:
         run = args.out / dataset
-        label_arg = [] if args.label == "sasrec" else [f"--label {args.label}"]
+        label_arg = [] if args.label == default_label else [f"--label {args.label}"]
+        model_arg = [] if args.model == "sasrec" else [f"--model {args.model}"]
+        variant_arg = [f"--variant {args.variant}"] if args.variant else []
+        config = f"configs/{args.model}-{dataset}" + (f"-{args.variant}" if args.variant else "")
         command = " ".join(
-            [".venv/bin/python bench/sasrec.py --dataset", dataset, *label_arg, *overrides]
+            [".venv/bin/python bench/sasrec.py --dataset", dataset, *model_arg, *variant_arg]
+            + [*label_arg, *overrides]
         )
         rows = {}
-        for model in ("popularity", "sasrec"):
-            if model == "sasrec":
+        for model in ("popularity", args.model):
+            if model == args.model:
                 cfg = resolve_config(
-                    str(ROOT / "configs" / f"sasrec-{dataset}.yaml"),
-                    [*overrides, f"--name={args.label}"],
+                    str(ROOT / f"{config}.yaml"), [*overrides, f"--name={args.label}"]
                 )
             else:
                 cfg = resolve_config("popularity", [f"--data.dataset={dataset}"])
@@ -66,20 +75,18 @@ def main(argv: list[str] | None = None) -> int:
                 "recall@5": t["recall@5"],
                 "ndcg@5": t["ndcg@5"],
                 "command": command,
-                "config": f"configs/sasrec-{dataset}.yaml"
-                if model == "sasrec"
-                else "preset popularity",
+                "config": f"{config}.yaml" if model == args.model else "preset popularity",
                 "train_seconds": m["train_seconds"],
                 "n_test_users": t["n_instances"],
             }
-            if model == "sasrec":
+            if model == args.model:
                 row.update(
                     epochs_run=m["epochs_run"],
                     best_epoch=m["best_epoch"],
                     stopped=m["stopped"],
                     s_per_epoch=round(m["train_seconds"] / max(m["epochs_run"], 1), 1),
                 )
-            rows[args.label if model == "sasrec" else model] = row
+            rows[args.label if model == args.model else model] = row
         # re-read: another bench may have written meanwhile; keep its rows
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         results.setdefault(dataset, {}).update(rows)

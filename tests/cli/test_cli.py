@@ -149,6 +149,51 @@ def test_quickstart_sasrec_beats_popularity(tmp_path, data_root, capsys):
     assert "report.md" in capsys.readouterr().out
 
 
+def test_train_elastic_on_leave_one_out_dataset_and_evaluate(tmp_path, data_root, capsys):
+    """`reelrec train elastic` uses SASRec's loop, evaluation and run folder (real ML-100K)."""
+    args = [
+        "elastic",
+        "--run",
+        str(tmp_path),
+        "--data.dataset=ml-100k",
+        f"--data.data_dir={data_root}",
+        "--train.epochs=1",
+        "--train.progress=false",
+        "--elastic.hidden=16",
+        "--elastic.inner=16",
+        "--elastic.max_len=120",
+        "--elastic.chunk=16",
+        "--elastic.memory_size=64",
+    ]
+    assert train.main(args) == 0
+    out = tmp_path / "models" / "elastic"
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["model"] == "elastic" and cfg["elastic"]["chunk"] == 16
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test"]["n_instances"] == 943 and 0 < m["test"]["ndcg@10"] <= 1
+    assert evaluate.main([str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["models"]["elastic"]["ndcg@10"] == pytest.approx(m["test"]["ndcg@10"])
+    # a finished run resumes to the same result
+    assert train.main(args) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["test"]["ndcg@10"] == pytest.approx(m["test"]["ndcg@10"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--elastic.memory_size=1000", "elastic.memory_size must be 0 or a perfect square"),
+        ("--elastic.chunk=0", "elastic.chunk must be >= 1"),
+        ("--elastic.hidden=15", "divisible by elastic.heads"),
+    ],
+)
+def test_invalid_elastic_config_exits_2(tmp_path, capsys, override, message):
+    assert main.main(["train", "elastic", "--run", str(tmp_path), override]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
