@@ -32,9 +32,12 @@ test: lint
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest -q
 
 bench: install
-	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/sasrec.py
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/sasrec.py --dataset amazon-beauty ml-1m amazon-toys amazon-sports
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/sasrec.py --model elastic --dataset amazon-beauty ml-1m
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/sasrec.py --model elastic --variant full --dataset ml-1m
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/long_sequence.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/tokenizer.py
-	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/retrieval.py --dataset amazon-beauty amazon-toys amazon-sports kuairand
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/retrieval.py --dataset amazon-beauty amazon-toys amazon-sports kuairand ml-1m
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/decode.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/scaling.py
 

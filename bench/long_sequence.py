@@ -1,7 +1,7 @@
 """Long user histories: peak memory and time per step of ELASTIC against SASRec as L grows.
 
 Usage: python bench/long_sequence.py [--lengths 256 1024 4096 8192] [--batch 4] [--device cpu]
-       [--mem-cap-gb 12] [--threads 1] [--run runs/bench/ml-1m]
+       [--mem-cap-gb 12] [--threads 1] [--run runs/bench/ml-1m] [--out bench/results/long_sequence.json]
 
 Both models have the same width and depth (SASRec's RecBole defaults: width 64, 2 blocks,
 2 heads, inner 256, dropout 0.5, full-softmax CE); ELASTIC adds its preset's dispatcher (8
@@ -10,7 +10,8 @@ made when missing): every user's items in time order are concatenated into one s
 row of a batch is a different window of L consecutive items of it (no user is that long; the
 cost does not depend on which items they are).
 
-Each (model, L, mode) runs in a fresh subprocess so peak memory is its own:
+On CPU each (model, L, mode) runs in a fresh subprocess so peak memory is its own (on CUDA
+they run in this process, with the allocator's peak statistics reset for each):
 
 * ``train``: one forward + backward of the model's training loss (CE over all items at every
   position) and an Adam step; ``infer``: scoring all items after the last position (eval mode,
@@ -25,9 +26,10 @@ Each (model, L, mode) runs in a fresh subprocess so peak memory is its own:
 * ``gflops``: forward FLOPs counted by ``torch.utils.flop_counter`` (train mode, where SASRec's
   attention is explicit matmuls that the counter sees).
 
-Writes ``bench/results/long_sequence.json`` (``{"rows": [{"model", "L", "mode", "peak_mem_mb",
-"ms_per_step", "gflops"}], "ratios": ..., "setup": ...}``) and ``long_sequence.png``, and
-prints a table with ELASTIC's memory saving and speed-up against SASRec at each L.
+Writes ``--out`` (``{"rows": [{"model", "L", "mode", "peak_mem_mb", "ms_per_step", "gflops",
+"command"}], "ratios": ..., "setup": ...}``; rows of other (model, L, mode) already in the file
+are kept, each with the command that made it) and a plot beside it (``.png``), and prints a
+table with ELASTIC's memory saving and speed-up against SASRec at each L.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "long_sequence.json"
-PLOT = ROOT / "bench" / "results" / "long_sequence.png"
 
 
 def _stream(run: Path) -> tuple:
@@ -72,6 +73,11 @@ def one(model_name: str, length: int, mode: str, args) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
+    if device.type == "cuda":  # release what the previous configuration (or an OOM) left
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
     stream, vocab = _stream(args.run)
     cfg = resolve_config(model_name, [f"--{model_name}.max_len={length}"])
     section = cfg.elastic if model_name == "elastic" else cfg.sasrec
@@ -99,8 +105,11 @@ def one(model_name: str, length: int, mode: str, args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    if mode == "train":  # optimiser state exists before the baseline
-        step()
+    try:
+        if mode == "train":  # optimiser state exists before the baseline
+            step()
+    except torch.cuda.OutOfMemoryError as exc:
+        return _oom(model_name, length, mode, exc)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -108,9 +117,13 @@ def one(model_name: str, length: int, mode: str, args) -> dict:
     times = []
     for i in range(args.steps + 1):
         t0 = time.perf_counter()
-        step()
+        try:
+            step()
+        except torch.cuda.OutOfMemoryError as exc:
+            return _oom(model_name, length, mode, exc)
         if i:  # the first step warms up
             times.append((time.perf_counter() - t0) * 1e3)
+
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
@@ -124,6 +137,40 @@ def one(model_name: str, length: int, mode: str, args) -> dict:
         "ms_per_step": round(times[len(times) // 2], 2),
         "gflops": round(gflops, 3),
     }
+
+
+def _oom(model_name: str, length: int, mode: str, exc: Exception) -> dict:
+    """The row of a configuration that did not fit on the GPU."""
+    return {"model": model_name, "L": length, "mode": mode, "oom": True, "error": str(exc)[:200]}
+
+
+def check_against_cpu(args, length: int = 1024) -> dict:
+    """Max |GPU - CPU| of each model's hidden states on the same real batch and weights (fp32,
+    eval mode), relative to the largest |CPU| value: the GPU numbers are of the same model."""
+    import torch
+
+    from reelrec.cli.registry import resolve_config
+    from reelrec.models.elastic import Elastic
+    from reelrec.models.sasrec import SASRec
+
+    stream, vocab = _stream(args.run)
+    gen = torch.Generator().manual_seed(1)
+    starts = torch.randint(0, len(stream) - length, (args.batch,), generator=gen).tolist()
+    batch = torch.stack([torch.from_numpy(stream[s : s + length]) for s in starts])
+    batch[0, : length // 3] = 0  # one left-padded row
+    out = {}
+    for name, cls in (("sasrec", SASRec), ("elastic", Elastic)):
+        torch.manual_seed(0)
+        cfg = resolve_config(name, [f"--{name}.max_len={length}"])
+        cpu = cls(vocab, cfg.elastic if name == "elastic" else cfg.sasrec).eval()
+        gpu = cls(vocab, cfg.elastic if name == "elastic" else cfg.sasrec)
+        gpu.load_state_dict(cpu.state_dict())
+        gpu = gpu.to(args.device).eval()
+        with torch.no_grad():
+            ref = cpu(batch).hidden
+            got = gpu(batch.to(args.device)).hidden.cpu()
+        out[name] = float((got - ref).abs().max() / ref.abs().max())
+    return out
 
 
 def _rss_kb() -> float:
@@ -233,42 +280,59 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mem-cap-gb", type=float, default=12.0, help="CPU address-space cap")
     p.add_argument("--run", type=Path, default=ROOT / "runs" / "bench" / "ml-1m")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results JSON (plot beside it)")
     p.add_argument("--one", nargs=3, metavar=("MODEL", "L", "MODE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2], args)))
         return 0
     _stream(args.run)  # prepare the data once, outside the timed subprocesses
+    command = "python bench/long_sequence.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
     rows = []
     for length in args.lengths:
         for mode in args.modes:
             for model in args.models:
-                r = measure(model, length, mode, args)
+                if args.device == "cpu":
+                    r = measure(model, length, mode, args)
+                else:
+                    r = one(model, length, mode, args)
+                r["command"] = command
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     # rows measured before for other (model, L, mode) are kept, so lengths can be added later
     done = {(r["model"], r["L"], r["mode"]) for r in rows}
-    if RESULTS.exists():
-        old = json.loads(RESULTS.read_text()).get("rows", [])
+    if args.out.exists():
+        old = json.loads(args.out.read_text()).get("rows", [])
         rows = [r for r in old if (r["model"], r["L"], r["mode"]) not in done] + rows
         rows.sort(key=lambda r: (r["L"], r["mode"] != "train", r["model"] != "sasrec"))
     result = {
         "rows": rows,
         "ratios": ratios(rows),
         "setup": {
-            "command": "python bench/long_sequence.py " + " ".join(argv or sys.argv[1:]),
-            "note": "rows may come from several commands with the same setup (see rows)",
+            "command": command,
+            "note": "rows may come from several commands; each row names its own",
             "batch": args.batch,
+            "steps": args.steps,
             "device": args.device,
             "threads": args.threads,
             "mem_cap_gb": args.mem_cap_gb,
             "data": "ml-1m histories concatenated into one stream, windows of L items",
         },
     }
+    import torch
+
     from reelrec.io import atomic_write_json
 
-    atomic_write_json(RESULTS, result)
-    plot(rows, PLOT)
+    if args.device != "cpu":
+        result["setup"]["device_name"] = torch.cuda.get_device_name()
+        result["setup"]["max_rel_diff_vs_cpu_L1024_fp32"] = check_against_cpu(args)
+        print(
+            "GPU vs CPU, max |diff| / max |cpu|:", result["setup"]["max_rel_diff_vs_cpu_L1024_fp32"]
+        )
+    atomic_write_json(args.out, result)
+    plot(rows, args.out.with_suffix(".png"))
     print(
         f"\n{'L':>6} {'mode':<6} {'sasrec MB':>10} {'elastic MB':>10} {'saving':>7} "
         f"{'sasrec ms':>10} {'elastic ms':>10} {'speedup':>7}"
@@ -287,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{rr.get('memory_saving', '-')!s:>7} {cell(s, 'ms_per_step'):>10} "
                 f"{cell(e, 'ms_per_step'):>10} {rr.get('speedup', '-')!s:>7}"
             )
-    print(f"\nwrote {RESULTS} and {PLOT}")
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
 

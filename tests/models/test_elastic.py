@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from reelrec.models.elastic import Elastic, ElasticConfig, ProductKeyMemory, check_elastic_config
+from reelrec.models.elastic import (
+    NEG,
+    Elastic,
+    ElasticConfig,
+    ProductKeyMemory,
+    check_elastic_config,
+    prefix_softmax_states,
+)
 from reelrec.models.sasrec import SASRec, SASRecConfig
 
 V, D = 13, 16
@@ -79,10 +86,11 @@ def test_overfits_one_batch():
     assert float(m.loss(inp, tgt).loss.detach()) < 0.1 * first
 
 
+@pytest.mark.parametrize("chunk", [4, 1])  # chunk 1: 23 chunks, two scan blocks
 @pytest.mark.parametrize("memory_size", [25, 0])
-@pytest.mark.parametrize("cut", [1, 4, 9, 16])
-def test_causality_future_items_do_not_change_the_past(memory_size, cut):
-    m = _model(memory_size=memory_size)
+@pytest.mark.parametrize("cut", [1, 4, 9, 16, 20])
+def test_causality_future_items_do_not_change_the_past(memory_size, cut, chunk):
+    m = _model(memory_size=memory_size, chunk=chunk)
     x = _batch()
     y = x.clone()
     y[:, cut:] = torch.randint(
@@ -176,6 +184,38 @@ def test_chunked_dispatcher_equals_plain_reference(memory_size, seq):
     torch.testing.assert_close(fast[valid], ref[valid], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [1, 5, 16, 17, 40])
+def test_prefix_scan_equals_a_plain_loop(n):
+    """The blocked prefix log-sum-exp (several blocks of 16 chunks) against a per-chunk loop;
+    empty chunks (max NEG, no mass) at the start and in the middle."""
+    g = torch.Generator().manual_seed(n)
+    m = torch.randn(2, 3, n, generator=g) * 5
+    z = torch.rand(2, 3, n, generator=g) + 0.1
+    s = torch.randn(2, 3, n, 4, generator=g)
+    for j in (0, n // 2):
+        m[..., j], z[..., j], s[..., j, :] = NEG, 0.0, 0.0
+    big, zz, ss = prefix_softmax_states(m, z, s)
+    for c in range(n):
+        if c == 0 or (m[..., :c] == NEG).all():
+            assert (zz[..., c] == 0).all() and (ss[..., c, :] == 0).all()
+            continue
+        top = m[..., :c].amax(-1)
+        w = torch.exp(m[..., :c] - top.unsqueeze(-1))
+        torch.testing.assert_close(big[..., c], top)
+        # compare the normalised states (what the experts read)
+        ref = (w.unsqueeze(-1) * s[..., :c, :]).sum(-2) / (w * z[..., :c]).sum(-1).unsqueeze(-1)
+        got = ss[..., c, :] / zz[..., c].unsqueeze(-1)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_length_and_bf16_inputs():
+    m = _model()
+    assert m(torch.zeros(2, 0, dtype=torch.long)).hidden.shape == (2, 0, D)
+    with torch.no_grad():
+        h = m.to(torch.bfloat16)(_batch()).hidden
+    assert h.dtype == torch.bfloat16 and torch.isfinite(h).all()
+
+
 @pytest.mark.parametrize("side,k", [(5, 3), (4, 4), (7, 1)])
 def test_product_key_retrieval_equals_brute_force_top_k(side, k):
     torch.manual_seed(side * 10 + k)
@@ -225,7 +265,16 @@ def test_rejects_bad_inputs_and_configs():
         m(torch.tensor([[1, 2, 0, 3]]))
     with pytest.raises(ValueError, match="max_len"):
         m(torch.ones(1, 41, dtype=torch.long))
-    for bad in (dict(experts=0), dict(chunk=0), dict(memory_size=24), dict(memory_dim=5)):
+    with pytest.raises(ValueError, match="item ids must be in"):
+        m(torch.tensor([[3, -1, 4]]))
+    bad_cfgs = (
+        dict(experts=0),
+        dict(chunk=0),
+        dict(memory_size=24),
+        dict(memory_size=-4),
+        dict(memory_dim=5),
+    )
+    for bad in bad_cfgs:
         with pytest.raises(ValueError, match="elastic"):
             check_elastic_config(_cfg(**bad))
     with pytest.raises(ValueError, match="memory_size"):

@@ -65,6 +65,72 @@ from reelrec.models.sasrec import Dropout, SASRec, SASRecConfig, SASRecOutput
 
 #: stands in for -inf in the running log-sum-exp (exp(NEG - x) underflows to exactly 0)
 NEG = -1e30
+#: chunks per block of the prefix scan: within a block the prefix sums are one masked matrix
+#: product, across blocks a loop carries them (n / SCAN_BLOCK steps; affects rounding only)
+SCAN_BLOCK = 16
+
+
+def prefix_softmax_states(
+    m: torch.Tensor, z: torch.Tensor, s: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exclusive prefix log-sum-exp over chunks: what each chunk's experts see before it.
+
+    For chunk statistics ``m_j`` (max logit), ``z_j = sum exp(a - m_j)`` and ``s_j = sum
+    exp(a - m_j) v`` returns, for every chunk c, ``G_c = max_{j<c} m_j`` (NEG when c = 0),
+    ``Z_c = sum_{j<c} exp(m_j - G_c) z_j`` and ``S_c = sum_{j<c} exp(m_j - G_c) s_j``. Every
+    exponent is <= 0, so nothing overflows; chunk c's values depend only on chunks < c (future
+    chunks enter only as exact zeros).
+
+    Args:
+        m: float32 (..., n); z: float32 (..., n); s: float32 (..., n, d).
+
+    Returns:
+        (G (..., n), Z (..., n), S (..., n, d)).
+    """
+    n = m.shape[-1]
+    g = min(SCAN_BLOCK, max(n, 1))
+    nb = -(-n // g)
+    pad = nb * g - n
+    if pad:
+        m = F.pad(m, (0, pad), value=NEG)
+        z = F.pad(z, (0, pad))
+        s = F.pad(s, (0, 0, 0, pad))
+    m = m.unflatten(-1, (nb, g))
+    z = z.unflatten(-1, (nb, g))
+    s = s.unflatten(-2, (nb, g))
+    inc = m.cummax(-1).values  # inclusive max within each block
+    g_loc = torch.cat([torch.full_like(inc[..., :1], NEG), inc[..., :-1]], -1)
+    before = torch.ones(g, g, dtype=torch.bool, device=m.device).tril(-1)  # j < c
+    diff = (m.unsqueeze(-2) - g_loc.unsqueeze(-1)).masked_fill(~before, float("-inf"))
+    w = torch.exp(diff)  # (..., nb, g[c], g[j]), <= 1
+    z_loc = (w * z.unsqueeze(-2)).sum(-1)
+    s_loc = w @ s
+    m_blk = inc[..., -1]  # (..., nb)
+    wb = torch.exp(m - m_blk.unsqueeze(-1))
+    z_blk = (wb * z).sum(-1)
+    s_blk = (wb.unsqueeze(-1) * s).sum(-2)
+    carry_m = torch.full_like(m_blk[..., 0], NEG)
+    carry_z = torch.zeros_like(z_blk[..., 0])
+    carry_s = torch.zeros_like(s_blk[..., 0, :])
+    outs_m, outs_z, outs_s = [], [], []
+    for b in range(nb):
+        top = torch.maximum(carry_m.unsqueeze(-1), g_loc[..., b, :])  # (..., g)
+        a_c = torch.exp(carry_m.unsqueeze(-1) - top)
+        a_l = torch.exp(g_loc[..., b, :] - top)
+        outs_m.append(top)
+        outs_z.append(carry_z.unsqueeze(-1) * a_c + z_loc[..., b, :] * a_l)
+        outs_s.append(
+            carry_s.unsqueeze(-2) * a_c.unsqueeze(-1) + s_loc[..., b, :, :] * a_l.unsqueeze(-1)
+        )
+        top_b = torch.maximum(carry_m, m_blk[..., b])
+        a_c, a_b = torch.exp(carry_m - top_b), torch.exp(m_blk[..., b] - top_b)
+        carry_s = carry_s * a_c.unsqueeze(-1) + s_blk[..., b, :] * a_b.unsqueeze(-1)
+        carry_z = carry_z * a_c + z_blk[..., b] * a_b
+        carry_m = top_b
+    G = torch.cat(outs_m, -1)[..., :n]
+    Z = torch.cat(outs_z, -1)[..., :n]
+    S = torch.cat(outs_s, -2)[..., :n, :]
+    return G, Z, S
 
 
 @dataclass
@@ -88,8 +154,8 @@ def check_elastic_config(cfg: ElasticConfig) -> None:
     if cfg.chunk < 1:
         raise ValueError(f"elastic.chunk must be >= 1, got {cfg.chunk}")
     if cfg.memory_size:
-        s = math.isqrt(cfg.memory_size)
-        if s * s != cfg.memory_size or s < cfg.experts:
+        s = math.isqrt(max(cfg.memory_size, 0))
+        if cfg.memory_size < 0 or s * s != cfg.memory_size or s < cfg.experts:
             raise ValueError(
                 "elastic.memory_size must be 0 or a perfect square s^2 with s >= elastic.experts "
                 f"({cfg.experts}), got {cfg.memory_size}"
@@ -208,7 +274,9 @@ class DispatcherAttention(nn.Module):
             float (B, L, D); position t depends only on positions <= t.
         """
         b, seq, dim = x.shape
-        c = self.chunk
+        if seq == 0:
+            return self.out(x)
+        c = min(self.chunk, seq)  # one chunk either way; no cost beyond L
         n = -(-seq // c)
         pad = n * c - seq
         if pad:
@@ -235,32 +303,24 @@ class DispatcherAttention(nn.Module):
             # into the rounding)
             prev_cnt = F.pad(cnt.cumsum(1), (1, 0))[:, :-1]  # items before each chunk
             prev_sum = F.pad(tot.cumsum(1), (0, 0, 1, 0))[:, :-1]
-            mean = prev_sum / prev_cnt.clamp_min(1).unsqueeze(-1)
+            mean = (prev_sum / prev_cnt.clamp_min(1).unsqueeze(-1)).to(x.dtype)
             p, mem = self.memory(mean, prev_cnt > 0)  # (B, n, k), (B, n, k, D)
             p = p.float().unsqueeze(1).expand(b, self.heads, n, self.k)
             mem = self._split(mem).float()  # (B, H, n, k, d)
-        # running log-sum-exp over the chunks before c, then the memory term
-        run_m = torch.full_like(m[:, :, 0], NEG)
-        run_z = torch.zeros_like(z[:, :, 0])
-        run_s = torch.zeros_like(s[:, :, 0])
-        states, alive = [], []
-        for j in range(n):
-            if self.memory is not None:
-                top = torch.maximum(run_m, p[:, :, j])
-                a_run, a_mem = torch.exp(run_m - top), torch.exp(p[:, :, j] - top)
-                num = run_s * a_run.unsqueeze(-1) + mem[:, :, j] * a_mem.unsqueeze(-1)
-                den = run_z * a_run + a_mem
-            else:
-                num, den = run_s, run_z
-            states.append(num / den.clamp_min(1e-30).unsqueeze(-1))
-            alive.append(den > 0)
-            top = torch.maximum(run_m, m[:, :, j])
-            a_run, a_new = torch.exp(run_m - top), torch.exp(m[:, :, j] - top)
-            run_s = run_s * a_run.unsqueeze(-1) + s[:, :, j] * a_new.unsqueeze(-1)
-            run_z = run_z * a_run + z[:, :, j] * a_new
-            run_m = top
-        experts = torch.stack(states, 2).to(x.dtype)  # (B, H, n, k, d)
-        expert_ok = torch.stack(alive, 2)  # (B, H, n, k)
+        # prefix log-sum-exp over the chunks before c (B, H, k, n ...), then the memory term
+        run_m, run_z, run_s = prefix_softmax_states(
+            m.transpose(2, 3), z.transpose(2, 3), s.transpose(2, 3)
+        )
+        run_m, run_z, run_s = run_m.transpose(2, 3), run_z.transpose(2, 3), run_s.transpose(2, 3)
+        if self.memory is not None:
+            top = torch.maximum(run_m, p)
+            a_run, a_mem = torch.exp(run_m - top), torch.exp(p - top)
+            num = run_s * a_run.unsqueeze(-1) + mem * a_mem.unsqueeze(-1)
+            den = run_z * a_run + a_mem
+        else:
+            num, den = run_s, run_z
+        experts = (num / den.clamp_min(1e-30).unsqueeze(-1)).to(x.dtype)  # (B, H, n, k, d)
+        expert_ok = den > 0  # (B, H, n, k)
         experts = experts.permute(0, 2, 3, 1, 4).reshape(b, n, self.k, dim)
         ek, ev = (self._split(t) for t in self.expert_kv(experts).chunk(2, dim=-1))
 
@@ -314,6 +374,8 @@ class Elastic(SASRec):
             ValueError: L > max_len, ids outside 0..V, or padding after a real item.
         """
         seq = items.shape[1]
+        if items.numel() and (int(items.min()) < 0 or int(items.max()) > self.num_items):
+            raise ValueError(f"item ids must be in 0..{self.num_items}")
         valid = items > 0
         lengths = valid.sum(1, keepdim=True)
         ar = torch.arange(seq, device=items.device).unsqueeze(0)
