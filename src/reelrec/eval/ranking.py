@@ -143,14 +143,20 @@ def evaluate_next_item(
     targets: torch.Tensor,
     ks: tuple[int, ...] = (5, 10, 20),
     batch_size: int = 512,
+    by_length: bool = False,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Full-ranking next-item metrics of a scorer over evaluation instances.
 
     Args:
         score_all: ``history (B, L) -> scores (B, V + 1)``.
-        history: int64 (n, L); targets: int64 (n,) (-1 = out of vocabulary, counted as a miss).
+        history: int64 (n, L) left-padded; targets: int64 (n,) (-1 = out of vocabulary,
+            counted as a miss).
         ks: cutoffs.
         batch_size: instances scored at once.
+        by_length: score instances in order of history length, each batch cut to its longest
+            history (only for scorers whose output does not depend on left padding; ranks are
+            returned in the input order). Saves most of the work when L is large and most
+            histories are short (ML-1M over the whole history: 2,400 columns, median 96 items).
 
     Returns:
         ``(metrics, ranks)``: ``hr@k``, ``recall@k``, ``ndcg@k``, ``mrr@k``, ``mrr`` averaged
@@ -162,12 +168,24 @@ def evaluate_next_item(
     if len(targets) == 0:
         raise ValueError("no evaluation instances")
     ranks = []
+    order = None
+    if by_length:  # similar lengths together; leading all-padding columns dropped per batch
+        lengths = (history > 0).sum(1)
+        order = torch.argsort(lengths, stable=True)
+        history, targets = history[order], targets[order]
     with torch.no_grad():
         for start in range(0, len(targets), batch_size):
             sl = slice(start, start + batch_size)
-            scores = score_all(history[sl])
+            batch = history[sl]
+            if by_length:
+                width = max(int((batch > 0).sum(1).max()), 1)
+                batch = batch[:, batch.shape[1] - width :]
+            scores = score_all(batch)
             ranks.append(target_ranks(scores, targets[sl]))
-    all_ranks = torch.cat(ranks).numpy()
+    all_ranks = torch.cat(ranks)
+    if order is not None:
+        all_ranks = torch.empty_like(all_ranks).scatter_(0, order, all_ranks)
+    all_ranks = all_ranks.numpy()
     metrics = metrics_from_ranks(all_ranks, ks)
     metrics["n_instances"] = int(len(all_ranks))
     metrics["oov_targets"] = int((targets < 1).sum())
@@ -208,7 +226,8 @@ def evaluate_model(
     models because ranks beyond the list are unknown.
     """
     if hasattr(model, "score_all"):
-        return evaluate_next_item(model.score_all, history, targets, ks, batch_size)
+        by_length = bool(getattr(model, "padding_invariant", False))
+        return evaluate_next_item(model.score_all, history, targets, ks, batch_size, by_length)
     if len(targets) == 0:
         raise ValueError("no evaluation instances")
     k = max(ks)

@@ -352,6 +352,9 @@ class Elastic(SASRec):
     """
 
     cfg: ElasticConfig
+    #: outputs do not depend on left padding (rotation to the first item), so evaluation may
+    #: batch histories by length and drop padding columns
+    padding_invariant = True
 
     def __init__(self, num_items: int, cfg: ElasticConfig) -> None:
         check_elastic_config(cfg)
