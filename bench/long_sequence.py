@@ -270,16 +270,28 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 8192])
-    p.add_argument("--models", nargs="+", default=["sasrec", "elastic"])
-    p.add_argument("--modes", nargs="+", default=["train", "infer"])
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 8192], help="L")
+    p.add_argument(
+        "--models", nargs="+", default=["sasrec", "elastic"], choices=["sasrec", "elastic"]
+    )
+    p.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
     p.add_argument("--batch", type=int, default=4, help="sequences per step")
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--mem-cap-gb", type=float, default=12.0, help="CPU address-space cap")
-    p.add_argument("--run", type=Path, default=ROOT / "runs" / "bench" / "ml-1m")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument(
+        "--mem-cap-gb", type=float, default=12.0, help="CPU address-space cap per measurement"
+    )
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=ROOT / "runs" / "bench" / "ml-1m",
+        help="run folder with prepared ML-1M data (prepared there when missing)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="results JSON (plot beside it)")
     p.add_argument("--one", nargs=3, metavar=("MODEL", "L", "MODE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from reelrec.cli.registry import resolve_config
 from reelrec.cli.train import train_model
+from reelrec.config import ConfigError
 from reelrec.io import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,13 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        epilog="Extra --section.key=value arguments override the frozen SASRec configs.",
+        epilog="Extra --section.key=value arguments override the frozen configs (SASRec or "
+        "ELASTIC, whichever --model names).",
     )
     p.add_argument(
         "--dataset", nargs="+", default=["amazon-beauty", "ml-1m"], help="datasets to run"
     )
     p.add_argument(
         "--out", type=Path, default=ROOT / "runs" / "bench", help="run folders (resumable)"
+    )
+    p.add_argument(
+        "--results", type=Path, default=RESULTS, help="results JSON the rows are merged into"
     )
     p.add_argument("--model", default="sasrec", choices=["sasrec", "elastic"])
     p.add_argument("--variant", default="", help="config suffix, e.g. full")
@@ -49,12 +54,26 @@ def main(argv: list[str] | None = None) -> int:
     default_label = args.model + (f"-{args.variant}" if args.variant else "")
     args.label = args.label or default_label
     results: dict = {}
+
+    def config_of(dataset: str) -> str:
+        return f"configs/{args.model}-{dataset}" + (f"-{args.variant}" if args.variant else "")
+
+    try:  # every config is checked before any work starts
+        configs = {
+            d: resolve_config(
+                str(ROOT / f"{config_of(d)}.yaml"), [*overrides, f"--name={args.label}"]
+            )
+            for d in args.dataset
+        }
+    except ConfigError as exc:
+        print(f"bench/sasrec.py: error: {exc}", file=sys.stderr)
+        return 2
     for dataset in args.dataset:
         run = args.out / dataset
         label_arg = [] if args.label == default_label else [f"--label {args.label}"]
         model_arg = [] if args.model == "sasrec" else [f"--model {args.model}"]
         variant_arg = [f"--variant {args.variant}"] if args.variant else []
-        config = f"configs/{args.model}-{dataset}" + (f"-{args.variant}" if args.variant else "")
+        config = config_of(dataset)
         command = " ".join(
             [".venv/bin/python bench/sasrec.py --dataset", dataset, *model_arg, *variant_arg]
             + [*label_arg, *overrides]
@@ -62,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = {}
         for model in ("popularity", args.model):
             if model == args.model:
-                cfg = resolve_config(
-                    str(ROOT / f"{config}.yaml"), [*overrides, f"--name={args.label}"]
-                )
+                cfg = configs[dataset]
             else:
                 cfg = resolve_config("popularity", [f"--data.dataset={dataset}"])
             m = train_model(run, cfg, resume=True)
@@ -88,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             rows[args.label if model == args.model else model] = row
         # re-read: another bench may have written meanwhile; keep its rows
-        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        results = json.loads(args.results.read_text()) if args.results.exists() else {}
         results.setdefault(dataset, {}).update(rows)
-        atomic_write_json(RESULTS, results)
+        atomic_write_json(args.results, results)
     print(f"\n{'dataset':<14} {'model':<12} {'recall@10':>9} {'ndcg@10':>8} {'s/epoch':>8}")
     for dataset, rows in results.items():
         for model, r in rows.items():
@@ -102,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{dataset:<14} {'RecBole':<12} {pr['recall@10']:>9.4f} {pr['ndcg@10']:>8.4f} {pr['s_per_epoch']:>8}"
             )
-    print(f"\nwrote {RESULTS}")
+    print(f"\nwrote {args.results}")
     return 0
 
 

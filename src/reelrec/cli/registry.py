@@ -344,4 +344,5 @@ RESUMABLE_CHANGES = (
     "train.progress",
     "train.threads",
     "train.patience",
+    "train.eval_batch_size",
 )

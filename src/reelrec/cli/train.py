@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         "onerec-v2 and tiger (OneRec with TIGER's setup, saved as RUN/models/tiger) read "
         "semantic IDs from RUN/tokenizer (tiger: RUN/tokenizer-rq-vae), made by reelrec "
         "encode, align and tokenize; they are set by --onerec.KEY=VALUE "
-        "(docs/generative-retrieval.md).",
+        "(docs/generative-retrieval.md). ELASTIC (preset elastic: SASRec's RecBole defaults, "
+        "max_len 50; frozen long-history configs in configs/elastic-*.yaml) is set by "
+        "--elastic.KEY=VALUE (docs/long-sequences.md). --train.progress=false hides the "
+        "progress bar; --train.threads=N sets torch's CPU threads.",
     )
     p.add_argument("config", help="preset name or path to a YAML config")
     p.add_argument("--run", required=True, type=Path, help="run folder (RUN)")

@@ -27,8 +27,9 @@ let a position see later items, so the dispatcher is made causal, *chunked*):
     * The sequence is cut into chunks of ``chunk`` items, counted from the user's first item.
     * Expert e's state at chunk c is a softmax-weighted average over its retrieved memory vector
       (score: the product-key score of the slot) and every item of the chunks *before* c (score:
-      the expert's query against the item's key). The sums are carried across chunks with a
-      running log-sum-exp (one pass, exact, O(L * k * D)).
+      the expert's query against the item's key). The sums are carried across chunks by an
+      exact prefix log-sum-exp (:func:`prefix_softmax_states`: a masked matrix product inside
+      blocks of 16 chunks, a loop across blocks; O(L * k * D)).
     * The memory query of chunk c is the mean of the layer's input over the items before chunk c
       (a learned query when there are none), so retrieval never sees the chunk's own items.
     * A position in chunk c attends, in one softmax, to the k experts of chunk c and causally to
@@ -42,7 +43,7 @@ Deviations and interpretations, and why:
     * Experts are initialised from the memory as an extra softmax term (value: the retrieved
       vector; score: its product-key score), so the sequence refines the retrieved interest and
       the product keys get gradients through the softmax; the experts' *queries* are learned per
-      layer (not retrieved), which is what makes the one-pass running sums possible.
+      layer (not retrieved), which is what lets one prefix scan serve every chunk.
     * The experts read the items through the same key/value projections as the local attention;
       the expert states get their own key/value projection for the read-back.
     * One memory bank per block; sizes default to a laptop (k 8 experts, chunks of 32, 1,024
@@ -50,6 +51,11 @@ Deviations and interpretations, and why:
     * Internally each sequence is rotated so that its first item is at position 0 (inputs are
       left-padded); outputs are rotated back. Outputs therefore do not depend on the amount of
       left padding, and a position's output does not depend on later items.
+
+Cost, measured (README "Long user histories"; ``bench/long_sequence.py``): on one H200, the
+saving in memory grows with L (87% in training at L = 8,192); time per step is below
+SASRec's only from L = 8,192, because at short L the many small kernels, not the arithmetic,
+set the time.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
     patience: int = 10  # epochs without validation improvement before stopping (>= 1)
     metric: str = "ndcg@10"  # validation metric for early stopping and model selection
-    eval_batch_size: int = 1024  # instances scored at once in evaluation
+    eval_batch_size: int = 1024  # unused (eval.batch_size sets this); kept so old configs load
     seed: int = 2024  # seed for initialisation, shuffling and dropout
     max_minutes: float = 0.0  # wall-clock budget for training in minutes; 0 = none
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
