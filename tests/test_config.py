@@ -71,4 +71,7 @@ def test_frozen_configs_load():
     assert files
     for f in files:
         cfg = resolve_config(str(f), [])
-        assert cfg.model == "sasrec"
+        assert cfg.model == f.name.split("-")[0]  # configs/<model>-<dataset>[-variant].yaml
+        assert cfg.data.dataset in f.name
+        text = f.read_text()
+        assert "# Command:" in text and "frozen" in text  # STYLE.md: date, table, command
