@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_checks import assert_gradients_reach_every_parameter, overfit
 from torch.utils.flop_counter import FlopCounterMode
 
 from reelrec.models.elastic import (
@@ -69,21 +70,13 @@ def test_loss_finite_and_gradients_reach_every_parameter(memory_size):
     out = m.loss(x[:, :-1], x[:, 1:])
     assert torch.isfinite(out.loss)
     out.loss.backward()
-    for name, p in m.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert_gradients_reach_every_parameter(m)
 
 
 def test_overfits_one_batch():
-    m = _model().train()
-    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     x = _batch(length=15)
-    inp, tgt = x[:, :-1], x[:, 1:]
-    first = float(m.loss(inp, tgt).loss.detach())
-    for _ in range(150):
-        opt.zero_grad()
-        m.loss(inp, tgt).loss.backward()
-        opt.step()
-    assert float(m.loss(inp, tgt).loss.detach()) < 0.1 * first
+    first, last = overfit(_model().train(), x[:, :-1], x[:, 1:])
+    assert last < 0.1 * first
 
 
 @pytest.mark.parametrize("chunk", [4, 1])  # chunk 1: 23 chunks, two scan blocks

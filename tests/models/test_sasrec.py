@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_checks import assert_gradients_reach_every_parameter, overfit
 
 from reelrec.models.popularity import Popularity
 from reelrec.models.sasrec import SASRec, SASRecConfig
@@ -41,20 +42,13 @@ def test_loss_finite_and_gradients_reach_every_parameter(loss):
     out = m.loss(*_batch(), generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out.loss) and loss in out.parts
     out.loss.backward()
-    for name, p in m.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert_gradients_reach_every_parameter(m)
 
 
 def test_overfits_one_batch():
     m = _model().train()
-    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     inp, tgt = _batch()
-    first = float(m.loss(inp, tgt).loss.detach())
-    for _ in range(150):
-        opt.zero_grad()
-        m.loss(inp, tgt).loss.backward()
-        opt.step()
-    last = float(m.loss(inp, tgt).loss.detach())
+    first, last = overfit(m, inp, tgt)
     assert last < 0.1 * first
     m.eval()
     preds = m(inp).hidden @ m.item_emb.weight.T

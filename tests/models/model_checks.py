@@ -1,0 +1,23 @@
+"""Checks shared by the tiny-config model tests (STYLE.md: gradients reach every parameter, a
+few steps overfit one batch)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def assert_gradients_reach_every_parameter(model: torch.nn.Module) -> None:
+    """After a backward pass: every parameter has a non-zero gradient (names the ones that don't)."""
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert missing == []
+
+
+def overfit(model, inputs: torch.Tensor, targets: torch.Tensor, steps: int = 150, lr: float = 1e-2):
+    """Adam steps on one batch of ``model.loss(inputs, targets)``; returns (first, last) loss."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    first = float(model.loss(inputs, targets).loss.detach())
+    for _ in range(steps):
+        opt.zero_grad()
+        model.loss(inputs, targets).loss.backward()
+        opt.step()
+    return first, float(model.loss(inputs, targets).loss.detach())
