@@ -76,6 +76,25 @@ NEG = -1e30
 SCAN_BLOCK = 16
 
 
+def merge_softmax_states(
+    m1: torch.Tensor,
+    z1: torch.Tensor,
+    s1: torch.Tensor,
+    m2: torch.Tensor,
+    z2: torch.Tensor,
+    s2: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Combine two partial softmax sums, each kept relative to its own max logit.
+
+    ``(m, z, s)`` stands for ``z = sum exp(a - m)`` and ``s = sum exp(a - m) v`` over some set
+    of logits ``a``; the result is the same for the union of both sets, relative to
+    ``max(m1, m2)`` (every exponent <= 0). ``m``, ``z``: float (...); ``s``: float (..., d).
+    """
+    top = torch.maximum(m1, m2)
+    a1, a2 = torch.exp(m1 - top), torch.exp(m2 - top)
+    return top, z1 * a1 + z2 * a2, s1 * a1.unsqueeze(-1) + s2 * a2.unsqueeze(-1)
+
+
 def prefix_softmax_states(
     m: torch.Tensor, z: torch.Tensor, s: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -120,19 +139,17 @@ def prefix_softmax_states(
     carry_s = torch.zeros_like(s_blk[..., 0, :])
     outs_m, outs_z, outs_s = [], [], []
     for b in range(nb):
-        top = torch.maximum(carry_m.unsqueeze(-1), g_loc[..., b, :])  # (..., g)
-        a_c = torch.exp(carry_m.unsqueeze(-1) - top)
-        a_l = torch.exp(g_loc[..., b, :] - top)
+        # chunks of block b: everything in earlier blocks, then the block's own earlier chunks
+        top, zz, ss = merge_softmax_states(
+            carry_m.unsqueeze(-1), carry_z.unsqueeze(-1), carry_s.unsqueeze(-2),
+            g_loc[..., b, :], z_loc[..., b, :], s_loc[..., b, :, :],
+        )  # fmt: skip
         outs_m.append(top)
-        outs_z.append(carry_z.unsqueeze(-1) * a_c + z_loc[..., b, :] * a_l)
-        outs_s.append(
-            carry_s.unsqueeze(-2) * a_c.unsqueeze(-1) + s_loc[..., b, :, :] * a_l.unsqueeze(-1)
+        outs_z.append(zz)
+        outs_s.append(ss)
+        carry_m, carry_z, carry_s = merge_softmax_states(
+            carry_m, carry_z, carry_s, m_blk[..., b], z_blk[..., b], s_blk[..., b, :]
         )
-        top_b = torch.maximum(carry_m, m_blk[..., b])
-        a_c, a_b = torch.exp(carry_m - top_b), torch.exp(m_blk[..., b] - top_b)
-        carry_s = carry_s * a_c.unsqueeze(-1) + s_blk[..., b, :] * a_b.unsqueeze(-1)
-        carry_z = carry_z * a_c + z_blk[..., b] * a_b
-        carry_m = top_b
     G = torch.cat(outs_m, -1)[..., :n]
     Z = torch.cat(outs_z, -1)[..., :n]
     S = torch.cat(outs_s, -2)[..., :n, :]
@@ -211,14 +228,6 @@ class ProductKeyMemory(nn.Module):
         scores, flat = cand.flatten(-2).topk(self.topk, dim=-1)
         slots = i1.gather(-1, flat // self.topk) * self.side + i2.gather(-1, flat % self.topk)
         return scores, slots
-
-    def brute_force(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reference for :meth:`retrieve`: scores every slot, then top-k (tests only)."""
-        half = q.shape[-1] // 2
-        s1 = q[..., :half] @ self.sub_keys[0].T
-        s2 = q[..., half:] @ self.sub_keys[1].T
-        full = (s1.unsqueeze(-1) + s2.unsqueeze(-2)).flatten(-2)  # slot i*s + j
-        return full.topk(self.topk, dim=-1)
 
     def forward(self, prefix_mean: torch.Tensor, has_prefix: torch.Tensor):
         """Retrieve each chunk's initial experts.
@@ -318,11 +327,8 @@ class DispatcherAttention(nn.Module):
             m.transpose(2, 3), z.transpose(2, 3), s.transpose(2, 3)
         )
         run_m, run_z, run_s = run_m.transpose(2, 3), run_z.transpose(2, 3), run_s.transpose(2, 3)
-        if self.memory is not None:
-            top = torch.maximum(run_m, p)
-            a_run, a_mem = torch.exp(run_m - top), torch.exp(p - top)
-            num = run_s * a_run.unsqueeze(-1) + mem * a_mem.unsqueeze(-1)
-            den = run_z * a_run + a_mem
+        if self.memory is not None:  # the memory vector: one more term of each expert's softmax
+            _, den, num = merge_softmax_states(run_m, run_z, run_s, p, torch.ones_like(p), mem)
         else:
             num, den = run_s, run_z
         experts = (num / den.clamp_min(1e-30).unsqueeze(-1)).to(x.dtype)  # (B, H, n, k, d)
