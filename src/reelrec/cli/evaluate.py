@@ -8,7 +8,9 @@ from pathlib import Path
 
 from reelrec.cli.common import load_prepared, read_json, sequences_for
 from reelrec.cli.registry import MODELS, ExperimentConfig, semantic_ids_digest
-from reelrec.config import from_yaml
+from reelrec.cli.train import ranking_data
+from reelrec.config import from_yaml, to_yaml
+from reelrec.eval.ctr import evaluate_ctr
 from reelrec.eval.ranking import evaluate_model
 from reelrec.eval.report import write_report
 from reelrec.io import atomic_write_json, run_metadata
@@ -20,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reelrec evaluate",
         description="Reload each RUN/models/NAME from model.safetensors + config.yaml, rank "
-        "all items for every test instance, and write RUN/metrics.json, RUN/report.md and "
+        "all items for every test instance (ranking models: AUC, GAUC and LogLoss per task on the "
+        "test impressions), and write RUN/metrics.json, RUN/report.md and "
         "RUN/plots/training_curves.png.",
     )
     p.add_argument("run", type=Path, help="run folder (RUN)")
@@ -61,9 +64,22 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
                 "since it was trained (retrain it with --no-resume)"
             )
             continue
-        if cfg.max_len not in cache:
-            cache[cfg.max_len] = sequences_for(prep, cfg.max_len)
-        data = cache[cfg.max_len]
+        key = (
+            ("ranking", to_yaml(cfg.features), cfg.ranking.tasks)
+            if cfg.ranking_model
+            else cfg.max_len
+        )
+        try:
+            if key not in cache:
+                cache[key] = (
+                    ranking_data(prep, cfg, run_dir)
+                    if cfg.ranking_model
+                    else sequences_for(prep, cfg.max_len)
+                )
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            log(f"warning: skipping {folder.name}: {exc}")
+            continue
+        data = cache[key]
         try:
             model = MODELS[cfg.model].build(cfg, data, run_dir)
             load_model(model, folder / "model.safetensors")
@@ -71,6 +87,20 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
             log(f"warning: skipping {folder.name}: {exc}")
             continue
         model.eval()
+        if cfg.ranking_model:
+            test = evaluate_ctr(model, data, 2)
+            models[folder.name] = {
+                k: v for k, v in test.items() if k not in ("tasks", "n") and "/n" not in k
+            }
+            detail = (
+                read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
+            )
+            detail.update(test=test, ranking=True)
+            details[folder.name] = detail
+            hist = folder / "history.json"
+            histories[folder.name] = read_json(hist) if hist.exists() else []
+            log(f"{folder.name}: test mean AUC {test['auc']:.4f}  GAUC {test['gauc']:.4f}")
+            continue
         test, _ = evaluate_model(
             model,
             data.test.history,

@@ -14,7 +14,12 @@ import torch
 from torch import nn
 
 from reelrec.config import ConfigError, apply_overrides, from_yaml
+from reelrec.data.ctr import CTRData, FeatureConfig
 from reelrec.data.sequences import SequenceData, item_side_features
+from reelrec.models.can import CAN, CANConfig
+from reelrec.models.ctr import CTRSchema, RankingConfig
+from reelrec.models.deepfm import DeepFM
+from reelrec.models.din import DIN, DINConfig
 from reelrec.models.elastic import Elastic, ElasticConfig, check_elastic_config
 from reelrec.models.onerec import OneRec, OneRecConfig, check_onerec_config
 from reelrec.models.popularity import Popularity, PopularityConfig
@@ -52,6 +57,15 @@ class ExperimentConfig:
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
     onerec: OneRecConfig = field(default_factory=OneRecConfig)  # onerec, onerec-v2 (and tiger)
     elastic: ElasticConfig = field(default_factory=ElasticConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)  # can, din, deepfm
+    ranking: RankingConfig = field(default_factory=RankingConfig)  # can, din, deepfm
+    din: DINConfig = field(default_factory=DINConfig)  # din, can
+    can: CANConfig = field(default_factory=CANConfig)
+
+    @property
+    def ranking_model(self) -> bool:
+        """True for the multi-task rankers (sections ``features``, ``ranking``, ``din``, ``can``)."""
+        return self.model in RANKING
 
     @property
     def run_name(self) -> str:
@@ -80,13 +94,15 @@ class ExperimentConfig:
 class ModelEntry:
     """How to build a model and whether it is trained by gradient descent."""
 
-    build: Callable[[ExperimentConfig, SequenceData, Path], nn.Module]
+    build: Callable[[ExperimentConfig, SequenceData | CTRData, Path], nn.Module]
     trainable: bool
     description: str
 
 
 #: models that generate semantic IDs (configured by the ``onerec`` section)
 GENERATIVE = ("onerec", "onerec-v2")
+#: multi-task rankers trained on impressions (sections ``features``, ``ranking``, ``din``, ``can``)
+RANKING = ("can", "din", "deepfm")
 
 
 def semantic_ids_digest(cfg: ExperimentConfig, run_dir: Path) -> str:
@@ -156,7 +172,26 @@ MODELS: dict[str, ModelEntry] = {
         trainable=True,
         description="OneRec-V2 lazy decoder-only generator of semantic IDs (arXiv 2508.20900)",
     ),
+    "can": ModelEntry(
+        build=lambda cfg, data, run_dir: CAN(CTRSchema.of(data), cfg.ranking, cfg.din, cfg.can),
+        trainable=True,
+        description="CAN co-action network, multi-task ranking (arXiv 2011.05625)",
+    ),
+    "din": ModelEntry(
+        build=lambda cfg, data, run_dir: DIN(CTRSchema.of(data), cfg.ranking, cfg.din),
+        trainable=True,
+        description="DIN deep interest network, multi-task ranking (arXiv 1706.06978)",
+    ),
+    "deepfm": ModelEntry(
+        build=lambda cfg, data, run_dir: DeepFM(CTRSchema.of(data), cfg.ranking),
+        trainable=True,
+        description="DeepFM, multi-task ranking (arXiv 1703.04247)",
+    ),
 }
+
+#: optimisation shared by the ranking presets: Adam 1e-3, batches of 512 impressions, early
+#: stopping on the mean validation AUC over the binary tasks (KuaiRand overfits after 3-6 epochs)
+_RANK_TRAIN = TrainConfig(lr=1e-3, batch_size=512, epochs=30, patience=3, metric="auc")
 
 #: optimisation shared by the generative presets: AdamW, 500 warmup steps, cosine decay
 _GEN_TRAIN = TrainConfig(
@@ -190,6 +225,9 @@ PRESETS: dict[str, ExperimentConfig] = {
     "onerec-v2": ExperimentConfig(model="onerec-v2", train=replace(_GEN_TRAIN)),
     # TIGER (arXiv 2305.05065) as a baseline: RQ-VAE semantic IDs, the last 20 items as one flat
     # sequence of code tokens, dense feed-forward layers, no pathways
+    "can": ExperimentConfig(model="can", train=replace(_RANK_TRAIN)),
+    "din": ExperimentConfig(model="din", train=replace(_RANK_TRAIN)),
+    "deepfm": ExperimentConfig(model="deepfm", train=replace(_RANK_TRAIN)),
     "tiger": ExperimentConfig(
         model="onerec",
         name="tiger",
@@ -275,6 +313,9 @@ def validate(cfg: ExperimentConfig) -> None:
         e.ks,
     )
     _check(e.batch_size >= 1, "eval.batch_size", ">= 1", e.batch_size)
+    if cfg.ranking_model:
+        _check_ranking(cfg)
+        return
     metric = re.fullmatch(r"(recall|hr|ndcg|mrr)@(\d+)|mrr", t.metric)
     _check(
         metric is not None, "train.metric", "one of recall@K, hr@K, ndcg@K, mrr@K, mrr", t.metric
@@ -315,6 +356,59 @@ def validate(cfg: ExperimentConfig) -> None:
             f">= the largest cutoff of eval.ks {e.ks} (the beam's items are the ranking)",
             cfg.onerec.beam,
         )
+
+
+def _check_ranking(cfg: ExperimentConfig) -> None:
+    """Check the sections of the multi-task rankers."""
+    import math
+
+    from reelrec.data.ctr import KUAIRAND_TASKS
+
+    r, f, c, t = cfg.ranking, cfg.features, cfg.can, cfg.train
+    metrics = ("auc", "gauc", *(f"{x}/{m}" for x in r.tasks for m in ("auc", "gauc")))
+    _check(t.metric in metrics, "train.metric", f"one of {', '.join(metrics)}", t.metric)
+    _check(r.embed_dim >= 1, "ranking.embed_dim", ">= 1", r.embed_dim)
+    _check(len(r.mlp) > 0 and min(r.mlp) >= 1, "ranking.mlp", "widths >= 1", r.mlp)
+    _check(0 <= r.dropout < 1, "ranking.dropout", "in [0, 1)", r.dropout)
+    unknown = [x for x in r.tasks if x not in KUAIRAND_TASKS]
+    _check(
+        len(r.tasks) > 0 and not unknown and len(set(r.tasks)) == len(r.tasks),
+        "ranking.tasks",
+        f"distinct names from {list(KUAIRAND_TASKS)}",
+        r.tasks,
+    )
+    _check(
+        r.task_weights == [] or len(r.task_weights) == len(r.tasks),
+        "ranking.task_weights",
+        f"[] or one weight per task ({len(r.tasks)})",
+        r.task_weights,
+    )
+    _check(
+        all(math.isfinite(w) and w >= 0 for w in r.task_weights)
+        and (sum(r.task_weights) > 0 or not r.task_weights),
+        "ranking.task_weights",
+        "finite weights >= 0, not all 0",
+        r.task_weights,
+    )
+    _check(r.watch_ratio_clip > 0, "ranking.watch_ratio_clip", "> 0", r.watch_ratio_clip)
+    _check(f.max_history >= 1, "features.max_history", ">= 1", f.max_history)
+    _check(
+        len(f.history_labels) > 0 and all(x in KUAIRAND_TASKS[:-1] for x in f.history_labels),
+        "features.history_labels",
+        f"a non-empty list of {list(KUAIRAND_TASKS[:-1])}",
+        f.history_labels,
+    )
+    _check(
+        len(cfg.din.attention_mlp) > 0 and min(cfg.din.attention_mlp) >= 1,
+        "din.attention_mlp",
+        "widths >= 1",
+        cfg.din.attention_mlp,
+    )
+    _check(c.orders >= 1, "can.orders", ">= 1", c.orders)
+    _check(len(c.layers) > 0 and min(c.layers) >= 1, "can.layers", "widths >= 1", c.layers)
+    _check(c.feed_dim >= 1, "can.feed_dim", ">= 1", c.feed_dim)
+    _check(c.activation in ("tanh", "none"), "can.activation", "'tanh' or 'none'", c.activation)
+    _check(all(p.count(":") == 1 for p in c.pairs), "can.pairs", "a list of 'field:feed'", c.pairs)
 
 
 def _check_sequence_model(s: str, m: SASRecConfig) -> None:

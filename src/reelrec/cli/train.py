@@ -17,13 +17,16 @@ from reelrec.cli.common import (
 from reelrec.cli.registry import (
     MODELS,
     PRESETS,
+    RANKING,
     RESUMABLE_CHANGES,
     ExperimentConfig,
     resolve_config,
     semantic_ids_digest,
     validate,
 )
-from reelrec.config import ConfigError, differences, from_yaml, to_yaml
+from reelrec.config import ConfigError
+from reelrec.data.ctr import CTRData, CTRTrainSet, kuairand_ctr
+from reelrec.eval.ctr import differences, evaluate_ctr, from_yaml, to_yaml
 from reelrec.eval.ranking import evaluate_model
 from reelrec.io import atomic_write_json, atomic_write_text, run_metadata
 from reelrec.training.checkpoint import save_model
@@ -49,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         "encode, align and tokenize; they are set by --onerec.KEY=VALUE "
         "(docs/generative-retrieval.md). ELASTIC (preset elastic: SASRec's RecBole defaults, "
         "max_len 50; frozen long-history configs in configs/elastic-*.yaml) is set by "
-        "--elastic.KEY=VALUE (docs/long-sequences.md). --train.progress=false hides the "
+        "--elastic.KEY=VALUE (docs/long-sequences.md). The rankers can, din and deepfm "
+        "(KuaiRand impressions; multi-task click, long_view, like, follow, comment, forward "
+        "and watch ratio; early stopping on the mean validation AUC) are set by "
+        "--features.KEY, --ranking.KEY, --din.KEY and --can.KEY (docs/ranking.md). --train.progress=false hides the "
         "progress bar; --train.threads=N sets torch's CPU threads.",
     )
     p.add_argument("config", help="preset name or path to a YAML config")
@@ -80,7 +86,9 @@ def train_model(
             f"{run_dir} was prepared for dataset {prepared_for!r} but the config says "
             f"data.dataset={cfg.data.dataset!r}; use another --run or --data.dataset={prepared_for}"
         )
-    data = sequences_for(prep, cfg.max_len, cfg.window_step)
+    data = ranking_data(prep, cfg, run_dir) if cfg.ranking_model else None
+    if data is None:
+        data = sequences_for(prep, cfg.max_len, cfg.window_step)
     torch.manual_seed(cfg.train.seed)  # initialisation; the loop seeds shuffling per epoch
     entry = MODELS[cfg.model]
     model = entry.build(cfg, data, run_dir)
@@ -107,6 +115,8 @@ def train_model(
     to_yaml(cfg, out / "config.yaml")
     if digest:
         atomic_write_text(digest_file, digest + "\n")
+    if cfg.ranking_model:
+        return _train_ranking(model, data, cfg, out, resume, log)
     ks = tuple(cfg.eval.ks)
 
     # beam search is costly: early stopping of generative models may look at a fixed random
@@ -165,6 +175,74 @@ def train_model(
         f"{cfg.run_name}: test recall@10 {t['recall@10']:.4f}  ndcg@10 {t['ndcg@10']:.4f} "
         f"over {t['n_instances']:,} instances ({t['oov_targets']:,} targets unseen in train) "
         f"-> {out}"
+    )
+    return metrics
+
+
+def ranking_data(prep, cfg: ExperimentConfig, run_dir: Path) -> CTRData:
+    """The impressions a ranking model trains on (KuaiRand only: the other datasets of the
+    registry have no logged impressions with labels).
+
+    Raises:
+        ConfigError: another dataset.
+    """
+    if cfg.data.dataset != "kuairand":
+        raise ConfigError(
+            f"data.dataset={cfg.data.dataset!r}: the ranking models ({', '.join(RANKING)}) train "
+            "on logged impressions with feedback labels; use --data.dataset=kuairand "
+            "(bench/ranking.py also runs them on the taobao, criteo and avazu samples)"
+        )
+    return kuairand_ctr(
+        prep.interactions,
+        prep.users,
+        cfg.features,
+        cfg.ranking.tasks,
+        run_dir,
+        cfg.ranking.watch_ratio_clip,
+    )
+
+
+def _train_ranking(
+    model: torch.nn.Module, data: CTRData, cfg: ExperimentConfig, out: Path, resume: bool, log
+) -> dict[str, object]:
+    """Fit a ranking model with early stopping on ``cfg.train.metric`` and write its metrics."""
+    t0 = time.perf_counter()
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        return {k: v for k, v in evaluate_ctr(m, data, 1).items() if k != "tasks"}
+
+    n_train = len(data.rows(0))
+    log(
+        f"training {cfg.run_name} on {cfg.data.dataset}: {n_train:,} impressions, "
+        f"{len(data.fields)} fields, {len(data.sequences)} sequences, tasks "
+        f"{', '.join(data.tasks)}; {sum(p.numel() for p in model.parameters()):,} parameters"
+    )
+    result = fit(model, CTRTrainSet(data), evaluate, cfg.train, out, resume=resume, log=log)
+    model.eval()
+    test = evaluate_ctr(model, data, 2)
+    seconds = sum(h["seconds"] for h in result.history)
+    metrics = {
+        "model": cfg.model,
+        "ranking": True,
+        "dataset": cfg.data.dataset,
+        "valid": evaluate_ctr(model, data, 1),
+        "test": test,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped": result.stopped,
+        "train_seconds": round(seconds, 2),
+        "train_samples_per_s": round(n_train * len(result.history) / max(seconds, 1e-9), 1),
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+        "fields": data.fields,
+        "sequences": data.sequences,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **run_metadata(),
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    log(
+        f"{cfg.run_name}: test mean AUC {test['auc']:.4f}, GAUC {test['gauc']:.4f}; "
+        + ", ".join(f"{t} AUC {m['auc']:.4f}" for t, m in test["tasks"].items() if "auc" in m)
+        + f" -> {out}"
     )
     return metrics
 

@@ -53,6 +53,30 @@ def plot_training_curves(
     return True
 
 
+def ranking_section(rankers: dict[str, dict[str, Any]]) -> list[str]:
+    """Report lines for the multi-task rankers: AUC / GAUC / LogLoss per task on test."""
+    lines = [
+        "",
+        "## Ranking models (test impressions)",
+        "",
+        "AUC over all test impressions; GAUC per user, impression-weighted, users with one "
+        "class left out (their number in brackets); LogLoss in nats. Watch ratio: MAE / RMSE.",
+        "",
+        "| model | task | AUC | GAUC (users left out) | LogLoss |",
+        "|---|---|---|---|---|",
+    ]
+    for name, d in rankers.items():
+        for task, m in d["test"]["tasks"].items():
+            if "auc" in m:
+                lines.append(
+                    f"| {name} | {task} | {m['auc']:.4f} | {m.get('gauc', float('nan')):.4f} "
+                    f"({m.get('gauc_excluded_users', '-')}) | {m['logloss']:.4f} |"
+                )
+            else:
+                lines.append(f"| {name} | {task} | MAE {m['mae']:.4f} | RMSE {m['rmse']:.4f} | - |")
+    return lines
+
+
 def write_report(
     run_dir: Path,
     metrics: dict[str, Any],
@@ -72,7 +96,10 @@ def write_report(
         Path of the report.
     """
     run_dir = Path(run_dir)
-    models = metrics["models"]
+    rankers = {n: d for n, d in details.items() if d.get("ranking")}
+    models = {n: m for n, m in metrics["models"].items() if n not in rankers}
+    details = {n: d for n, d in details.items() if n not in rankers}
+    histories = {n: h for n, h in histories.items() if n not in rankers}
     cols = [
         c
         for c in ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
@@ -114,10 +141,12 @@ def write_report(
         for n, d in details.items()
         if not histories.get(n) and "valid" in d
     }
-    if plot_training_curves(
+    if models and plot_training_curves(
         histories, baselines, "ndcg@10", run_dir / "plots" / "training_curves.png"
     ):
         lines += ["", "## Training curves", "", "![training curves](plots/training_curves.png)"]
+    if rankers:
+        lines += ranking_section(rankers)
     r = prepare_report
     if r:
         lines += [

@@ -96,6 +96,31 @@ def _length_bucketed_batches(
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
+class WindowTrainSet:
+    """Next-item training windows as :func:`fit` consumes them.
+
+    Any object with ``__len__``, ``batches(batch_size, generator) -> list of index tensors`` and
+    ``loss(model, idx, generator, device) -> output with .loss`` can be trained by :func:`fit`
+    (the ranking samples: :class:`reelrec.data.ctr.CTRTrainSet`).
+    """
+
+    def __init__(self, windows: torch.Tensor) -> None:
+        self.windows = windows
+        self.lengths = (windows > 0).sum(1)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def batches(self, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+        """Length-bucketed batches in random order (see :func:`_length_bucketed_batches`)."""
+        return _length_bucketed_batches(self.lengths, batch_size, gen)
+
+    def loss(self, model: nn.Module, idx: torch.Tensor, gen: torch.Generator, device) -> Any:
+        """``model.loss(inputs, targets)`` on the windows ``idx`` (leading padding trimmed)."""
+        batch = _trim_left_padding(self.windows[idx]).to(device, torch.long)
+        return model.loss(batch[:, :-1], batch[:, 1:], generator=gen)
+
+
 def lr_multiplier(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     """Learning-rate factor per optimizer step: linear warmup over ``cfg.warmup_steps`` steps,
     then constant or cosine decay to 0 at ``total_steps`` (``cfg.schedule``)."""
@@ -113,7 +138,7 @@ def lr_multiplier(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
 
 def fit(
     model: nn.Module,
-    train_windows: torch.Tensor,
+    train_windows: torch.Tensor | Any,
     evaluate: Callable[[nn.Module], dict[str, float]],
     cfg: TrainConfig,
     out_dir: Path,
@@ -125,7 +150,7 @@ def fit(
     Args:
         model: module with ``loss(inputs, targets, generator) -> (loss, parts)``.
         train_windows: int64 (n, L + 1) left-padded windows; inputs are ``[:, :-1]``, targets
-            ``[:, 1:]``.
+            ``[:, 1:]``; or any training set with the interface of :class:`WindowTrainSet`.
         evaluate: ``model -> validation metrics`` (must contain ``cfg.metric``); called in eval mode.
         cfg: settings.
         out_dir: receives ``model.safetensors`` (best), ``history.json`` and ``checkpoint/``.
@@ -140,14 +165,14 @@ def fit(
     """
     if len(train_windows) == 0:
         raise ValueError("no training windows")
+    train = train_windows if hasattr(train_windows, "batches") else WindowTrainSet(train_windows)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    lengths = (train_windows > 0).sum(1)
-    total_steps = math.ceil(len(train_windows) / cfg.batch_size) * cfg.epochs
+    total_steps = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
     if cfg.warmup_steps > total_steps // 2:
         log(
             f"warning: train.warmup_steps={cfg.warmup_steps} is more than half of the "
@@ -178,7 +203,7 @@ def fit(
         t_epoch = time.perf_counter()
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        batches = _length_bucketed_batches(lengths, cfg.batch_size, gen)
+        batches = train.batches(cfg.batch_size, gen)
         total, steps = 0.0, 0
         bar = tqdm(
             batches,
@@ -188,9 +213,8 @@ def fit(
             unit="batch",
         )
         for idx in bar:
-            batch = _trim_left_padding(train_windows[idx]).to(device, torch.long)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                out = model.loss(batch[:, :-1], batch[:, 1:], generator=gen)
+                out = train.loss(model, idx, gen, device)
             if not torch.isfinite(out.loss):
                 raise ValueError(
                     f"training loss is {float(out.loss)} at epoch {epoch}, step {steps + 1}: the "

@@ -1,0 +1,170 @@
+"""What the multi-task ranking models (DeepFM, DIN, CAN) share: the field embeddings, the
+shared-bottom multi-task heads and the loss.
+
+Multi-task learning is the shared-bottom form (Caruana 1997; the baseline of MMoE, arXiv
+1706.06978's follow-ups): one representation per sample from the model, one shared MLP, and one
+linear output per task. Binary tasks (click, long_view, like, follow, comment, forward) use
+binary cross-entropy on logits; the watch ratio is regressed with squared error on the clipped
+ratio. Rows without a label for a task (NaN) are left out of that task's loss. The total loss is
+``sum_t task_weight_t * loss_t``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reelrec.data.ctr import KUAIRAND_TASKS, CTRBatch, CTRData
+
+
+@dataclass
+class RankingConfig:
+    """Width, tower and task settings shared by CAN, DIN and DeepFM (section ``ranking``)."""
+
+    embed_dim: int = 16  # D: embedding width of every sparse field (>= 1)
+    mlp: list[int] = field(default_factory=lambda: [256, 128])  # shared-bottom MLP widths
+    dropout: float = 0.1  # dropout after each MLP layer, in [0, 1)
+    tasks: list[str] = field(default_factory=lambda: list(KUAIRAND_TASKS))  # label columns
+    task_weights: list[float] = field(default_factory=list)  # loss weight per task, >= 0;
+    # [] = 1 for every task
+    watch_ratio_clip: float = 3.0  # watch ratios above this are clipped (> 0)
+
+
+@dataclass(frozen=True)
+class CTRSchema:
+    """The layout of :class:`reelrec.data.ctr.CTRData` a model is built for."""
+
+    fields: tuple[str, ...]
+    vocab: tuple[int, ...]
+    sequences: tuple[str, ...]
+    seq_target: tuple[int, ...]
+    bags: tuple[str, ...]
+    bag_vocab: tuple[int, ...]
+    tasks: tuple[str, ...]
+    binary: tuple[bool, ...]
+
+    @classmethod
+    def of(cls, data: CTRData) -> CTRSchema:
+        """The schema of ``data``."""
+        return cls(
+            tuple(data.fields),
+            tuple(data.vocab),
+            tuple(data.sequences),
+            tuple(data.seq_target),
+            tuple(data.bags),
+            tuple(data.bag_vocab),
+            tuple(data.tasks),
+            tuple(data.binary),
+        )
+
+
+class CTROutput(NamedTuple):
+    """Training output: total loss (scalar) and the per-task losses (floats, for logs)."""
+
+    loss: torch.Tensor
+    parts: dict[str, float]
+
+
+def mlp(sizes: list[int], dropout: float, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Linear -> activation -> dropout for each consecutive pair of ``sizes``."""
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), act(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` (B, L, D) over the positions where ``mask`` (B, L) is True; 0 where none."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class RankingModel(nn.Module):
+    """Base class: embedding tables, the shared bottom and the task outputs.
+
+    Subclasses implement :meth:`represent` (batch -> (B, H) float) and set ``repr_dim`` = H
+    before calling :meth:`build_heads`.
+    """
+
+    def __init__(self, schema: CTRSchema, cfg: RankingConfig) -> None:
+        super().__init__()
+        self.schema, self.cfg = schema, cfg
+        d = cfg.embed_dim
+        self.tables = nn.ModuleList(nn.Embedding(v, d, padding_idx=0) for v in schema.vocab)
+        self.bag_tables = nn.ModuleList(nn.Embedding(v, d, padding_idx=0) for v in schema.bag_vocab)
+        w = cfg.task_weights or [1.0] * len(schema.tasks)
+        self.register_buffer("task_weights", torch.tensor(w, dtype=torch.float32))
+        self.register_buffer("binary", torch.tensor(schema.binary))
+        for emb in [*self.tables, *self.bag_tables]:
+            nn.init.normal_(emb.weight, std=0.01)
+
+    def build_heads(self, repr_dim: int) -> None:
+        """Create the shared bottom MLP over a ``repr_dim`` representation and one linear output
+        per task."""
+        sizes = [repr_dim, *self.cfg.mlp]
+        self.bottom = mlp(sizes, self.cfg.dropout)
+        self.heads = nn.Linear(sizes[-1], len(self.schema.tasks))
+
+    # --- embeddings -------------------------------------------------------------------------
+    def field_embeddings(self, sparse: torch.Tensor) -> torch.Tensor:
+        """(B, F) int64 -> (B, F, D)."""
+        return torch.stack([t(sparse[:, j]) for j, t in enumerate(self.tables)], 1)
+
+    def history_embeddings(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, L) int64 -> per-position concatenation of the S aligned embeddings (B, L, S*D)
+        (each sequence uses its target field's table, as DIN) and the mask (B, L) bool."""
+        parts = [self.tables[f](history[:, s]) for s, f in enumerate(self.schema.seq_target)]
+        return torch.cat(parts, -1), history[:, 0] > 0
+
+    def target_embedding(self, sparse: torch.Tensor) -> torch.Tensor:
+        """The target-side counterpart of :meth:`history_embeddings`: (B, S*D)."""
+        return torch.cat([self.tables[f](sparse[:, f]) for f in self.schema.seq_target], -1)
+
+    def bag_embeddings(self, bag: torch.Tensor) -> torch.Tensor:
+        """(B, Bf, K) int64 -> mean over the non-zero entries of each bag, (B, Bf, D)."""
+        if not self.bag_tables:
+            return bag.new_zeros((bag.shape[0], 0, self.cfg.embed_dim), dtype=torch.float32)
+        return torch.stack(
+            [masked_mean(t(bag[:, j]), bag[:, j] > 0) for j, t in enumerate(self.bag_tables)], 1
+        )
+
+    # --- outputs ----------------------------------------------------------------------------
+    def represent(self, batch: CTRBatch) -> torch.Tensor:
+        """Sample representation (B, H); implemented by each model."""
+        raise NotImplementedError
+
+    def forward(self, batch: CTRBatch) -> torch.Tensor:
+        """Raw outputs (B, T) float: logits for binary tasks, values for regression tasks."""
+        return self.heads(self.bottom(self.represent(batch)))
+
+    def predict(self, batch: CTRBatch) -> torch.Tensor:
+        """Predictions (B, T): probabilities for binary tasks, values for regression tasks."""
+        out = self(batch)
+        return torch.where(self.binary, torch.sigmoid(out), out)
+
+    def score_candidates(self, batch: CTRBatch) -> torch.Tensor:
+        """Inference path of the ranking stage: :meth:`predict` without gradients."""
+        with torch.no_grad():
+            return self.predict(batch)
+
+    def loss(self, batch: CTRBatch) -> CTROutput:
+        """Weighted sum of per-task losses over the rows that have a label (see module doc)."""
+        out = self(batch)
+        y = batch.labels
+        total = out.new_zeros(())
+        parts: dict[str, float] = {}
+        for t, name in enumerate(self.schema.tasks):
+            ok = ~torch.isnan(y[:, t])
+            if not bool(ok.any()):
+                continue
+            if self.schema.binary[t]:
+                lt = F.binary_cross_entropy_with_logits(out[ok, t], y[ok, t])
+            else:
+                lt = F.mse_loss(out[ok, t], y[ok, t])
+            total = total + self.task_weights[t] * lt
+            parts[name] = float(lt.detach())
+        return CTROutput(total, parts)
