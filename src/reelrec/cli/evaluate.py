@@ -65,7 +65,7 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
             )
             continue
         key = (
-            ("ranking", to_yaml(cfg.features), cfg.ranking.tasks)
+            (to_yaml(cfg.features), tuple(cfg.ranking.tasks), cfg.ranking.watch_ratio_clip)
             if cfg.ranking_model
             else cfg.max_len
         )

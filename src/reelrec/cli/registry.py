@@ -225,7 +225,12 @@ PRESETS: dict[str, ExperimentConfig] = {
     "onerec-v2": ExperimentConfig(model="onerec-v2", train=replace(_GEN_TRAIN)),
     # TIGER (arXiv 2305.05065) as a baseline: RQ-VAE semantic IDs, the last 20 items as one flat
     # sequence of code tokens, dense feed-forward layers, no pathways
-    "can": ExperimentConfig(model="can", train=replace(_RANK_TRAIN)),
+    # the target video and its duration bucket each drive a micro-MLP over the history videos
+    "can": ExperimentConfig(
+        model="can",
+        train=replace(_RANK_TRAIN),
+        can=CANConfig(pairs=["video_id:hist_video", "duration:hist_video"]),
+    ),
     "din": ExperimentConfig(model="din", train=replace(_RANK_TRAIN)),
     "deepfm": ExperimentConfig(model="deepfm", train=replace(_RANK_TRAIN)),
     "tiger": ExperimentConfig(

@@ -24,9 +24,9 @@ from reelrec.cli.registry import (
     semantic_ids_digest,
     validate,
 )
-from reelrec.config import ConfigError
+from reelrec.config import ConfigError, differences, from_yaml, to_yaml
 from reelrec.data.ctr import CTRData, CTRTrainSet, kuairand_ctr
-from reelrec.eval.ctr import differences, evaluate_ctr, from_yaml, to_yaml
+from reelrec.eval.ctr import evaluate_ctr
 from reelrec.eval.ranking import evaluate_model
 from reelrec.io import atomic_write_json, atomic_write_text, run_metadata
 from reelrec.training.checkpoint import save_model

@@ -1,0 +1,236 @@
+"""Multi-task ranking on KuaiRand: CAN against DIN and DeepFM, the CAN ablations, speed, and smoke
+runs on the Taobao, Criteo and Avazu samples.
+
+Usage: python bench/ranking.py [--out runs/bench-ranking] [--only LABEL ...] [--skip-smoke]
+       [--threads 1] [--a.b=c ...]
+
+KuaiRand (temporal split of DESIGN.md: train 04-08..16, valid 04-17, test 04-18): every variant
+trains with its preset through ``reelrec train`` (early stopping on the mean validation AUC over
+the binary tasks, patience 3) and is tested on the test day's 2,220 impressions: AUC, GAUC
+(single-class users left out) and LogLoss per task, MAE/RMSE of the watch ratio. Variants:
+
+* ``deepfm``, ``din``, ``can``: the presets, all features (ids, hour, duration, user profile and
+  the real-time counters of the video and the user);
+* ``*-no-counters``: the same without the counters (the feature set closest to the peers' in
+  shared/PEERS.md); the CAN ablations use this base, where the model structure matters most:
+  ``can-order1`` (orders 1 instead of 1..3), ``can-shared`` (no order or combination
+  independence), ``can-sid`` (semantic-ID codes of the target and the history as features, and
+  code-level co-action pairs), ``can-sid-vq`` (plus QARM VQ codes of the target).
+
+Speed: training samples/s (training impressions x epochs / seconds of the epochs, validation
+included) and the latency of ``score_candidates`` on 1,000 test impressions (median of 30, one
+thread). Smoke runs: each model for at most 5 epochs on the Taobao UserBehavior head (predict
+cart/fav/buy vs page view), Criteo and Avazu samples (click); DIN and CAN see no behaviour
+sequence on Criteo/Avazu (CAN pairs two categorical fields there) and GAUC equals AUC (no
+user ids). Writes ``bench/results/ranking.json`` (``{dataset: {model: {task: {auc, gauc,
+logloss}}}}``) and ``bench/results/ranking_speed.json``. Real data only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reelrec.cli import tokenize as tokenize_cli
+from reelrec.cli.common import load_prepared
+from reelrec.cli.registry import MODELS, resolve_config
+from reelrec.cli.train import ranking_data, train_model
+from reelrec.data.ctr import CTRTrainSet, avazu_ctr, criteo_ctr, taobao_ctr
+from reelrec.data.sources import data_root
+from reelrec.eval.ctr import evaluate_ctr
+from reelrec.io import atomic_write_json
+from reelrec.training.checkpoint import load_model
+from reelrec.training.loop import TrainConfig, fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from retrieval import ensure_semantic_ids  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+NO_COUNTERS = ["--features.counters=false"]
+SID = [
+    "--features.semantic_ids=tokenizer",
+    "--can.pairs=[video_id:hist_video,duration:hist_video,sid_1:hist_sid_1,sid_2:hist_sid_2,"
+    "sid_3:hist_sid_3]",
+]
+#: label -> (preset, overrides)
+VARIANTS = {
+    "deepfm": ("deepfm", []),
+    "din": ("din", []),
+    "can": ("can", []),
+    "deepfm-no-counters": ("deepfm", NO_COUNTERS),
+    "din-no-counters": ("din", NO_COUNTERS),
+    "can-no-counters": ("can", NO_COUNTERS),
+    "can-order1": ("can", [*NO_COUNTERS, "--can.orders=1"]),
+    "can-shared": (
+        "can",
+        [*NO_COUNTERS, "--can.order_independent=false", "--can.pair_independent=false"],
+    ),
+    "can-sid": ("can", [*NO_COUNTERS, *SID]),
+    "can-sid-vq": ("can", [*NO_COUNTERS, *SID, "--features.vq_codes=tokenizer-vq"]),
+}
+SMOKE_PAIRS = {
+    "criteo-sample": ["C1:C2", "C3:C4"],
+    "avazu-sample": ["site_id:device_model", "app_id:device_model"],
+}
+
+
+def per_task(test: dict) -> dict:
+    """``{task: {auc, gauc, logloss}}`` (watch ratio: ``{mae, rmse}``) from evaluate_ctr."""
+    out = {}
+    for task, m in test["tasks"].items():
+        keys = ("auc", "gauc", "logloss") if "auc" in m else ("mae", "rmse")
+        out[task] = {k: m.get(k) for k in keys}
+    return out
+
+
+def latency_ms(model: torch.nn.Module, data, rows: np.ndarray, reps: int = 30) -> float:
+    """Median milliseconds of ``score_candidates`` on 1,000 rows (one batch)."""
+    batch = data.batch(np.resize(rows, 1000))  # smaller test sets are repeated to 1,000
+    model.eval()
+    model.score_candidates(batch)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        model.score_candidates(batch)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def ensure_vq(run: Path) -> None:
+    """QARM VQ codes of the run's items in RUN/tokenizer-vq unless present."""
+    if not (run / "tokenizer-vq" / "vq_codes.parquet").exists():
+        tokenize_cli.main(
+            [
+                "--run",
+                str(run),
+                "--method",
+                "vq",
+                "--out",
+                str(run / "tokenizer-vq"),
+                "--tokenizer.embeddings=raw",
+            ]
+        )
+
+
+def run_kuairand(
+    out: Path, labels: list[str], extra: list[str], results: dict, speed: dict
+) -> None:
+    run = out / "kuairand"
+    ensure_semantic_ids(run, "kuairand", "tokenizer")
+    ensure_vq(run)
+    prep = load_prepared(run)
+    for label in labels:
+        preset, overrides = VARIANTS[label]
+        cfg = resolve_config(
+            preset, [*overrides, f"--name={label}", "--train.progress=false", *extra]
+        )
+        m = train_model(run, cfg)
+        results.setdefault("kuairand", {})[label] = per_task(m["test"])
+        data = ranking_data(prep, cfg, run)
+        model = MODELS[cfg.model].build(cfg, data, run)
+        load_model(model, run / "models" / label / "model.safetensors")
+        speed.setdefault("kuairand", {})[label] = {
+            "train_samples_per_s": m["train_samples_per_s"],
+            "score_ms_per_1000": round(latency_ms(model, data, data.rows(2)), 2),
+            "parameters": m["parameters"],
+            "best_epoch": m["best_epoch"],
+            "mean_auc": round(m["test"]["auc"], 4),
+            "command": f"python bench/ranking.py --only {label}",
+        }
+        save(results, speed)
+
+
+def run_smoke(out: Path, results: dict, speed: dict) -> None:
+    root = data_root()
+    sets = {
+        "taobao-sample": lambda: taobao_ctr(root / "taobao-userbehavior-head" / "UserBehavior.csv"),
+        "criteo-sample": lambda: criteo_ctr(root / "criteo-avazu-samples" / "criteo"),
+        "avazu-sample": lambda: avazu_ctr(root / "criteo-avazu-samples" / "avazu"),
+    }
+    for name, load in sets.items():
+        data = load()
+        for model_name in ("deepfm", "din", "can"):
+            pairs = SMOKE_PAIRS.get(name, [])
+            cfg = resolve_config(model_name, ["--train.progress=false"])
+            cfg.ranking.tasks = list(data.tasks)
+            cfg.can.pairs = pairs
+            torch.manual_seed(cfg.train.seed)
+            model = MODELS[model_name].build(cfg, data, out)
+            tcfg = TrainConfig(
+                lr=1e-3, batch_size=256, epochs=5, patience=2, metric="auc", progress=False
+            )
+
+            def ev(m, data=data):
+                return {k: v for k, v in evaluate_ctr(m, data, 1).items() if k != "tasks"}
+
+            t0 = time.perf_counter()
+            res = fit(
+                model,
+                CTRTrainSet(data),
+                ev,
+                tcfg,
+                out / name / model_name,
+                resume=False,
+                log=lambda s: None,
+            )
+            secs = time.perf_counter() - t0
+            test = evaluate_ctr(model, data, 2)
+            results.setdefault(name, {})[model_name] = per_task(test)
+            speed.setdefault(name, {})[model_name] = {
+                "train_samples_per_s": round(len(data.rows(0)) * len(res.history) / secs, 1),
+                "score_ms_per_1000": round(latency_ms(model, data, data.rows(2)), 2),
+                "best_epoch": res.best_epoch,
+                "test_rows": int(len(data.rows(2))),
+            }
+            print(f"{name} {model_name}: test AUC {test['auc']:.4f} (best epoch {res.best_epoch})")
+            save(results, speed)
+
+
+def save(results: dict, speed: dict) -> None:
+    atomic_write_json(RESULTS / "ranking.json", results)
+    atomic_write_json(RESULTS / "ranking_speed.json", speed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("runs/bench-ranking"), help="run folders")
+    p.add_argument("--only", nargs="+", choices=list(VARIANTS), help="KuaiRand variants to run")
+    p.add_argument("--skip-smoke", action="store_true", help="no Taobao/Criteo/Avazu runs")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args, extra = p.parse_known_args(argv)
+    torch.set_num_threads(args.threads)
+    results = (
+        json.loads((RESULTS / "ranking.json").read_text())
+        if (RESULTS / "ranking.json").exists()
+        else {}
+    )
+    speed = (
+        json.loads((RESULTS / "ranking_speed.json").read_text())
+        if (RESULTS / "ranking_speed.json").exists()
+        else {}
+    )
+    run_kuairand(args.out, args.only or list(VARIANTS), extra, results, speed)
+    if not args.skip_smoke and not args.only:
+        run_smoke(args.out, results, speed)
+    print("\n| dataset | model | task | AUC | GAUC | LogLoss |\n|---|---|---|---|---|---|")
+    for ds, models in results.items():
+        for model, tasks in models.items():
+            for task, m in tasks.items():
+                if "auc" in m:
+                    print(
+                        f"| {ds} | {model} | {task} | {m['auc']:.4f} | {m['gauc']:.4f} | {m['logloss']:.4f} |"
+                    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""``reelrec train can|din|deepfm`` and ``reelrec evaluate`` on the real KuaiRand slice with tiny
+configs, with assertions on what they wrote; and the config errors of the ranking sections."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reelrec.cli import evaluate, main, prepare, train
+
+TINY = [
+    "--train.epochs=1",
+    "--train.progress=false",
+    "--ranking.embed_dim=4",
+    "--ranking.mlp=[8]",
+    "--features.max_history=5",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_root):
+    folder = tmp_path_factory.mktemp("kuairand-ranking")
+    args = ["--dataset", "kuairand", "--data-dir", str(data_root), "--out", str(folder)]
+    assert prepare.main(args) == 0
+    return folder
+
+
+def test_train_each_ranker_and_evaluate_agrees(run, capsys):
+    extra = {"can": ["--can.layers=[2]", "--can.feed_dim=3", "--can.orders=2"]}
+    for name in ("deepfm", "din", "can"):
+        assert train.main([name, "--run", str(run), *TINY, *extra.get(name, [])]) == 0
+    m = json.loads((run / "models" / "can" / "metrics.json").read_text())
+    assert m["ranking"] and m["epochs_run"] == 1
+    tasks = m["test"]["tasks"]
+    assert set(tasks) == {
+        "click",
+        "long_view",
+        "like",
+        "follow",
+        "comment",
+        "forward",
+        "watch_ratio",
+    }
+    # the test day: 2,220 impressions, 1,832 likes (a value of the data, not of the model)
+    assert tasks["like"]["n"] == 2220 and tasks["like"]["positives"] == 1832
+    assert 0.5 < tasks["like"]["auc"] <= 1.0 and tasks["like"]["gauc_excluded_users"] > 0
+    assert tasks["watch_ratio"]["n"] < 2220  # unknown durations have no watch ratio
+    assert "hist_video" in m["sequences"] and "video_like_rate" in m["fields"]
+    assert evaluate.main([str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"deepfm", "din", "can"}
+    # evaluate recomputes from the saved weights: it must agree with what train measured
+    assert metrics["models"]["can"]["like/auc"] == pytest.approx(tasks["like"]["auc"], abs=1e-9)
+    report = (run / "report.md").read_text()
+    assert "## Ranking models" in report and "| can | like |" in report
+
+
+def test_ranking_on_a_dataset_without_impressions_is_refused(tmp_path, data_root, capsys):
+    args = ["train", "din", "--run", str(tmp_path), f"--data.data_dir={data_root}"]
+    assert main.main([*args, "--data.dataset=ml-100k", *TINY]) == 2
+    assert "use --data.dataset=kuairand" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--can.orders=0", "can.orders must be >= 1"),
+        ("--ranking.tasks=[click,nope]", "ranking.tasks must be distinct names"),
+        ("--ranking.task_weights=[1,2]", "ranking.task_weights must be [] or one weight per task"),
+        ("--train.metric=ndcg@10", "train.metric must be one of auc"),
+        ("--can.pairs=[video_id]", "can.pairs must be a list of 'field:feed'"),
+        ("--features.history_labels=[]", "features.history_labels must be a non-empty list"),
+    ],
+)
+def test_invalid_ranking_config_exits_2(tmp_path, capsys, override, message):
+    assert main.main(["train", "can", "--run", str(tmp_path), override]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_unknown_can_pair_field_is_named(run, capsys):
+    args = ["train", "can", "--run", str(run), "--name=badpair", *TINY]
+    assert main.main([*args, "--can.pairs=[video_id:hist_nothing]"]) == 2
+    assert "hist_nothing" in capsys.readouterr().err
