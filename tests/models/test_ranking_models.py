@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_checks import assert_gradients_reach_every_parameter
 
 from reelrec.data.ctr import CTRBatch, CTRData, CTRTrainSet
 from reelrec.eval.ctr import evaluate_ctr, task_metrics
@@ -14,7 +15,6 @@ from reelrec.models.can import CAN, CANConfig, CoActionUnit, resolve_pairs
 from reelrec.models.ctr import CTRSchema, RankingConfig
 from reelrec.models.deepfm import DeepFM
 from reelrec.models.din import DIN, ActivationUnit, DINConfig
-from model_checks import assert_gradients_reach_every_parameter
 
 TASKS = ["click", "like", "watch_ratio"]
 
