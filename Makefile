@@ -40,6 +40,7 @@ bench: install
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/retrieval.py --dataset amazon-beauty amazon-toys amazon-sports kuairand ml-1m
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/decode.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/scaling.py
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/ranking.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
