@@ -370,7 +370,22 @@ def _check_ranking(cfg: ExperimentConfig) -> None:
     from reelrec.data.ctr import KUAIRAND_TASKS
 
     r, f, c, t = cfg.ranking, cfg.features, cfg.can, cfg.train
-    metrics = ("auc", "gauc", *(f"{x}/{m}" for x in r.tasks for m in ("auc", "gauc")))
+    _check(
+        cfg.data.dataset == "kuairand",
+        "data.dataset",
+        "kuairand for the ranking models (the other datasets of `reelrec datasets` have no "
+        "logged impressions with feedback labels; bench/ranking.py also runs the Taobao, Criteo "
+        "and Avazu samples)",
+        cfg.data.dataset,
+    )
+    binary = [x for x in r.tasks if x != "watch_ratio"]
+    metrics = ("auc", "gauc", *(f"{x}/{m}" for x in binary for m in ("auc", "gauc")))
+    _check(
+        len(binary) > 0,
+        "ranking.tasks",
+        "a list with at least one binary task (early stopping uses AUC)",
+        r.tasks,
+    )
     _check(t.metric in metrics, "train.metric", f"one of {', '.join(metrics)}", t.metric)
     _check(r.embed_dim >= 1, "ranking.embed_dim", ">= 1", r.embed_dim)
     _check(len(r.mlp) > 0 and min(r.mlp) >= 1, "ranking.mlp", "widths >= 1", r.mlp)

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reelrec train",
         description="Train one model on RUN/data (prepared first if missing), keep the best "
-        "epoch by validation NDCG@10, and write RUN/models/NAME/{model.safetensors, "
+        "epoch by validation NDCG@10 (rankers can, din, deepfm: mean validation AUC over the "
+        "binary tasks; train.metric), and write RUN/models/NAME/{model.safetensors, "
         "config.yaml, metrics.json, history.json, checkpoint/}. An interrupted run resumes "
         "from its checkpoint when started again with the same command.",
         epilog="Overrides: any config key as --section.key=value, e.g. --train.epochs=5 "
@@ -55,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--elastic.KEY=VALUE (docs/long-sequences.md). The rankers can, din and deepfm "
         "(KuaiRand impressions; multi-task click, long_view, like, follow, comment, forward "
         "and watch ratio; early stopping on the mean validation AUC) are set by "
-        "--features.KEY, --ranking.KEY, --din.KEY and --can.KEY (docs/ranking.md). --train.progress=false hides the "
+        "--features.KEY, --ranking.KEY, --din.KEY and --can.KEY (DeepFM has no section of its "
+        "own; every key and default: docs/ranking.md, or RUN/models/NAME/config.yaml after a "
+        "run; lists are written --ranking.tasks=[click,like]). --train.progress=false hides the "
         "progress bar; --train.threads=N sets torch's CPU threads.",
     )
     p.add_argument("config", help="preset name or path to a YAML config")
@@ -213,8 +216,9 @@ def _train_ranking(
 
     n_train = len(data.rows(0))
     log(
-        f"training {cfg.run_name} on {cfg.data.dataset}: {n_train:,} impressions, "
-        f"{len(data.fields)} fields, {len(data.sequences)} sequences, tasks "
+        f"training {cfg.run_name} on {cfg.data.dataset} ({n_train:,} impressions)"
+        + (f" (model {cfg.model})" if cfg.run_name != cfg.model else "")
+        + f": {len(data.fields)} fields, {len(data.sequences)} behaviour sequence(s), tasks "
         f"{', '.join(data.tasks)}; {sum(p.numel() for p in model.parameters()):,} parameters"
     )
     result = fit(model, CTRTrainSet(data), evaluate, cfg.train, out, resume=resume, log=log)

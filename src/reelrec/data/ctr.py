@@ -350,8 +350,9 @@ def kuairand_ctr(
         folder = Path(run_dir or ".") / cfg.semantic_ids
         if not (folder / "semantic_ids.parquet").exists():
             raise FileNotFoundError(
-                f"{folder / 'semantic_ids.parquet'} not found (ranking.semantic_ids="
-                f"{cfg.semantic_ids!r}); make it with `reelrec tokenize --run RUN --out {folder}`"
+                f"{folder / 'semantic_ids.parquet'} not found (features.semantic_ids="
+                f"{cfg.semantic_ids!r}); make it with `reelrec encode --run {run_dir}` then "
+                f"`reelrec tokenize --run {run_dir} --out {folder} --tokenizer.embeddings=raw`"
             )
         sid = load_semantic_ids(folder)
         for level in range(sid.codes.shape[1]):  # the disambiguation level is left out
@@ -372,8 +373,9 @@ def kuairand_ctr(
         path = Path(run_dir or ".") / cfg.vq_codes / "vq_codes.parquet"
         if not path.exists():
             raise FileNotFoundError(
-                f"{path} not found (ranking.vq_codes={cfg.vq_codes!r}); make it with "
-                f"`reelrec tokenize --run RUN --method vq --out {path.parent}`"
+                f"{path} not found (features.vq_codes={cfg.vq_codes!r}); make it with "
+                f"`reelrec encode --run {run_dir}` then `reelrec tokenize --run {run_dir} "
+                f"--method vq --out {path.parent} --tokenizer.embeddings=raw`"
             )
         vq = pd.read_parquet(path)
         k = max(len(c) for c in vq["vq_codes"])
