@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from reelrec.cli import evaluate, main, prepare, train
@@ -69,6 +70,9 @@ def test_train_each_ranker_and_evaluate_agrees(run, capsys):
         ("--train.metric=watch_ratio/auc", "train.metric must be one of auc"),
         ("--ranking.tasks=[watch_ratio]", "at least one binary task"),
         ("--data.dataset=ml-100k", "data.dataset must be kuairand"),
+        ("--features.max_history=5000", "features.max_history must be in 1..1000"),
+        ("--ranking.task_weights=[0,0,0,0,0,0,1]", "at least one binary task of loss weight > 0"),
+        ("--can.pooling=max", "can.pooling must be 'sum' or 'mean'"),
     ],
 )
 def test_invalid_ranking_config_exits_2(tmp_path, capsys, override, message):
@@ -81,3 +85,35 @@ def test_unknown_can_pair_field_is_named(run, capsys):
     args = ["train", "can", "--run", str(run), "--name=badpair", *TINY]
     assert main.main([*args, "--can.pairs=[video_id:hist_nothing]"]) == 2
     assert "hist_nothing" in capsys.readouterr().err
+
+
+def test_changed_vq_codes_block_resume_and_evaluate(run, capsys):
+    """VQ codes written by hand (a fixture made in code: each item's codes are its neighbours in
+    id order), then changed: the ranker that used them must not resume or be scored on them."""
+    items = sorted(pd.read_parquet(run / "data" / "interactions.parquet")["item_id"].unique())[:300]
+    folder = run / "vq-test"
+    folder.mkdir()
+    codes = [[items[(i + 1) % 300], items[(i + 2) % 300]] for i in range(300)]
+    pd.DataFrame({"item_id": items, "vq_codes": codes}).to_parquet(folder / "vq_codes.parquet")
+    args = ["din", "--run", str(run), "--name=vq", "--features.vq_codes=vq-test", *TINY]
+    assert train.main(args) == 0
+    assert (run / "models" / "vq" / "semantic_ids.sha256").exists()
+    codes[0] = [items[5], items[6]]
+    pd.DataFrame({"item_id": items, "vq_codes": codes}).to_parquet(folder / "vq_codes.parquet")
+    capsys.readouterr()
+    assert main.main(["train", *args[: -len(TINY)], *TINY, "--train.epochs=2"]) == 2
+    assert "other semantic IDs (or VQ codes)" in capsys.readouterr().err
+    assert (run / "models" / "vq" / "metrics.json").exists()  # the finished run is untouched
+    assert evaluate.main([str(run)]) == 0
+    assert "skipping vq" in capsys.readouterr().out
+    assert "vq" not in json.loads((run / "metrics.json").read_text())["models"]
+
+
+def test_resume_ignores_sections_the_model_does_not_read(run, capsys):
+    args = ["din", "--run", str(run), "--name=sect", *TINY]
+    assert train.main(args) == 0
+    assert train.main([*args, "--can.orders=5", "--train.epochs=2"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    # a section it does read still blocks the resume
+    assert main.main(["train", *args, "--din.attention_mlp=[3]", "--train.epochs=3"]) == 2
+    assert "din.attention_mlp" in capsys.readouterr().err

@@ -72,7 +72,9 @@ def build(name: str, data: CTRData, **can) -> torch.nn.Module:
 
 
 def test_coaction_unit_with_one_linear_order_1_layer_is_the_fm_inner_product():
-    unit = CoActionUnit(CANConfig(orders=1, layers=[1], feed_dim=5, bias=False, activation="none"))
+    unit = CoActionUnit(
+        CANConfig(orders=1, layers=[1], feed_dim=5, bias=False, activation="none", pooling="sum")
+    )
     assert unit.param_dim == 5 and unit.out_dim == 1
     g = torch.Generator().manual_seed(1)
     p_a, p_b = torch.randn(4, 5, generator=g), torch.randn(4, 7, 5, generator=g)
@@ -82,7 +84,7 @@ def test_coaction_unit_with_one_linear_order_1_layer_is_the_fm_inner_product():
 
 
 def test_coaction_unit_matches_a_hand_built_micro_mlp_per_order():
-    cfg = CANConfig(orders=2, layers=[3, 2], feed_dim=4, order_independent=True)
+    cfg = CANConfig(orders=2, layers=[3, 2], feed_dim=4, order_independent=True, pooling="sum")
     unit = CoActionUnit(cfg)
     assert unit.per_order == 4 * 3 + 3 + 3 * 2 + 2 and unit.param_dim == 2 * unit.per_order
     g = torch.Generator().manual_seed(2)
@@ -98,6 +100,17 @@ def test_coaction_unit_matches_a_hand_built_micro_mlp_per_order():
     # outputs: [order1 layer1 (3), order1 layer2 (2), order2 layer1 (3), order2 layer2 (2)]
     torch.testing.assert_close(got[b, 5:8], h1.sum(0))
     torch.testing.assert_close(got[b, 8:10], h2.sum(0))
+
+
+def test_mean_pooling_divides_the_masked_sum_by_the_real_positions():
+    g = torch.Generator().manual_seed(4)
+    summed = CoActionUnit(CANConfig(orders=2, layers=[3], feed_dim=4, pooling="sum"))
+    mean = CoActionUnit(CANConfig(orders=2, layers=[3], feed_dim=4, pooling="mean"))
+    p_a, p_b = torch.randn(3, summed.param_dim, generator=g), torch.randn(3, 6, 4, generator=g)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0], [1] * 6], dtype=torch.bool)
+    n = mask.sum(1, keepdim=True).clamp_min(1)
+    torch.testing.assert_close(mean(p_a, p_b, mask), summed(p_a, p_b, mask) / n)
+    assert mean(p_a, p_b, mask)[1].abs().sum() == 0  # no history: zeros
 
 
 def test_shared_order_weights_use_one_block_for_every_order():

@@ -102,8 +102,10 @@ def test_crafted_pickle_is_refused_and_never_executed(tmp_path, monkeypatch):
 def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
     save_model(_model(), tmp_path / "m.safetensors")
     other = SASRec(V + 1, SASRecConfig(max_len=L, hidden=8, layers=1, heads=2, inner=12))
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="does not match") as err:
         load_model(other, tmp_path / "m.safetensors")
+    msg = str(err.value)
+    assert "\n" not in msg and "1 shape differences" in msg and "(12, 8) vs (13, 8)" in msg
 
 
 def test_resume_equals_uninterrupted(tmp_path):
@@ -133,3 +135,25 @@ def test_early_stopping_keeps_best_epoch(tmp_path):
         log=lambda s: None,
     )
     assert r.best_epoch == 2 and r.stopped == "patience" and len(r.history) == 4
+
+
+def test_a_nan_validation_metric_is_a_clear_error_not_a_silent_no_improvement(tmp_path):
+    with pytest.raises(ValueError, match="validation ndcg@10 is NaN at epoch 1"):
+        fit(
+            _model(),
+            _windows(),
+            lambda m: {"ndcg@10": float("nan")},
+            _cfg(2),
+            tmp_path,
+            log=lambda s: None,
+        )
+
+
+def test_resume_after_epochs_without_a_finite_best(tmp_path):
+    """-inf (no epoch better than nothing yet) is stored as JSON null; resuming must read it."""
+    calls = iter([float("-inf"), 0.3])
+    fit(_model(), _windows(), lambda m: {"ndcg@10": next(calls)}, _cfg(1), tmp_path, log=print)
+    state = json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())
+    assert state["trainer"]["best"] is None
+    r = fit(_model(), _windows(), lambda m: {"ndcg@10": next(calls)}, _cfg(2), tmp_path, log=print)
+    assert r.best_epoch == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from reelrec.cli.common import load_prepared, read_json, sequences_for
 from reelrec.cli.registry import MODELS, ExperimentConfig, semantic_ids_digest
-from reelrec.cli.train import ranking_data
+from reelrec.cli.train import ranking_data, trained_tasks
 from reelrec.config import from_yaml, to_yaml
 from reelrec.eval.ctr import evaluate_ctr
 from reelrec.eval.ranking import evaluate_model
@@ -88,13 +88,15 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
             continue
         model.eval()
         if cfg.ranking_model:
-            test = evaluate_ctr(model, data, 2)
+            test = evaluate_ctr(model, data, 2, mean_over=trained_tasks(cfg))
             models[folder.name] = {
                 k: v for k, v in test.items() if k not in ("tasks", "n") and "/n" not in k
             }
-            detail = (
-                read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
-            )
+            if (folder / "metrics.json").exists():
+                detail = read_json(folder / "metrics.json")
+            else:
+                detail = {"best_epoch": "unfinished", "model": cfg.model}
+                log(f"warning: {folder.name} has no metrics.json: its training did not finish")
             detail.update(test=test, ranking=True)
             details[folder.name] = detail
             hist = folder / "history.json"

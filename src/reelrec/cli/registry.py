@@ -106,12 +106,26 @@ RANKING = ("can", "din", "deepfm")
 
 
 def semantic_ids_digest(cfg: ExperimentConfig, run_dir: Path) -> str:
-    """SHA-256 of the semantic IDs a generative model reads ("" for other models or when the
-    file is missing); kept beside the model so a re-tokenized run is never silently reused."""
+    """SHA-256 of the semantic IDs a generative model reads, or of the semantic-ID / VQ-code
+    files a ranking model uses as features ("" for other models or when no file exists); kept
+    beside the model so a re-tokenized run is never silently reused."""
     from reelrec.io import sha256_file
 
-    path = Path(run_dir) / cfg.onerec.semantic_ids / "semantic_ids.parquet"
-    return sha256_file(path) if cfg.generative and path.exists() else ""
+    run_dir = Path(run_dir)
+    if cfg.generative:
+        path = run_dir / cfg.onerec.semantic_ids / "semantic_ids.parquet"
+        return sha256_file(path) if path.exists() else ""
+    if cfg.ranking_model:  # codes used as ranking features
+        files = [
+            run_dir / folder / name
+            for folder, name in (
+                (cfg.features.semantic_ids, "semantic_ids.parquet"),
+                (cfg.features.vq_codes, "vq_codes.parquet"),
+            )
+            if folder
+        ]
+        return "+".join(sha256_file(f) for f in files if f.exists())
+    return ""
 
 
 def build_generative(cfg: ExperimentConfig, data: SequenceData, run_dir: Path) -> nn.Module:
@@ -378,12 +392,13 @@ def _check_ranking(cfg: ExperimentConfig) -> None:
         "and Avazu samples)",
         cfg.data.dataset,
     )
-    binary = [x for x in r.tasks if x != "watch_ratio"]
+    weights = r.task_weights or [1.0] * len(r.tasks)
+    binary = [x for x, w in zip(r.tasks, weights, strict=False) if x != "watch_ratio" and w > 0]
     metrics = ("auc", "gauc", *(f"{x}/{m}" for x in binary for m in ("auc", "gauc")))
     _check(
         len(binary) > 0,
         "ranking.tasks",
-        "a list with at least one binary task (early stopping uses AUC)",
+        "a list with at least one binary task of loss weight > 0 (early stopping uses AUC)",
         r.tasks,
     )
     _check(t.metric in metrics, "train.metric", f"one of {', '.join(metrics)}", t.metric)
@@ -411,7 +426,8 @@ def _check_ranking(cfg: ExperimentConfig) -> None:
         r.task_weights,
     )
     _check(r.watch_ratio_clip > 0, "ranking.watch_ratio_clip", "> 0", r.watch_ratio_clip)
-    _check(f.max_history >= 1, "features.max_history", ">= 1", f.max_history)
+    _check(1 <= f.max_history <= 1000, "features.max_history", "in 1..1000", f.max_history)
+    _check(f.min_count >= 1, "features.min_count", ">= 1", f.min_count)
     _check(
         len(f.history_labels) > 0 and all(x in KUAIRAND_TASKS[:-1] for x in f.history_labels),
         "features.history_labels",
@@ -428,6 +444,13 @@ def _check_ranking(cfg: ExperimentConfig) -> None:
     _check(len(c.layers) > 0 and min(c.layers) >= 1, "can.layers", "widths >= 1", c.layers)
     _check(c.feed_dim >= 1, "can.feed_dim", ">= 1", c.feed_dim)
     _check(c.activation in ("tanh", "none"), "can.activation", "'tanh' or 'none'", c.activation)
+    _check(c.pooling in ("sum", "mean"), "can.pooling", "'sum' or 'mean'", c.pooling)
+    _check(
+        math.isfinite(c.feed_init_std) and c.feed_init_std > 0,
+        "can.feed_init_std",
+        "a finite number > 0",
+        c.feed_init_std,
+    )
     _check(all(p.count(":") == 1 for p in c.pairs), "can.pairs", "a list of 'field:feed'", c.pairs)
 
 
@@ -449,6 +472,22 @@ def _check_sequence_model(s: str, m: SASRecConfig) -> None:
     _check(m.layer_norm_eps > 0, f"{s}.layer_norm_eps", "> 0", m.layer_norm_eps)
     _check(m.init_std > 0, f"{s}.init_std", "> 0", m.init_std)
     _check(m.loss in ("ce", "bce"), f"{s}.loss", "'ce' or 'bce'", m.loss)
+
+
+def used_sections(cfg: ExperimentConfig) -> set[str]:
+    """Top-level config sections that ``cfg.model`` reads (a change elsewhere cannot change
+    what it trained, so it does not block a resume)."""
+    own = {
+        "sasrec": {"sasrec"},
+        "elastic": {"elastic"},
+        "popularity": {"popularity"},
+        "onerec": {"onerec"},
+        "onerec-v2": {"onerec"},
+        "deepfm": {"features", "ranking"},
+        "din": {"features", "ranking", "din"},
+        "can": {"features", "ranking", "din", "can"},
+    }
+    return {"model", "name", "data", "train", "eval", *own.get(cfg.model, set())}
 
 
 #: keys that may change when a run resumes (they do not change what was trained so far)

@@ -22,6 +22,7 @@ from reelrec.cli.registry import (
     ExperimentConfig,
     resolve_config,
     semantic_ids_digest,
+    used_sections,
     validate,
 )
 from reelrec.config import ConfigError, differences, from_yaml, to_yaml
@@ -29,7 +30,7 @@ from reelrec.data.ctr import CTRData, CTRTrainSet, kuairand_ctr
 from reelrec.eval.ctr import evaluate_ctr
 from reelrec.eval.ranking import evaluate_model
 from reelrec.io import atomic_write_json, atomic_write_text, run_metadata
-from reelrec.training.checkpoint import save_model
+from reelrec.training.checkpoint import check_matches, load_tensors, save_model
 from reelrec.training.loop import fit
 
 
@@ -98,7 +99,12 @@ def train_model(
     out = run_dir / "models" / cfg.run_name
     if resume and (out / "checkpoint").exists() and (out / "config.yaml").exists():
         old = from_yaml(ExperimentConfig, out / "config.yaml")
-        changed = [d for d in differences(old, cfg) if not d.startswith(RESUMABLE_CHANGES)]
+        changed = [
+            d
+            for d in differences(old, cfg)
+            if not d.startswith(RESUMABLE_CHANGES)
+            and d.split(" ")[0].split(".")[0] in used_sections(cfg)
+        ]
         if changed:
             raise ConfigError(
                 f"{out} holds a checkpoint trained with another config: {'; '.join(changed)}. "
@@ -108,11 +114,18 @@ def train_model(
     digest_file = out / "semantic_ids.sha256"
     resuming = resume and (out / "checkpoint").exists() and digest_file.exists()
     if resuming and digest_file.read_text().strip() != digest:
-        raise ConfigError(
-            f"{out} was trained on other semantic IDs than "
-            f"{run_dir / cfg.onerec.semantic_ids} holds now (re-tokenized?); add --no-resume "
-            "to train from scratch on the new ones"
+        where = (
+            f"{run_dir / cfg.features.semantic_ids} / {run_dir / cfg.features.vq_codes}"
+            if cfg.ranking_model
+            else run_dir / cfg.onerec.semantic_ids
         )
+        raise ConfigError(
+            f"{out} was trained on other semantic IDs (or VQ codes) than {where} holds now "
+            "(re-tokenized?); add --no-resume to train from scratch on the new ones"
+        )
+    ckpt_weights = out / "checkpoint" / "model.safetensors"
+    if resume and ckpt_weights.exists():  # refuse before anything of the finished run is touched
+        check_matches(model, load_tensors(ckpt_weights), ckpt_weights)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)  # until training ends, the run is unfinished
     to_yaml(cfg, out / "config.yaml")
@@ -205,14 +218,24 @@ def ranking_data(prep, cfg: ExperimentConfig, run_dir: Path) -> CTRData:
     )
 
 
+def trained_tasks(cfg: ExperimentConfig) -> list[str]:
+    """The tasks with a loss weight > 0 (their AUC/GAUC form the mean metrics)."""
+    w = cfg.ranking.task_weights or [1.0] * len(cfg.ranking.tasks)
+    return [t for t, x in zip(cfg.ranking.tasks, w, strict=True) if x > 0]
+
+
 def _train_ranking(
     model: torch.nn.Module, data: CTRData, cfg: ExperimentConfig, out: Path, resume: bool, log
 ) -> dict[str, object]:
     """Fit a ranking model with early stopping on ``cfg.train.metric`` and write its metrics."""
     t0 = time.perf_counter()
 
+    trained = trained_tasks(cfg)
+
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
-        return {k: v for k, v in evaluate_ctr(m, data, 1).items() if k != "tasks"}
+        return {
+            k: v for k, v in evaluate_ctr(m, data, 1, mean_over=trained).items() if k != "tasks"
+        }
 
     n_train = len(data.rows(0))
     log(
@@ -223,13 +246,13 @@ def _train_ranking(
     )
     result = fit(model, CTRTrainSet(data), evaluate, cfg.train, out, resume=resume, log=log)
     model.eval()
-    test = evaluate_ctr(model, data, 2)
+    test = evaluate_ctr(model, data, 2, mean_over=trained)
     seconds = sum(h["seconds"] for h in result.history)
     metrics = {
         "model": cfg.model,
         "ranking": True,
         "dataset": cfg.data.dataset,
-        "valid": evaluate_ctr(model, data, 1),
+        "valid": evaluate_ctr(model, data, 1, mean_over=trained),
         "test": test,
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),

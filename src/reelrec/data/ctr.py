@@ -45,12 +45,13 @@ DURATION_EDGES_S = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
 class FeatureConfig:
     """Which features the KuaiRand ranking samples carry (section ``ranking`` of a config)."""
 
-    max_history: int = 50  # L: behaviour-sequence length (>= 1)
+    max_history: int = 50  # L: behaviour-sequence length (1..1000)
     history_labels: list[str] = field(default_factory=lambda: ["like", "long_view"])  # a row
     # enters later histories when any of these labels is 1
     user_profile: bool = True  # KuaiRand user-table fields (activity degree, fans range, ...)
     counters: bool = True  # real-time counters: the video's and the user's impressions and
     # click / long_view / like rates over rows strictly earlier in time, bucketed
+    min_count: int = 1  # ids (user, video) on fewer training rows map to "unknown" (>= 1)
     semantic_ids: str = ""  # run sub-folder with semantic_ids.parquet (e.g. "tokenizer"):
     # the target's and the history's semantic-ID codes become features; "" = off
     vq_codes: str = ""  # run sub-folder with vq_codes.parquet (e.g. "tokenizer-vq"): the
@@ -158,20 +159,29 @@ class CTRTrainSet:
         return model.loss(self.data.batch(idx).to(device))
 
 
-def fit_vocab(values: np.ndarray, fit_rows: np.ndarray) -> tuple[np.ndarray, int]:
+def fit_vocab(
+    values: np.ndarray, fit_rows: np.ndarray, min_count: int = 1
+) -> tuple[np.ndarray, int]:
     """Encode ``values`` with a vocabulary fitted on ``values[fit_rows]``.
 
     Args:
         values: (n,) any hashable dtype; NaN/None count as missing.
         fit_rows: bool (n,) rows whose values enter the vocabulary.
+        min_count: values seen on fewer fitted rows are "unknown" too, so that the unknown
+            embedding is trained on rare values and means something for the new ones of the
+            test days (>= 1).
 
     Returns:
         ``(codes int64 (n,), vocab size)``: 0 is never produced (reserved for padding), 1 is
-        unknown or missing, known values are 2.. in order of first appearance.
+        unknown, rare or missing; known values are 2.. in order of first appearance.
     """
     ser = pd.Series(values)
-    known = pd.unique(ser[fit_rows & ser.notna().to_numpy()])
-    mapping = pd.Series(np.arange(2, len(known) + 2, dtype=np.int64), index=known)
+    fitted = ser[fit_rows & ser.notna().to_numpy()]
+    counts = fitted.value_counts(sort=False)
+    known = [v for v in pd.unique(fitted) if counts[v] >= min_count]
+    mapping = pd.Series(
+        np.arange(2, len(known) + 2, dtype=np.int64), index=pd.Index(known, dtype=object)
+    )
     codes = ser.map(mapping).fillna(UNKNOWN).to_numpy(dtype=np.int64)
     return codes, len(known) + 2
 
@@ -304,17 +314,17 @@ def kuairand_ctr(
     cols: list[np.ndarray] = []
     vocab: list[int] = []
 
-    def add(name: str, values: np.ndarray, fit: bool = True) -> None:
+    def add(name: str, values: np.ndarray, fit: bool = True, min_count: int = 1) -> None:
         if fit:
-            codes, size = fit_vocab(values, train)
+            codes, size = fit_vocab(values, train, min_count)
         else:  # values are already small non-negative integers: shift past PAD/UNKNOWN
             codes, size = values.astype(np.int64) + 2, int(values.max(initial=0)) + 3
         names.append(name)
         cols.append(codes)
         vocab.append(size)
 
-    add("user_id", uid)
-    add("video_id", vid)
+    add("user_id", uid, min_count=cfg.min_count)
+    add("video_id", vid, min_count=cfg.min_count)
     add("hour", (inter["hourmin"].to_numpy(dtype=np.int64) // 100), fit=False)
     dur = inter["duration_ms"].to_numpy(dtype=np.float64) / 1000.0
     dur_bucket = np.where(np.isnan(dur), -1, np.digitize(np.nan_to_num(dur), DURATION_EDGES_S))
@@ -337,7 +347,7 @@ def kuairand_ctr(
     positive = np.zeros(len(inter), dtype=bool)
     for lab_name in cfg.history_labels:
         if lab_name not in inter.columns:
-            raise KeyError(f"ranking.history_labels: {lab_name!r} is not a column of the data")
+            raise KeyError(f"features.history_labels: {lab_name!r} is not a column of the data")
         positive |= inter[lab_name].to_numpy() == 1
     video_col = names.index("video_id")
     seqs = ["hist_video"]

@@ -4,7 +4,8 @@ For each binary task: AUC over every labelled row, GAUC per user (impression-wei
 one class excluded and counted: CASES.md C01/C02), LogLoss of the predicted probability; a task
 with one class in the split reports NaN AUC/LogLoss-defined values and says so (``note``). For
 regression tasks (watch ratio): MAE and RMSE. ``auc`` and ``gauc`` at the top level are the means
-over the binary tasks that have both classes (the early-stopping metric ``auc``).
+over the binary tasks that have both classes (the early-stopping metric ``auc``), or over the
+tasks named in ``mean_over``.
 """
 
 from __future__ import annotations
@@ -68,9 +69,17 @@ def task_metrics(
 
 
 def evaluate_ctr(
-    model: torch.nn.Module, data: CTRData, split: int, batch_size: int = 4096
+    model: torch.nn.Module,
+    data: CTRData,
+    split: int,
+    batch_size: int = 4096,
+    mean_over: list[str] | None = None,
 ) -> dict[str, object]:
     """Evaluate ``model`` on split ``split`` (1 valid, 2 test) of ``data``.
+
+    Args:
+        mean_over: tasks whose AUC/GAUC enter the means (default: every binary task); the CLI
+            passes the tasks with a loss weight > 0.
 
     Returns:
         ``{"auc": mean AUC, "gauc": mean GAUC, "n": rows, "tasks": {task: {...}}}``; also the flat
@@ -85,8 +94,9 @@ def evaluate_ctr(
         preds,
         data.groups[rows],
     )
-    aucs = [m["auc"] for m in per_task.values() if "auc" in m and not math.isnan(m["auc"])]
-    gaucs = [m["gauc"] for m in per_task.values() if "gauc" in m and not math.isnan(m["gauc"])]
+    chosen = [m for t, m in per_task.items() if mean_over is None or t in mean_over]
+    aucs = [m["auc"] for m in chosen if "auc" in m and not math.isnan(m["auc"])]
+    gaucs = [m["gauc"] for m in chosen if "gauc" in m and not math.isnan(m["gauc"])]
     flat: dict[str, object] = {
         "auc": float(np.mean(aucs)) if aucs else math.nan,
         "gauc": float(np.mean(gaucs)) if gaucs else math.nan,

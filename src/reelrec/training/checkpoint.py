@@ -64,11 +64,31 @@ def load_model(model: nn.Module, path: Path) -> nn.Module:
         CheckpointError: not safetensors, or keys/shapes differ from the model's.
     """
     state = load_tensors(path)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: does not match the model: {exc}") from None
+    check_matches(model, state, path)
+    model.load_state_dict(state, strict=True)
     return model
+
+
+def check_matches(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise :class:`CheckpointError` in one line when ``state``'s names or shapes differ from
+    ``model``'s (counts, and the first difference)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or extra or shapes:
+        first = (shapes or [f"missing {k}" for k in missing] or [f"unexpected {k}" for k in extra])[
+            0
+        ]
+        raise CheckpointError(
+            f"{path}: does not match the model ({len(shapes)} shape differences, "
+            f"{len(missing)} missing and {len(extra)} unexpected tensors; first: {first}); "
+            "the data or config changed since it was written: rerun with --no-resume"
+        )
 
 
 def save_training_state(

@@ -191,6 +191,7 @@ def fit(
         if sched_state:
             scheduler.load_state_dict(sched_state)
         history, best, best_epoch = trainer["history"], trainer["best"], trainer["best_epoch"]
+        best = -math.inf if best is None else best  # JSON keeps -inf as null
         bad, start_epoch, best_valid = trainer["bad"], trainer["epoch"] + 1, trainer["best_valid"]
         log(f"resumed from {ckpt} after epoch {trainer['epoch']}")
         finished = trainer.get("stopped") == "patience" or trainer["epoch"] >= cfg.epochs
@@ -235,6 +236,11 @@ def fit(
         valid = evaluate(model)
         if cfg.metric not in valid:
             raise ValueError(f"validation metrics lack {cfg.metric!r}: {sorted(valid)}")
+        if math.isnan(valid[cfg.metric]):
+            raise ValueError(
+                f"validation {cfg.metric} is NaN at epoch {epoch} (undefined on this validation "
+                "split, e.g. a task with one class only): choose another train.metric"
+            )
         row = {
             "epoch": epoch,
             "loss": total / max(steps, 1),
@@ -244,7 +250,7 @@ def fit(
             **{f"valid_{k}": v for k, v in valid.items()},
         }
         history.append(row)
-        improved = valid[cfg.metric] > best
+        improved = valid[cfg.metric] > best or best_epoch == 0  # the first epoch is kept
         if improved:
             best, best_epoch, bad, best_valid = valid[cfg.metric], epoch, 0, dict(valid)
             save_model(model, out_dir / "model.safetensors")
