@@ -2,7 +2,7 @@
 runs on the Taobao, Criteo and Avazu samples.
 
 Usage: python bench/ranking.py [--out runs/bench-ranking] [--only LABEL ...] [--skip-smoke]
-       [--threads 1] [--a.b=c ...]
+       [--threads 1] [--seeds 2024 1 2] [--a.b=c ...]
 
 KuaiRand (temporal split of DESIGN.md: train 04-08..16, valid 04-17, test 04-18): every variant
 trains with its preset through ``reelrec train`` (early stopping on the mean validation AUC over
@@ -13,9 +13,15 @@ the binary tasks, patience 3) and is tested on the test day's 2,220 impressions:
   the real-time counters of the video and the user);
 * ``*-no-counters``: the same without the counters (the feature set closest to the peers' in
   shared/PEERS.md); the CAN ablations use this base, where the model structure matters most:
-  ``can-order1`` (orders 1 instead of 1..3), ``can-shared`` (no order or combination
-  independence), ``can-sid`` (semantic-ID codes of the target and the history as features, and
-  code-level co-action pairs), ``can-sid-vq`` (plus QARM VQ codes of the target).
+  ``can-order1`` (orders 1 instead of 1..3), ``can-sum-pooling`` (the paper's sum pooling),
+  ``can-shared`` (no order or combination independence), ``can-sid`` (semantic-ID codes of the
+  target and the history as features, and code-level co-action pairs), ``can-sid-vq`` (plus
+  QARM VQ codes of the target);
+* ``deepfm-single-task``, ``din-single-task``: one model per task (like, long_view, click),
+  no counters: the peers' protocol in shared/PEERS.md.
+
+Every variant runs with each of ``--seeds`` (default 2024, 1, 2); ``ranking.json`` holds the
+mean, the std and the per-seed values.
 
 Speed: training samples/s (training impressions x epochs / seconds of the epochs, validation
 included) and the latency of ``score_candidates`` on 1,000 test impressions (median of 30, one
@@ -66,9 +72,12 @@ VARIANTS = {
     "din": ("din", []),
     "can": ("can", []),
     "deepfm-no-counters": ("deepfm", NO_COUNTERS),
+    "deepfm-single-task": ("deepfm", NO_COUNTERS),
+    "din-single-task": ("din", NO_COUNTERS),
     "din-no-counters": ("din", NO_COUNTERS),
     "can-no-counters": ("can", NO_COUNTERS),
     "can-order1": ("can", [*NO_COUNTERS, "--can.orders=1"]),
+    "can-sum-pooling": ("can", [*NO_COUNTERS, "--can.pooling=sum"]),
     "can-shared": (
         "can",
         [*NO_COUNTERS, "--can.order_independent=false", "--can.pair_independent=false"],
@@ -76,6 +85,8 @@ VARIANTS = {
     "can-sid": ("can", [*NO_COUNTERS, *SID]),
     "can-sid-vq": ("can", [*NO_COUNTERS, *SID, "--features.vq_codes=tokenizer-vq"]),
 }
+#: the tasks of the single-task rows (shared/PEERS.md trains one model per task)
+SINGLE_TASK = ["like", "long_view", "click"]
 SMOKE_PAIRS = {
     "criteo-sample": ["C1:C2", "C3:C4"],
     "avazu-sample": ["site_id:device_model", "app_id:device_model"],
@@ -120,8 +131,22 @@ def ensure_vq(run: Path) -> None:
         )
 
 
+def aggregate(runs: list[dict]) -> dict:
+    """Mean over seeds of each task's metrics, with ``<metric>_std`` (population std) and the
+    seeds' values in ``<metric>_runs``."""
+    out: dict[str, dict] = {}
+    for task in runs[0]:
+        out[task] = {}
+        for k in runs[0][task]:
+            vals = [r[task][k] for r in runs if r[task][k] is not None]
+            out[task][k] = round(float(np.mean(vals)), 4) if vals else None
+            out[task][f"{k}_std"] = round(float(np.std(vals)), 4) if vals else None
+            out[task][f"{k}_runs"] = [round(v, 4) for v in vals]
+    return out
+
+
 def run_kuairand(
-    out: Path, labels: list[str], extra: list[str], results: dict, speed: dict
+    out: Path, labels: list[str], seeds: list[int], extra: list[str], results: dict, speed: dict
 ) -> None:
     run = out / "kuairand"
     ensure_semantic_ids(run, "kuairand", "tokenizer")
@@ -129,20 +154,39 @@ def run_kuairand(
     prep = load_prepared(run)
     for label in labels:
         preset, overrides = VARIANTS[label]
-        cfg = resolve_config(
-            preset, [*overrides, f"--name={label}", "--train.progress=false", *extra]
-        )
-        m = train_model(run, cfg)
-        results.setdefault("kuairand", {})[label] = per_task(m["test"])
+        tasks = SINGLE_TASK if label.endswith("-single-task") else [None]
+        per_seed, rates, epochs = [], [], []
+        for seed in seeds:
+            merged: dict = {}
+            for task in tasks:
+                name = f"{label}-{task}-s{seed}" if task else f"{label}-s{seed}"
+                task_args = [f"--ranking.tasks=[{task}]"] if task else []
+                cfg = resolve_config(
+                    preset,
+                    [
+                        *overrides,
+                        *task_args,
+                        f"--name={name}",
+                        f"--train.seed={seed}",
+                        "--train.progress=false",
+                        *extra,
+                    ],
+                )
+                m = train_model(run, cfg)
+                merged.update(per_task(m["test"]))
+                rates.append(m["train_samples_per_s"])
+                epochs.append(m["best_epoch"])
+            per_seed.append(merged)
+        results.setdefault("kuairand", {})[label] = aggregate(per_seed)
         data = ranking_data(prep, cfg, run)
         model = MODELS[cfg.model].build(cfg, data, run)
-        load_model(model, run / "models" / label / "model.safetensors")
+        load_model(model, run / "models" / name / "model.safetensors")
         speed.setdefault("kuairand", {})[label] = {
-            "train_samples_per_s": m["train_samples_per_s"],
+            "train_samples_per_s": round(float(np.median(rates)), 1),
             "score_ms_per_1000": round(latency_ms(model, data, data.rows(2)), 2),
             "parameters": m["parameters"],
-            "best_epoch": m["best_epoch"],
-            "mean_auc": round(m["test"]["auc"], 4),
+            "best_epochs": epochs,
+            "seeds": seeds,
             "command": f"python bench/ranking.py --only {label}",
         }
         save(results, speed)
@@ -210,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=list(VARIANTS), help="KuaiRand variants to run")
     p.add_argument("--skip-smoke", action="store_true", help="no Taobao/Criteo/Avazu runs")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--seeds", type=int, nargs="+", default=[2024, 1, 2], help="train.seed values")
     args, extra = p.parse_known_args(argv)
     torch.set_num_threads(args.threads)
     results = (
@@ -222,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         if (RESULTS / "ranking_speed.json").exists()
         else {}
     )
-    run_kuairand(args.out, args.only or list(VARIANTS), extra, results, speed)
+    run_kuairand(args.out, args.only or list(VARIANTS), args.seeds, extra, results, speed)
     if not args.skip_smoke and not args.only:
         run_smoke(args.out, results, speed)
     print("\n| dataset | model | task | AUC | GAUC | LogLoss |\n|---|---|---|---|---|---|")

@@ -164,6 +164,22 @@ def test_tiny_config_gradients_and_overfit(name):
     assert float(model.loss(batch).loss.detach()) < 0.2 * first
 
 
+def test_task_towers_give_each_task_its_own_mlp():
+    data = tiny_data()
+    schema = CTRSchema.of(data)
+    torch.manual_seed(0)
+    model = DeepFM(
+        schema, RankingConfig(embed_dim=6, mlp=[10], dropout=0.0, tasks=TASKS, tower=[4])
+    )
+    assert len(model.heads.towers) == 3 and model.heads.linear is None
+    batch = data.batch(np.arange(8))
+    out = model(batch)
+    with torch.no_grad():  # changing the like tower moves only the like output
+        model.heads.towers[1][-1].bias += 1.0
+    diff = model(batch) - out
+    assert torch.allclose(diff[:, 1], torch.ones(8)) and diff[:, [0, 2]].abs().max() == 0
+
+
 def test_rows_without_a_label_do_not_enter_that_tasks_loss():
     data = tiny_data()
     model = build("din", data)

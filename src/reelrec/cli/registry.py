@@ -405,6 +405,7 @@ def _check_ranking(cfg: ExperimentConfig) -> None:
     _check(r.embed_dim >= 1, "ranking.embed_dim", ">= 1", r.embed_dim)
     _check(len(r.mlp) > 0 and min(r.mlp) >= 1, "ranking.mlp", "widths >= 1", r.mlp)
     _check(0 <= r.dropout < 1, "ranking.dropout", "in [0, 1)", r.dropout)
+    _check(all(w >= 1 for w in r.tower), "ranking.tower", "widths >= 1 (or [])", r.tower)
     unknown = [x for x in r.tasks if x not in KUAIRAND_TASKS]
     _check(
         len(r.tasks) > 0 and not unknown and len(set(r.tasks)) == len(r.tasks),

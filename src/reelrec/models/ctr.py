@@ -1,9 +1,9 @@
 """What the multi-task ranking models (DeepFM, DIN, CAN) share: the field embeddings, the
 shared-bottom multi-task heads and the loss.
 
-Multi-task learning is the shared-bottom form (Caruana 1997; the baseline of MMoE, arXiv
-1706.06978's follow-ups): one representation per sample from the model, one shared MLP, and one
-linear output per task. Binary tasks (click, long_view, like, follow, comment, forward) use
+Multi-task learning is the shared-bottom form (Caruana 1997; the baseline of MMoE, Ma et al., KDD 2018,
+compares against): one representation per sample from the model, one shared MLP, and per task a
+linear output or a small tower of its own (``ranking.tower``). Binary tasks (click, long_view, like, follow, comment, forward) use
 binary cross-entropy on logits; the watch ratio is regressed with squared error on the clipped
 ratio. Rows without a label for a task (NaN) are left out of that task's loss. The total loss is
 ``sum_t task_weight_t * loss_t``.
@@ -27,6 +27,8 @@ class RankingConfig:
 
     embed_dim: int = 16  # D: embedding width of every sparse field (>= 1)
     mlp: list[int] = field(default_factory=lambda: [256, 128])  # shared-bottom MLP widths
+    tower: list[int] = field(default_factory=list)  # hidden widths of each task's own tower
+    # on top of the shared bottom; [] = one linear output per task
     dropout: float = 0.1  # dropout after each MLP layer, in [0, 1)
     tasks: list[str] = field(default_factory=lambda: list(KUAIRAND_TASKS))  # label columns
     task_weights: list[float] = field(default_factory=list)  # loss weight per task, >= 0;
@@ -83,6 +85,32 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
+class TaskTowers(nn.Module):
+    """One tower per task on the shared representation: (B, H) -> (B, T).
+
+    With ``hidden == []`` this is a single ``Linear(H, T)`` (one linear output per task);
+    otherwise each task has its own MLP ``H -> hidden... -> 1`` (computed for all tasks at once
+    by grouped matrix products).
+    """
+
+    def __init__(self, dim: int, hidden: list[int], tasks: int, dropout: float) -> None:
+        super().__init__()
+        self.towers = (
+            nn.ModuleList(
+                nn.Sequential(mlp([dim, *hidden], dropout), nn.Linear(([dim, *hidden])[-1], 1))
+                for _ in range(tasks)
+            )
+            if hidden
+            else None
+        )
+        self.linear = None if hidden else nn.Linear(dim, tasks)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.linear is not None:
+            return self.linear(h)
+        return torch.cat([t(h) for t in self.towers], 1)
+
+
 class RankingModel(nn.Module):
     """Base class: embedding tables, the shared bottom and the task outputs.
 
@@ -107,7 +135,7 @@ class RankingModel(nn.Module):
         per task."""
         sizes = [repr_dim, *self.cfg.mlp]
         self.bottom = mlp(sizes, self.cfg.dropout)
-        self.heads = nn.Linear(sizes[-1], len(self.schema.tasks))
+        self.heads = TaskTowers(sizes[-1], self.cfg.tower, len(self.schema.tasks), self.cfg.dropout)
 
     # --- embeddings -------------------------------------------------------------------------
     def field_embeddings(self, sparse: torch.Tensor) -> torch.Tensor:
