@@ -23,6 +23,26 @@ def data_root() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def kuairand_prepared(tmp_path_factory, data_root):
+    """Factory: ``make(name)`` returns a new run folder holding KuaiRand prepared by
+    ``reelrec prepare`` (prepared once per session, then copied)."""
+    import shutil
+
+    from reelrec.cli import prepare
+
+    base = tmp_path_factory.mktemp("kuairand-prepared") / "run"
+    args = ["--dataset", "kuairand", "--data-dir", str(data_root), "--out", str(base)]
+    assert prepare.main(args) == 0
+
+    def make(name: str) -> Path:
+        dest = tmp_path_factory.mktemp(name) / "run"
+        shutil.copytree(base, dest)
+        return dest
+
+    return make
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     full_run = not session.config.args or session.config.args == ["tests"]
     if full_run and not session.config.option.keyword and len(session.items) < MIN_TESTS:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from reelrec.cli import evaluate, main, prepare, train
+from reelrec.cli import evaluate, main, train
 from reelrec.cli.registry import resolve_config
 from reelrec.config import ConfigError
 
@@ -27,11 +27,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data_root):
-    folder = tmp_path_factory.mktemp("kuairand-onerec") / "run"
-    args = ["--dataset", "kuairand", "--data-dir", str(data_root), "--out", str(folder)]
-    assert prepare.main(args) == 0
-    return folder
+def run(kuairand_prepared):
+    return kuairand_prepared("kuairand-onerec")
 
 
 @pytest.fixture(autouse=True)

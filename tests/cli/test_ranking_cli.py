@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from reelrec.cli import evaluate, main, prepare, train
+from reelrec.cli import evaluate, main, train
 
 TINY = [
     "--train.epochs=1",
@@ -20,11 +20,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data_root):
-    folder = tmp_path_factory.mktemp("kuairand-ranking")
-    args = ["--dataset", "kuairand", "--data-dir", str(data_root), "--out", str(folder)]
-    assert prepare.main(args) == 0
-    return folder
+def run(kuairand_prepared):
+    return kuairand_prepared("kuairand-ranking")
 
 
 def test_train_each_ranker_and_evaluate_agrees(run, capsys):
