@@ -18,7 +18,9 @@ the binary tasks, patience 3) and is tested on the test day's 2,220 impressions:
   target and the history as features, and code-level co-action pairs), ``can-sid-vq`` (plus
   QARM VQ codes of the target);
 * ``deepfm-single-task``, ``din-single-task``: one model per task (like, long_view, click),
-  no counters: the peers' protocol in shared/PEERS.md.
+  no counters: the peers' protocol in shared/PEERS.md; ``deepfm-no-counters-like-stop``: the
+  multi-task DeepFM with early stopping on the validation like AUC (is the single-task gap on
+  like the tasks or the stopping metric?).
 
 Every variant runs with each of ``--seeds`` (default 2024, 1, 2); ``ranking.json`` holds the
 mean, the std and the per-seed values.
@@ -73,6 +75,7 @@ VARIANTS = {
     "can": ("can", []),
     "deepfm-no-counters": ("deepfm", NO_COUNTERS),
     "deepfm-single-task": ("deepfm", NO_COUNTERS),
+    "deepfm-no-counters-like-stop": ("deepfm", [*NO_COUNTERS, "--train.metric=like/auc"]),
     "din-single-task": ("din", NO_COUNTERS),
     "din-no-counters": ("din", NO_COUNTERS),
     "can-no-counters": ("can", NO_COUNTERS),
