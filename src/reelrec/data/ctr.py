@@ -182,7 +182,7 @@ def fit_vocab(
     mapping = pd.Series(
         np.arange(2, len(known) + 2, dtype=np.int64), index=pd.Index(known, dtype=object)
     )
-    codes = ser.map(mapping).fillna(UNKNOWN).to_numpy(dtype=np.int64)
+    codes = np.array(ser.map(mapping).fillna(UNKNOWN), dtype=np.int64)  # writable copy
     return codes, len(known) + 2
 
 

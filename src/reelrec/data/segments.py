@@ -203,3 +203,45 @@ def build_segments(
         n_users=n_users,
         n_videos=n_videos,
     )
+
+
+def segment_ctr(data: SegmentData, interest: np.ndarray | None = None):
+    """The views as ranking samples for the CTR models (the SegMM paper's downstream task with a
+    CAN backbone): task ``finish`` (the view was played to the end).
+
+    Fields: ``user_id``, ``video_id``, ``length`` (S); sequences ``hist_video`` and
+    ``hist_length`` (the user's earlier views); with ``interest`` (int (n, F) buckets, from
+    :func:`reelrec.models.segment_interest.interest_features`) the fields ``interest_0..``.
+
+    Returns:
+        :class:`reelrec.data.ctr.CTRData` with the same rows, splits and user groups.
+    """
+    from reelrec.data.ctr import CTRData
+
+    fields = ["user_id", "video_id", "length"]
+    cols = [data.user.numpy(), data.video.numpy(), data.segments.numpy() + 1]
+    vocab = [data.n_users, data.n_videos, MAX_SEGMENTS + 2]
+    if interest is not None:
+        for j in range(interest.shape[1]):
+            fields.append(f"interest_{j}")
+            cols.append(interest[:, j].astype(np.int64) + 2)
+            vocab.append(int(interest[:, j].max()) + 3)
+    hist_len = torch.where(data.hist_segments > 0, data.hist_segments + 1, 0)
+    out = CTRData(
+        fields=fields,
+        vocab=vocab,
+        sparse=torch.from_numpy(np.stack(cols, 1)),
+        sequences=["hist_video", "hist_length"],
+        seq_target=[1, 2],
+        history=torch.stack([data.hist_video, hist_len], 1),
+        bags=[],
+        bag_vocab=[],
+        bag=torch.zeros((len(data), 0, 1), dtype=torch.long),
+        tasks=["finish"],
+        labels=(data.skip < 0).float()[:, None],
+        groups=data.groups,
+        split=data.split,
+        source="segmm",
+    )
+    out.check()
+    return out

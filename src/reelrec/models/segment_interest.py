@@ -251,3 +251,21 @@ class SegmentMLP(SkipLoss, nn.Module):
 
     def forward(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.net(self.features(b)).squeeze(-1)
+
+
+def interest_features(
+    scores: torch.Tensor, segments: torch.Tensor, buckets: int = 10
+) -> torch.Tensor:
+    """Segment-interest features for a ranker, from interest scores (B, S_max) and lengths (B,).
+
+    The predicted skip distribution is ``softmax(-scores)`` over the video's S segments. Returns
+    int64 (B, 2) buckets (0..buckets-1): the expected watched fraction ``sum_s p_s * s / S`` and
+    the probability that the user leaves in the first segment.
+    """
+    valid = valid_mask(segments, scores.shape[1])
+    p = torch.softmax((-scores).masked_fill(~valid, float("-inf")), 1)
+    pos = torch.arange(scores.shape[1], device=scores.device)[None, :].float()
+    watched = (p * pos).sum(1) / segments.float()
+    first = p[:, 0]
+    to_bucket = lambda x: torch.clamp((x * buckets).long(), 0, buckets - 1)  # noqa: E731
+    return torch.stack([to_bucket(watched), to_bucket(first)], 1)
