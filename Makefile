@@ -41,6 +41,7 @@ bench: install
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/decode.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/scaling.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/ranking.py
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/segment.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
