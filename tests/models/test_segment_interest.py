@@ -178,4 +178,39 @@ def test_real_segmm_sample_builds(data_root):
 
     d = build_segments(load("segmm", data_root).interactions)
     assert len(d) == 10000 and int((d.skip >= 0).sum()) == 6669
-    assert np.bincount(d.split).tolist() == [8002, 1000, 998]
+    assert np.bincount(d.split).tolist() == [8046, 1001, 953]  # tie groups stay in one split
+
+
+def test_bad_input_gets_clear_errors():
+    df = views(n_users=1, per_user=4)
+    df.at[2, "label_1d"] = np.array([1, 256, -1])  # would wrap to 0 in int8
+    with pytest.raises(ValueError, match=r"row 2 .*label_1d must be 1..40 integers"):
+        build_segments(df)
+    with pytest.raises(ValueError, match="split shares"):
+        split_by_user_time(np.array([1, 1, 1]), 0.0, 0.9)
+    with pytest.raises(ValueError, match="skip must be -1"):
+        intra_video_loss(torch.zeros(1, MAX_SEGMENTS), torch.tensor([3]), torch.tensor([3]))
+    with pytest.raises(ValueError, match="segment.loss"):
+        SegmentMLP(SegmentConfig(loss="softmx"))
+    with pytest.raises(ValueError, match="cutoffs"):
+        skip_ranking_metrics(np.zeros((1, 3)), np.array([3]), np.array([0]), ks=(0,))
+
+
+def test_views_at_the_same_time_share_a_split_and_never_see_each_other():
+    df = pd.DataFrame(
+        {
+            "user_id": [1] * 10,
+            "item_id": range(10),
+            "timestamp_ms": [0, 1, 2, 3, 4, 5, 6, 7, 7, 7],  # the last three at one time
+            "label_1d": [np.array([0, -1], dtype=np.int8)] * 10,
+        }
+    )
+    d = build_segments(df)
+    assert d.split[7:].tolist() == [d.split[7]] * 3  # the tie group is not cut by the split
+    assert (d.hist_segments[9] > 0).sum() == 7  # views 7 and 8 are not in view 9's history
+
+
+def test_inf_padding_does_not_make_the_loss_nan():
+    s = torch.randn(1, MAX_SEGMENTS)
+    s[0, 5:] = float("-inf")
+    assert torch.isfinite(intra_video_loss(s, torch.tensor([5]), torch.tensor([1])))

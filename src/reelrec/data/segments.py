@@ -8,7 +8,9 @@ evaluation does), but it is still part of later views' histories.
 
 Split by time within each user (the SIGIR paper splits each user's views chronologically): the
 first ``train_share`` of a user's views are train, the next ``valid_share`` validation, the rest
-test. Vocabularies are fitted on train.
+test; views with the same timestamp stay in one split (the sample logs most views at a time
+shared with other views of the user, in no known order) and are not in each other's history.
+Vocabularies are fitted on train.
 
 Arrays (n views, S_max = 40 segments, H history views):
 
@@ -125,12 +127,16 @@ def split_by_user_time(users: np.ndarray, train: float, valid: float) -> np.ndar
     """Per user (rows sorted by user, time): the first ``train`` share of the user's rows are 0,
     the next ``valid`` share 1, the rest 2; each split keeps at least one row when the user has
     three or more."""
+    if not (0 < train < 1 and 0 <= valid < 1 and train + valid < 1):
+        raise ValueError(
+            f"split shares must satisfy 0 < train, 0 <= valid, train + valid < 1; got {train}, {valid}"
+        )
     split = np.zeros(len(users), dtype=np.int8)
     bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         n = b - a
         n_test = max(1, int(round(n * (1 - train - valid)))) if n >= 3 else 0
-        n_valid = max(1, int(round(n * valid))) if n >= 3 else 0
+        n_valid = min(max(1, int(round(n * valid))) if n >= 3 and valid > 0 else 0, n - n_test - 1)
         split[b - n_test - n_valid : b - n_test] = 1
         split[b - n_test : b] = 2
     return split
@@ -153,24 +159,49 @@ def build_segments(
     Raises:
         ValueError: a label array that is not SegMM's, or longer than 40 segments (names the row).
     """
-    inter = inter.sort_values(["user_id", "timestamp_ms"], kind="stable").reset_index(drop=True)
+    for col in ("user_id", "item_id", "timestamp_ms", "label_1d"):
+        if col not in inter.columns:
+            raise ValueError(f"build_segments: column {col!r} missing (have {list(inter.columns)})")
+    if len(inter) == 0:
+        raise ValueError("build_segments: no views")
+    for col in ("user_id", "item_id", "timestamp_ms"):
+        values = pd.to_numeric(inter[col], errors="coerce")
+        bad = values.isna() | (values != np.floor(values))
+        if bad.any():
+            raise ValueError(
+                f"build_segments: row {bad.idxmax()!r}, column {col!r}: not an integer"
+            )
+    inter = inter.sort_values(["user_id", "timestamp_ms"], kind="stable")
+    rows = inter.index.to_numpy()  # the caller's row labels, for error messages
+    inter = inter.reset_index(drop=True)
     n = len(inter)
     users = inter["user_id"].to_numpy(dtype=np.int64)
     time = inter["timestamp_ms"].to_numpy(dtype=np.int64)
     labels = np.full((n, MAX_SEGMENTS), PAD_LABEL, dtype=np.int8)
     skip = np.empty(n, dtype=np.int64)
     seg = np.empty(n, dtype=np.int64)
-    for i, arr in enumerate(inter["label_1d"]):
-        arr = np.asarray(arr, dtype=np.int8)
-        if not 1 <= len(arr) <= MAX_SEGMENTS:
-            raise ValueError(f"row {i} (user {users[i]}): {len(arr)} segments, expected 1..40")
+    for i, value in enumerate(inter["label_1d"]):
+        where = f"row {rows[i]} (user {users[i]})"
+        raw = np.asarray(value if value is not None else [], dtype=object).ravel()
+        if not 1 <= len(raw) <= MAX_SEGMENTS or not all(
+            isinstance(x, int | np.integer) and x in (-1, 0, 1) for x in raw
+        ):
+            raise ValueError(
+                f"{where}: label_1d must be 1..40 integers in {{-1, 0, 1}}, got {value!r:.60}"
+            )
+        arr = raw.astype(np.int8)
         try:
             skip[i] = skip_position(arr)
         except ValueError as exc:
-            raise ValueError(f"row {i} (user {users[i]}): {exc}") from None
+            raise ValueError(f"{where}: {exc}") from None
         labels[i, : len(arr)] = arr
         seg[i] = len(arr)
     split = split_by_user_time(users, train_share, valid_share)
+    # views logged at the same ms (in the SegMM sample most views share a timestamp with another
+    # view of the same user) stay in the split of the group's first view: no split boundary
+    # falls inside a tie group
+    first = np.r_[True, (users[1:] != users[:-1]) | (time[1:] != time[:-1])]
+    split = split[np.maximum.accumulate(np.where(first, np.arange(n), 0))]
     train = split == 0
     u, n_users = fit_vocab(users, train)
     # videos seen once in train map to "unknown", so that its embedding is trained on the rare

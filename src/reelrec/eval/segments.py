@@ -35,8 +35,18 @@ def skip_ranking_metrics(
         ValueError: shapes disagree, a skip outside its video, NaN scores, or no view.
     """
     scores = np.asarray(scores, dtype=np.float64)
-    segments = np.asarray(segments, dtype=np.int64)
-    skip = np.asarray(skip, dtype=np.int64)
+    segments, skip = np.asarray(segments), np.asarray(skip)
+    if scores.ndim != 2 or segments.ndim != 1 or skip.ndim != 1:
+        raise ValueError(
+            f"scores must be (n, S_max) and segments, skip (n,), got shapes {scores.shape}, "
+            f"{segments.shape}, {skip.shape}"
+        )
+    for name, arr in (("segments", segments), ("skip", skip)):
+        if arr.dtype.kind not in "iu":
+            raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if any(int(k) < 1 for k in ks):
+        raise ValueError(f"cutoffs must be >= 1, got {list(ks)}")
+    segments, skip = segments.astype(np.int64), skip.astype(np.int64)
     n, s_max = scores.shape
     if len(segments) != n or len(skip) != n:
         raise ValueError(f"scores has {n} rows, segments {len(segments)}, skip {len(skip)}")

@@ -51,6 +51,22 @@ class SegmentConfig:
     pairs: str = "all"  # skip segment against "all" other segments or the "watched" ones
 
 
+def check_segment_config(cfg: SegmentConfig) -> None:
+    """Raise ``ValueError`` naming the first invalid field of ``cfg``."""
+    if cfg.loss not in ("pairwise", "softmax"):
+        raise ValueError(f"segment.loss must be 'pairwise' or 'softmax', got {cfg.loss!r}")
+    if cfg.pairs not in ("all", "watched"):
+        raise ValueError(f"segment.pairs must be 'all' or 'watched', got {cfg.pairs!r}")
+    if not cfg.margin > 0:
+        raise ValueError(f"segment.margin must be > 0, got {cfg.margin!r}")
+    if cfg.dim < 1 or cfg.heads < 1 or cfg.dim % cfg.heads:
+        raise ValueError(
+            f"segment.dim ({cfg.dim}) must be >= 1 and divisible by heads ({cfg.heads})"
+        )
+    if not 0 <= cfg.dropout < 1:
+        raise ValueError(f"segment.dropout must be in [0, 1), got {cfg.dropout!r}")
+
+
 class SegmentOutput(dict):
     """``loss`` (scalar) and ``parts`` (floats for the log)."""
 
@@ -85,6 +101,16 @@ def intra_video_loss(
     Returns:
         A scalar (0 when no view has a skip).
     """
+    if scores.dim() != 2 or segments.shape != skip.shape or len(segments) != len(scores):
+        raise ValueError(
+            f"scores must be (B, S_max) with segments and skip (B,), got "
+            f"{tuple(scores.shape)}, {tuple(segments.shape)}, {tuple(skip.shape)}"
+        )
+    if bool(((segments < 1) | (segments > scores.shape[1])).any()):
+        raise ValueError(f"segments must be in 1..{scores.shape[1]}")
+    if bool(((skip < -1) | (skip >= segments)).any()):
+        raise ValueError("skip must be -1 (played to the end) or a segment index below S")
+    check_segment_config(SegmentConfig(loss=kind, margin=margin, pairs=pairs))
     has = skip >= 0
     if not bool(has.any()):
         return scores.sum() * 0.0
@@ -98,7 +124,7 @@ def intra_video_loss(
     other = valid & (pos != k[:, None])
     if pairs == "watched":
         other &= pos < k[:, None]
-    hinge = F.relu(margin - (s - target)) * other
+    hinge = torch.where(other, F.relu(margin - (s - target)), 0.0)  # padding may hold inf
     per_view = hinge.sum(1) / other.sum(1).clamp_min(1)
     return per_view.mean()
 
@@ -124,6 +150,7 @@ class SegmentInterest(SkipLoss, nn.Module):
 
     def __init__(self, n_users: int, n_videos: int, cfg: SegmentConfig) -> None:
         super().__init__()
+        check_segment_config(cfg)
         d = cfg.dim
         self.cfg = cfg
         self.user = nn.Embedding(n_users, d, padding_idx=0)
@@ -180,7 +207,15 @@ class PositionPrior(nn.Module):
         self.register_buffer("counts", torch.zeros(MAX_SEGMENTS + 1, MAX_SEGMENTS))
 
     def fit(self, segments: torch.Tensor, skip: torch.Tensor) -> PositionPrior:
-        """Count skip positions per length (views with a skip only)."""
+        """Count skip positions per length (views with a skip only).
+
+        Raises:
+            ValueError: a length outside 1..40 or a skip outside -1..S-1.
+        """
+        if bool(
+            ((segments < 1) | (segments > MAX_SEGMENTS) | (skip < -1) | (skip >= segments)).any()
+        ):
+            raise ValueError("PositionPrior.fit: need 1 <= S <= 40 and -1 <= skip < S")
         has = skip >= 0
         flat = segments[has] * MAX_SEGMENTS + skip[has]
         c = torch.bincount(flat, minlength=(MAX_SEGMENTS + 1) * MAX_SEGMENTS).float()
@@ -200,6 +235,7 @@ class DurationPosition(SkipLoss, nn.Module):
 
     def __init__(self, cfg: SegmentConfig) -> None:
         super().__init__()
+        check_segment_config(cfg)
         self.cfg = cfg
         self.table = nn.Embedding((MAX_SEGMENTS + 1) * MAX_SEGMENTS, 1)
         self.relative = nn.Embedding(10, 1)
@@ -223,6 +259,7 @@ class SegmentMLP(SkipLoss, nn.Module):
 
     def __init__(self, cfg: SegmentConfig) -> None:
         super().__init__()
+        check_segment_config(cfg)
         self.cfg = cfg
         self.net = nn.Sequential(
             nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 1)
