@@ -8,8 +8,9 @@ from pathlib import Path
 
 from reelrec.cli.common import load_prepared, read_json, sequences_for
 from reelrec.cli.registry import MODELS, ExperimentConfig, semantic_ids_digest
-from reelrec.cli.train import ranking_data, trained_tasks
+from reelrec.cli.train import ranking_data, segment_metrics, trained_tasks
 from reelrec.config import from_yaml, to_yaml
+from reelrec.data.segments import build_segments
 from reelrec.eval.ctr import evaluate_ctr
 from reelrec.eval.ranking import evaluate_model
 from reelrec.eval.report import write_report
@@ -67,6 +68,8 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
         key = (
             (to_yaml(cfg.features), tuple(cfg.ranking.tasks), cfg.ranking.watch_ratio_clip)
             if cfg.ranking_model
+            else "segments"
+            if cfg.segment_model
             else cfg.max_len
         )
         try:
@@ -74,6 +77,8 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
                 cache[key] = (
                     ranking_data(prep, cfg, run_dir)
                     if cfg.ranking_model
+                    else build_segments(prep.interactions)
+                    if cfg.segment_model
                     else sequences_for(prep, cfg.max_len)
                 )
         except (ValueError, KeyError, FileNotFoundError) as exc:
@@ -87,6 +92,18 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
             log(f"warning: skipping {folder.name}: {exc}")
             continue
         model.eval()
+        if cfg.segment_model:
+            test = segment_metrics(model, data, 2)
+            models[folder.name] = {k: v for k, v in test.items() if k != "n"}
+            detail = (
+                read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
+            )
+            detail.update(test=test, segment=True, model=cfg.model)
+            details[folder.name] = detail
+            log(
+                f"{folder.name}: test video-skip HR@1 {test['hr@1']:.4f}  NDCG@5 {test['ndcg@5']:.4f}"
+            )
+            continue
         if cfg.ranking_model:
             test = evaluate_ctr(model, data, 2, mean_over=trained_tasks(cfg))
             models[folder.name] = {

@@ -24,6 +24,7 @@ from reelrec.models.elastic import Elastic, ElasticConfig, check_elastic_config
 from reelrec.models.onerec import OneRec, OneRecConfig, check_onerec_config
 from reelrec.models.popularity import Popularity, PopularityConfig
 from reelrec.models.sasrec import SASRec, SASRecConfig
+from reelrec.models.segment_interest import SegmentConfig, SegmentInterest, check_segment_config
 from reelrec.training.loop import TrainConfig
 
 
@@ -61,6 +62,12 @@ class ExperimentConfig:
     ranking: RankingConfig = field(default_factory=RankingConfig)  # can, din, deepfm
     din: DINConfig = field(default_factory=DINConfig)  # din, can
     can: CANConfig = field(default_factory=CANConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)  # segment-interest
+
+    @property
+    def segment_model(self) -> bool:
+        """True for the SegMM video-skip model (section ``segment``, dataset segmm)."""
+        return self.model == "segment-interest"
 
     @property
     def ranking_model(self) -> bool:
@@ -196,6 +203,11 @@ MODELS: dict[str, ModelEntry] = {
         trainable=True,
         description="DIN deep interest network, multi-task ranking (arXiv 1706.06978)",
     ),
+    "segment-interest": ModelEntry(
+        build=lambda cfg, data, run_dir: SegmentInterest(data.n_users, data.n_videos, cfg.segment),
+        trainable=True,
+        description="SegMM segment-level interest, video-skip prediction (arXiv 2504.04237)",
+    ),
     "deepfm": ModelEntry(
         build=lambda cfg, data, run_dir: DeepFM(CTRSchema.of(data), cfg.ranking),
         trainable=True,
@@ -247,6 +259,12 @@ PRESETS: dict[str, ExperimentConfig] = {
     ),
     "din": ExperimentConfig(model="din", train=replace(_RANK_TRAIN)),
     "deepfm": ExperimentConfig(model="deepfm", train=replace(_RANK_TRAIN)),
+    # SegMM video-skip prediction on the segmm sample; early stopping on validation NDCG@5
+    "segment-interest": ExperimentConfig(
+        model="segment-interest",
+        data=DataSection(dataset="segmm"),
+        train=TrainConfig(epochs=60, patience=5, metric="ndcg@5", batch_size=128),
+    ),
     "tiger": ExperimentConfig(
         model="onerec",
         name="tiger",
@@ -334,6 +352,22 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(e.batch_size >= 1, "eval.batch_size", ">= 1", e.batch_size)
     if cfg.ranking_model:
         _check_ranking(cfg)
+        return
+    if cfg.segment_model:
+        skip_metrics = [f"{m}@{k}" for m in ("hr", "ndcg") for k in (1, 5, 10)]
+        _check(
+            cfg.data.dataset == "segmm",
+            "data.dataset",
+            "segmm for segment-interest",
+            cfg.data.dataset,
+        )
+        _check(
+            t.metric in skip_metrics, "train.metric", f"one of {', '.join(skip_metrics)}", t.metric
+        )
+        try:
+            check_segment_config(cfg.segment)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return
     metric = re.fullmatch(r"(recall|hr|ndcg|mrr)@(\d+)|mrr", t.metric)
     _check(
@@ -487,6 +521,7 @@ def used_sections(cfg: ExperimentConfig) -> set[str]:
         "deepfm": {"features", "ranking"},
         "din": {"features", "ranking", "din"},
         "can": {"features", "ranking", "din", "can"},
+        "segment-interest": {"segment"},
     }
     return {"model", "name", "data", "train", "eval", *own.get(cfg.model, set())}
 

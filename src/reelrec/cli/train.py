@@ -27,8 +27,10 @@ from reelrec.cli.registry import (
 )
 from reelrec.config import ConfigError, differences, from_yaml, to_yaml
 from reelrec.data.ctr import CTRData, CTRTrainSet, kuairand_ctr
+from reelrec.data.segments import SegmentData, SegmentTrainSet, build_segments
 from reelrec.eval.ctr import evaluate_ctr
 from reelrec.eval.ranking import evaluate_model
+from reelrec.eval.segments import skip_ranking_metrics
 from reelrec.io import atomic_write_json, atomic_write_text, run_metadata
 from reelrec.training.checkpoint import check_matches, load_tensors, save_model
 from reelrec.training.loop import fit
@@ -59,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and watch ratio; early stopping on the mean validation AUC) are set by "
         "--features.KEY, --ranking.KEY, --din.KEY and --can.KEY (DeepFM has no section of its "
         "own; every key and default: docs/ranking.md, or RUN/models/NAME/config.yaml after a "
-        "run; lists are written --ranking.tasks=[click,like]). --train.progress=false hides the "
+        "run; lists are written --ranking.tasks=[click,like]). The preset segment-interest (SegMM video-skip prediction on "
+        "--data.dataset=segmm; HR@k / NDCG@k of the skip segment) is set by --segment.KEY. --train.progress=false hides the "
         "progress bar; --train.threads=N sets torch's CPU threads.",
     )
     p.add_argument("config", help="preset name or path to a YAML config")
@@ -91,6 +94,8 @@ def train_model(
             f"data.dataset={cfg.data.dataset!r}; use another --run or --data.dataset={prepared_for}"
         )
     data = ranking_data(prep, cfg, run_dir) if cfg.ranking_model else None
+    if cfg.segment_model:
+        data = build_segments(prep.interactions)
     if data is None:
         data = sequences_for(prep, cfg.max_len, cfg.window_step)
     torch.manual_seed(cfg.train.seed)  # initialisation; the loop seeds shuffling per epoch
@@ -133,6 +138,8 @@ def train_model(
         atomic_write_text(digest_file, digest + "\n")
     if cfg.ranking_model:
         return _train_ranking(model, data, cfg, out, resume, log)
+    if cfg.segment_model:
+        return _train_segment(model, data, cfg, out, resume, log)
     ks = tuple(cfg.eval.ks)
 
     # beam search is costly: early stopping of generative models may look at a fixed random
@@ -216,6 +223,57 @@ def ranking_data(prep, cfg: ExperimentConfig, run_dir: Path) -> CTRData:
         run_dir,
         cfg.ranking.watch_ratio_clip,
     )
+
+
+def segment_metrics(model: torch.nn.Module, data: SegmentData, split: int) -> dict[str, float]:
+    """Video-skip HR@k / NDCG@k (k = 1, 5, 10) on the split's views that have a skip segment."""
+    rows = data.rows(split, skipped_only=True)
+    model.eval()
+    with torch.no_grad():
+        scores = model(data.batch(rows)).numpy()
+    return skip_ranking_metrics(
+        scores, data.segments[rows].numpy(), data.skip[rows].numpy(), (1, 5, 10)
+    )
+
+
+def _train_segment(
+    model: torch.nn.Module, data: SegmentData, cfg: ExperimentConfig, out: Path, resume: bool, log
+) -> dict[str, object]:
+    """Fit the SegMM model with early stopping on ``cfg.train.metric`` and write its metrics."""
+    log(
+        f"training {cfg.run_name} on {cfg.data.dataset}: {len(SegmentTrainSet(data)):,} "
+        f"training views with a skip segment, {sum(p.numel() for p in model.parameters()):,} "
+        "parameters"
+    )
+    result = fit(
+        model,
+        SegmentTrainSet(data),
+        lambda m: segment_metrics(m, data, 1),
+        cfg.train,
+        out,
+        resume=resume,
+        log=log,
+    )
+    test = segment_metrics(model, data, 2)
+    metrics = {
+        "model": cfg.model,
+        "segment": True,
+        "dataset": cfg.data.dataset,
+        "valid": segment_metrics(model, data, 1),
+        "test": test,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped": result.stopped,
+        "train_seconds": round(sum(h["seconds"] for h in result.history), 2),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **run_metadata(),
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    log(
+        f"{cfg.run_name}: test video-skip HR@1 {test['hr@1']:.4f}, HR@5 {test['hr@5']:.4f}, "
+        f"NDCG@5 {test['ndcg@5']:.4f} over {test['n']:,} views -> {out}"
+    )
+    return metrics
 
 
 def trained_tasks(cfg: ExperimentConfig) -> list[str]:

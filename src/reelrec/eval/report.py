@@ -93,6 +93,31 @@ def ranking_section(rankers: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def skip_section(models: dict[str, dict[str, Any]]) -> list[str]:
+    """Report lines for the SegMM video-skip models: HR@k / NDCG@k of the skip segment."""
+    cols = ("hr@1", "hr@5", "ndcg@5", "hr@10", "ndcg@10")
+    lines = [
+        "",
+        "## Video-skip prediction (test views with a skip segment)",
+        "",
+        "The video's segments ranked by predicted interest, lowest first; the segment the user "
+        "left in is the relevant one (ties: expectation over random order).",
+        "",
+        "| model | views | "
+        + " | ".join(c.upper().replace("HR", "HR").replace("NDCG", "NDCG") for c in cols)
+        + " | best epoch |",
+        "|---|---|" + "---|" * (len(cols) + 1),
+    ]
+    for name, d in models.items():
+        t = d["test"]
+        lines.append(
+            f"| {name} | {t['n']:,} | "
+            + " | ".join(f"{t[c]:.4f}" for c in cols)
+            + f" | {d.get('best_epoch', '-')} |"
+        )
+    return lines
+
+
 def write_report(
     run_dir: Path,
     metrics: dict[str, Any],
@@ -113,18 +138,21 @@ def write_report(
     """
     run_dir = Path(run_dir)
     rankers = {n: d for n, d in details.items() if d.get("ranking")}
-    models = {n: m for n, m in metrics["models"].items() if n not in rankers}
-    details = {n: d for n, d in details.items() if n not in rankers}
-    histories = {n: h for n, h in histories.items() if n not in rankers}
+    skip_models = {n: d for n, d in details.items() if d.get("segment")}
+    other = {**rankers, **skip_models}
+    models = {n: m for n, m in metrics["models"].items() if n not in other}
+    details = {n: d for n, d in details.items() if n not in other}
+    histories = {n: h for n, h in histories.items() if n not in other}
     cols = [
         c
         for c in ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
         if any(c in m for m in models.values())
     ]
     head = [f"# reelrec run report: {metrics['dataset']}", ""]
-    if not models:  # a run of rankers only: no retrieval table
+    if not models:  # a run of rankers or skip models only: no retrieval table
         lines = [*head, f"reelrec {metrics['version']}, commit `{metrics['commit']}`."]
-        lines += ranking_section(rankers)
+        lines += ranking_section(rankers) if rankers else []
+        lines += skip_section(skip_models) if skip_models else []
         lines += _data_lines(prepare_report)
         path = run_dir / "report.md"
         atomic_write_text(path, "\n".join(lines) + "\n")
@@ -171,6 +199,8 @@ def write_report(
         lines += ["", "## Training curves", "", "![training curves](plots/training_curves.png)"]
     if rankers:
         lines += ranking_section(rankers)
+    if skip_models:
+        lines += skip_section(skip_models)
     lines += _data_lines(prepare_report)
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
