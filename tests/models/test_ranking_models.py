@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_checks import assert_gradients_reach_every_parameter
+from model_checks import assert_gradients_reach_every_parameter, overfit
 
 from reelrec.data.ctr import CTRBatch, CTRData, CTRTrainSet
 from reelrec.eval.ctr import evaluate_ctr, task_metrics
@@ -155,13 +155,8 @@ def test_tiny_config_gradients_and_overfit(name):
     assert torch.isfinite(out.loss) and set(out.parts) == set(TASKS)
     out.loss.backward()
     assert_gradients_reach_every_parameter(model)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    first = float(model.loss(batch).loss.detach())
-    for _ in range(150):
-        opt.zero_grad()
-        model.loss(batch).loss.backward()
-        opt.step()
-    assert float(model.loss(batch).loss.detach()) < 0.2 * first
+    first, last = overfit(model, batch)
+    assert last < 0.2 * first
 
 
 def test_task_towers_give_each_task_its_own_mlp():
