@@ -38,7 +38,7 @@ from reelrec.data.ctr import CTRTrainSet
 from reelrec.data.segments import SegmentData, SegmentTrainSet, build_segments, segment_ctr
 from reelrec.data.sources import load
 from reelrec.eval.ctr import evaluate_ctr
-from reelrec.eval.segments import skip_ranking_metrics
+from reelrec.eval.segments import evaluate_segments
 from reelrec.io import atomic_write_json
 from reelrec.models.can import CAN, CANConfig
 from reelrec.models.ctr import CTRSchema, RankingConfig
@@ -56,7 +56,6 @@ from reelrec.training.loop import TrainConfig, fit
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "segment.json"
 DOWNSTREAM = ROOT / "bench" / "results" / "segment_downstream.json"
-KS = (1, 5, 10)
 TRAIN = TrainConfig(epochs=60, patience=5, metric="ndcg@5", batch_size=128, lr=1e-3, progress=False)
 #: the paper's Table (full SegMM: 2,368 users, 362,430 videos), its model's video-skip numbers
 PAPER = {"hr@1": 0.4072, "hr@5": 0.8214, "ndcg@5": 0.6228}
@@ -67,13 +66,6 @@ def scores(model: torch.nn.Module, data: SegmentData, rows: np.ndarray) -> torch
     model.eval()
     with torch.no_grad():
         return model(data.batch(rows))
-
-
-def skip_metrics(model, data: SegmentData, split: int) -> dict[str, float]:
-    rows = data.rows(split, skipped_only=True)
-    return skip_ranking_metrics(
-        scores(model, data, rows).numpy(), data.segments[rows].numpy(), data.skip[rows].numpy(), KS
-    )
 
 
 def train_segment(make, data: SegmentData, seed: int, out: Path, rows: np.ndarray | None = None):
@@ -87,7 +79,7 @@ def train_segment(make, data: SegmentData, seed: int, out: Path, rows: np.ndarra
     fit(
         model,
         train,
-        lambda m: skip_metrics(m, data, 1),
+        lambda m: evaluate_segments(m, data, 1),
         replace(TRAIN, seed=seed),
         out,
         resume=False,
@@ -172,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     data = build_segments(load("segmm").interactions)
     results: dict[str, dict] = {}
     prior = PositionPrior().fit(data.segments[data.rows(0)], data.skip[data.rows(0)])
-    results["position-prior"] = skip_metrics(prior, data, 2)
+    results["position-prior"] = evaluate_segments(prior, data, 2)
     variants = {
         "duration-position": lambda cfg: DurationPosition(cfg),
         "mlp": lambda cfg: SegmentMLP(cfg),
@@ -190,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             model = train_segment(
                 lambda b=build: b(SegmentConfig()), data, seed, args.out / f"{name}-{seed}"
             )
-            runs.append(skip_metrics(model, data, 2))
+            runs.append(evaluate_segments(model, data, 2))
         results[name] = mean_of(runs)
         print(
             f"{name}: "

@@ -70,6 +70,7 @@ def test_train_each_ranker_and_evaluate_agrees(run, capsys):
         ("--features.max_history=5000", "features.max_history must be in 1..1000"),
         ("--ranking.task_weights=[0,0,0,0,0,0,1]", "at least one binary task of loss weight > 0"),
         ("--can.pooling=max", "can.pooling must be 'sum' or 'mean'"),
+        ("--features.semantic_ids=../elsewhere", "a folder inside the run"),
     ],
 )
 def test_invalid_ranking_config_exits_2(tmp_path, capsys, override, message):

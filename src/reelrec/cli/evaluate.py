@@ -8,12 +8,13 @@ from pathlib import Path
 
 from reelrec.cli.common import load_prepared, read_json, sequences_for
 from reelrec.cli.registry import MODELS, ExperimentConfig, semantic_ids_digest
-from reelrec.cli.train import ranking_data, segment_metrics, trained_tasks
+from reelrec.cli.train import ranking_data, trained_tasks
 from reelrec.config import from_yaml, to_yaml
 from reelrec.data.segments import build_segments
 from reelrec.eval.ctr import evaluate_ctr
 from reelrec.eval.ranking import evaluate_model
 from reelrec.eval.report import write_report
+from reelrec.eval.segments import evaluate_segments
 from reelrec.io import atomic_write_json, run_metadata
 from reelrec.training.checkpoint import CheckpointError, load_model
 
@@ -93,7 +94,7 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
             continue
         model.eval()
         if cfg.segment_model:
-            test = segment_metrics(model, data, 2)
+            test = evaluate_segments(model, data, 2)
             models[folder.name] = {k: v for k, v in test.items() if k != "n"}
             detail = (
                 read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
@@ -142,7 +143,8 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
         log(f"{folder.name}: test recall@10 {test['recall@10']:.4f}  ndcg@10 {test['ndcg@10']:.4f}")
     if not models:
         raise FileNotFoundError(
-            f"{run_dir / 'models'}: no model has finished an epoch; run `reelrec train` first"
+            f"{run_dir / 'models'}: no model could be evaluated (none has finished an epoch, or "
+            "each was skipped: see the warnings above); run `reelrec train` first"
         )
     metrics = {
         "dataset": prep.report.get("dataset", ""),

@@ -463,6 +463,16 @@ def _check_ranking(cfg: ExperimentConfig) -> None:
     _check(r.watch_ratio_clip > 0, "ranking.watch_ratio_clip", "> 0", r.watch_ratio_clip)
     _check(1 <= f.max_history <= 1000, "features.max_history", "in 1..1000", f.max_history)
     _check(f.min_count >= 1, "features.min_count", ">= 1", f.min_count)
+    for key, folder in (
+        ("features.semantic_ids", f.semantic_ids),
+        ("features.vq_codes", f.vq_codes),
+    ):
+        _check(
+            folder == "" or (not Path(folder).is_absolute() and ".." not in Path(folder).parts),
+            key,
+            '"" or a folder inside the run (no absolute path, no ..)',
+            folder,
+        )
     _check(
         len(f.history_labels) > 0 and all(x in KUAIRAND_TASKS[:-1] for x in f.history_labels),
         "features.history_labels",

@@ -17,7 +17,6 @@ from reelrec.cli.common import (
 from reelrec.cli.registry import (
     MODELS,
     PRESETS,
-    RANKING,
     RESUMABLE_CHANGES,
     ExperimentConfig,
     resolve_config,
@@ -30,7 +29,7 @@ from reelrec.data.ctr import CTRData, CTRTrainSet, kuairand_ctr
 from reelrec.data.segments import SegmentData, SegmentTrainSet, build_segments
 from reelrec.eval.ctr import evaluate_ctr
 from reelrec.eval.ranking import evaluate_model
-from reelrec.eval.segments import skip_ranking_metrics
+from reelrec.eval.segments import evaluate_segments
 from reelrec.io import atomic_write_json, atomic_write_text, run_metadata
 from reelrec.training.checkpoint import check_matches, load_tensors, save_model
 from reelrec.training.loop import fit
@@ -61,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         "and watch ratio; early stopping on the mean validation AUC) are set by "
         "--features.KEY, --ranking.KEY, --din.KEY and --can.KEY (DeepFM has no section of its "
         "own; every key and default: docs/ranking.md, or RUN/models/NAME/config.yaml after a "
-        "run; lists are written --ranking.tasks=[click,like]). The preset segment-interest (SegMM video-skip prediction on "
-        "--data.dataset=segmm; HR@k / NDCG@k of the skip segment) is set by --segment.KEY. --train.progress=false hides the "
-        "progress bar; --train.threads=N sets torch's CPU threads.",
+        "run; lists are written --ranking.tasks=[click,like]). The preset segment-interest "
+        "(SegMM video-skip prediction on --data.dataset=segmm; HR@k / NDCG@k of the skip "
+        "segment) is set by --segment.KEY. --train.progress=false hides the progress bar; "
+        "--train.threads=N sets torch's CPU threads.",
     )
     p.add_argument("config", help="preset name or path to a YAML config")
     p.add_argument("--run", required=True, type=Path, help="run folder (RUN)")
@@ -203,18 +203,8 @@ def train_model(
 
 
 def ranking_data(prep, cfg: ExperimentConfig, run_dir: Path) -> CTRData:
-    """The impressions a ranking model trains on (KuaiRand only: the other datasets of the
-    registry have no logged impressions with labels).
-
-    Raises:
-        ConfigError: another dataset.
-    """
-    if cfg.data.dataset != "kuairand":
-        raise ConfigError(
-            f"data.dataset={cfg.data.dataset!r}: the ranking models ({', '.join(RANKING)}) train "
-            "on logged impressions with feedback labels; use --data.dataset=kuairand "
-            "(bench/ranking.py also runs them on the taobao, criteo and avazu samples)"
-        )
+    """The KuaiRand impressions a ranking model trains on (``validate`` has checked that the
+    config's dataset is kuairand: the other datasets have no logged impressions with labels)."""
     return kuairand_ctr(
         prep.interactions,
         prep.users,
@@ -222,17 +212,6 @@ def ranking_data(prep, cfg: ExperimentConfig, run_dir: Path) -> CTRData:
         cfg.ranking.tasks,
         run_dir,
         cfg.ranking.watch_ratio_clip,
-    )
-
-
-def segment_metrics(model: torch.nn.Module, data: SegmentData, split: int) -> dict[str, float]:
-    """Video-skip HR@k / NDCG@k (k = 1, 5, 10) on the split's views that have a skip segment."""
-    rows = data.rows(split, skipped_only=True)
-    model.eval()
-    with torch.no_grad():
-        scores = model(data.batch(rows)).numpy()
-    return skip_ranking_metrics(
-        scores, data.segments[rows].numpy(), data.skip[rows].numpy(), (1, 5, 10)
     )
 
 
@@ -248,18 +227,18 @@ def _train_segment(
     result = fit(
         model,
         SegmentTrainSet(data),
-        lambda m: segment_metrics(m, data, 1),
+        lambda m: evaluate_segments(m, data, 1),
         cfg.train,
         out,
         resume=resume,
         log=log,
     )
-    test = segment_metrics(model, data, 2)
+    test = evaluate_segments(model, data, 2)
     metrics = {
         "model": cfg.model,
         "segment": True,
         "dataset": cfg.data.dataset,
-        "valid": segment_metrics(model, data, 1),
+        "valid": evaluate_segments(model, data, 1),
         "test": test,
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),

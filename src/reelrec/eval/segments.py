@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+
+from reelrec.data.segments import SegmentData
 
 
 def skip_ranking_metrics(
@@ -74,3 +77,15 @@ def skip_ranking_metrics(
         use = (np.arange(s_max)[None, :] < tied[:, None]) & (ranks <= k)
         out[f"ndcg@{k}"] = float(((use / np.log2(ranks + 1)).sum(1) / tied).mean())
     return out
+
+
+def evaluate_segments(
+    model: torch.nn.Module, data: SegmentData, split: int, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """:func:`skip_ranking_metrics` of ``model``'s interest scores (B, 40) on the views of
+    ``split`` that have a skip segment (model in eval mode, no gradients)."""
+    rows = data.rows(split, skipped_only=True)
+    model.eval()
+    with torch.no_grad():
+        scores = model(data.batch(rows)).float().cpu().numpy()
+    return skip_ranking_metrics(scores, data.segments[rows].numpy(), data.skip[rows].numpy(), ks)
