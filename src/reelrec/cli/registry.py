@@ -343,6 +343,8 @@ def validate(cfg: ExperimentConfig) -> None:
     )
     _check(t.threads >= 0, "train.threads", ">= 0", t.threads)
     _check(t.eval_batch_size >= 1, "train.eval_batch_size", ">= 1", t.eval_batch_size)
+    _check(t.strategy in ("ddp", "fsdp"), "train.strategy", "'ddp' or 'fsdp'", t.strategy)
+    _check(t.grad_accum >= 1, "train.grad_accum", ">= 1", t.grad_accum)
     _check(
         len(e.ks) > 0 and all(k >= 1 for k in e.ks),
         "eval.ks",
@@ -544,4 +546,7 @@ RESUMABLE_CHANGES = (
     "train.threads",
     "train.patience",
     "train.eval_batch_size",
+    "train.mfu",
+    "train.compile",
+    "train.strategy",
 )

@@ -31,6 +31,7 @@ from reelrec.eval.ctr import evaluate_ctr
 from reelrec.eval.ranking import evaluate_model
 from reelrec.eval.segments import evaluate_segments
 from reelrec.io import atomic_write_json, atomic_write_text, run_metadata
+from reelrec.training import distributed as D
 from reelrec.training.checkpoint import check_matches, load_tensors, save_model
 from reelrec.training.loop import fit
 
@@ -63,10 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
         "run; lists are written --ranking.tasks=[click,like]). The preset segment-interest "
         "(SegMM video-skip prediction on --data.dataset=segmm; HR@k / NDCG@k of the skip "
         "segment) is set by --segment.KEY. --train.progress=false hides the progress bar; "
-        "--train.threads=N sets torch's CPU threads.",
+        "--train.threads=N sets torch's CPU threads. Several processes: torchrun "
+        "--nproc_per_node N $(which reelrec) train CONFIG --run-dir RUN ... (DDP; --train.strategy=fsdp shards the "
+        "model; train.batch_size is the global batch, split across ranks).",
     )
     p.add_argument("config", help="preset name or path to a YAML config")
-    p.add_argument("--run", required=True, type=Path, help="run folder (RUN)")
+    p.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        type=Path,
+        help="run folder (RUN); under torchrun write --run-dir (torchrun reads --run as its own --run-path)",
+    )
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     return p
 
@@ -83,9 +93,11 @@ def train_model(
     """
     validate(cfg)
     run_dir = Path(run_dir)
-    if not (run_dir / "data" / "interactions.parquet").exists():
+    env = D.current()  # under torchrun: rank 0 prepares and writes, every rank trains
+    if env.main and not (run_dir / "data" / "interactions.parquet").exists():
         log(f"{run_dir / 'data'} not found: preparing {cfg.data.dataset} first")
         prepare_run(run_dir, cfg.data.dataset, cfg.data.protocol, cfg.data.data_dir, log=log)
+    D.barrier(env)
     prep = load_prepared(run_dir)
     prepared_for = prep.report.get("dataset")
     if prepared_for and prepared_for != cfg.data.dataset:
@@ -131,11 +143,13 @@ def train_model(
     ckpt_weights = out / "checkpoint" / "model.safetensors"
     if resume and ckpt_weights.exists():  # refuse before anything of the finished run is touched
         check_matches(model, load_tensors(ckpt_weights), ckpt_weights)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").unlink(missing_ok=True)  # until training ends, the run is unfinished
-    to_yaml(cfg, out / "config.yaml")
-    if digest:
-        atomic_write_text(digest_file, digest + "\n")
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").unlink(missing_ok=True)  # the run is unfinished until it ends
+        to_yaml(cfg, out / "config.yaml")
+        if digest:
+            atomic_write_text(digest_file, digest + "\n")
+    D.barrier(env)
     if cfg.ranking_model:
         return _train_ranking(model, data, cfg, out, resume, log)
     if cfg.segment_model:
@@ -169,6 +183,8 @@ def train_model(
             f"{data.vocab.size:,} items, {sum(p.numel() for p in model.parameters()):,} parameters"
         )
         result = fit(model, data.train_windows, evaluate, cfg.train, out, resume=resume, log=log)
+        if not env.main:
+            return {}  # rank 0 evaluates and writes the metrics
         info = {
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history),
@@ -176,8 +192,10 @@ def train_model(
             # wall time of all epochs (training + validation), across resumed sessions
             "train_seconds": round(sum(h["seconds"] for h in result.history), 2),
         }
-    else:
+    elif env.main:
         save_model(model, out / "model.safetensors")
+    if not env.main:
+        return {}
     model.eval()
     metrics = {
         "model": cfg.model,
@@ -233,6 +251,8 @@ def _train_segment(
         resume=resume,
         log=log,
     )
+    if not D.current().main:
+        return {}
     test = evaluate_segments(model, data, 2)
     metrics = {
         "model": cfg.model,
@@ -282,6 +302,8 @@ def _train_ranking(
         f"{', '.join(data.tasks)}; {sum(p.numel() for p in model.parameters()):,} parameters"
     )
     result = fit(model, CTRTrainSet(data), evaluate, cfg.train, out, resume=resume, log=log)
+    if not D.current().main:
+        return {}
     model.eval()
     test = evaluate_ctr(model, data, 2, mean_over=trained)
     seconds = sum(h["seconds"] for h in result.history)
@@ -315,5 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``reelrec train``; returns the exit status."""
     args, overrides = parse_with_overrides(build_parser(), argv)
     cfg = resolve_config(args.config, overrides)
-    train_model(args.run, cfg, resume=not args.no_resume)
+    env = D.setup()  # joins the process group under torchrun (gloo on CPU, NCCL on GPU)
+    try:
+        train_model(args.run, cfg, resume=not args.no_resume, log=print if env.main else _quiet)
+    finally:
+        if env.distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     return 0
+
+
+def _quiet(_: str) -> None:
+    """The log of ranks other than 0."""

@@ -118,6 +118,9 @@ class RankingModel(nn.Module):
     before calling :meth:`build_heads`.
     """
 
+    #: a task without labels in a batch leaves its tower without gradient (DDP must know)
+    ddp_find_unused = True
+
     def __init__(self, schema: CTRSchema, cfg: RankingConfig) -> None:
         super().__init__()
         self.schema, self.cfg = schema, cfg

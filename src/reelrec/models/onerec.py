@@ -294,6 +294,9 @@ class GenerativeRetriever(nn.Module):
         ValueError: invalid sizes.
     """
 
+    #: top-k expert routing may leave an expert without gradient in a step (DDP must know)
+    ddp_find_unused = True
+
     lazy_cross = False
     cross_first = False
 

@@ -13,6 +13,7 @@ continues where it stopped and ends exactly as an uninterrupted one. Models that
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from reelrec.io import atomic_write_json
+from reelrec.training import distributed as D
 from reelrec.training.checkpoint import (
     load_model,
     load_training_state,
@@ -53,6 +55,10 @@ class TrainConfig:
     warmup_steps: int = 0  # linear learning-rate warmup over this many steps (>= 0)
     schedule: str = "constant"  # "constant" or "cosine" (decay to 0 over `epochs` epochs)
     amp: bool = True  # bfloat16 autocast on CUDA devices that support it (ignored on CPU)
+    strategy: str = "ddp"  # under torchrun: "ddp" (replicated model) or "fsdp" (sharded)
+    grad_accum: int = 1  # micro-batches per optimizer step (each rank's batch is split; >= 1)
+    compile: bool = False  # torch.compile the loss; falls back to eager if compilation fails
+    mfu: bool = True  # count model FLOPs once and log samples/s and MFU per epoch
 
 
 @dataclass
@@ -180,6 +186,11 @@ def fit(
         )
         cfg = replace(cfg, warmup_steps=total_steps // 2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg, total_steps))
+    env = D.current()
+    module = D.wrap(model, env, cfg.strategy)
+    fsdp = env.distributed and cfg.strategy == "fsdp"
+    compiled = _compile(module, log) if cfg.compile else None
+    proxy = D.LossProxy(compiled, module, log) if compiled is not None else D.LossProxy(module)
     device = next(model.parameters()).device
     amp = cfg.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
     ckpt = out_dir / "checkpoint"
@@ -200,6 +211,7 @@ def fit(
             return FitResult(best_epoch, best_valid, history, trainer["stopped"], 0.0)
     t0 = time.perf_counter()
     stopped = "epochs"
+    flops_per_sample, peak = 0.0, 0.0
     for epoch in range(start_epoch, cfg.epochs + 1):
         t_epoch = time.perf_counter()
         model.train()
@@ -213,27 +225,49 @@ def fit(
             disable=not cfg.progress,
             unit="batch",
         )
+        t_train = time.perf_counter()
         for idx in bar:
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                out = train.loss(model, idx, gen, device)
-            if not torch.isfinite(out.loss):
-                raise ValueError(
-                    f"training loss is {float(out.loss)} at epoch {epoch}, step {steps + 1}: the "
-                    "weights diverged; lower train.lr or set train.grad_clip (the last good "
-                    f"epoch is kept in {out_dir / 'checkpoint'})"
-                )
+            idx = D.shard(idx, env)  # this rank's rows of the global batch
+            if cfg.mfu and not flops_per_sample:
+                flops_per_sample, peak = _measure_flops(model, train, idx, device, amp)
+            micro = [m for m in torch.tensor_split(idx, cfg.grad_accum) if len(m)]
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            step_loss = 0.0
+            for j, m in enumerate(micro):
+                sync = j == len(micro) - 1 or not env.distributed or fsdp
+                with contextlib.nullcontext() if sync else module.no_sync():
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                        out = train.loss(proxy, m, gen, device)
+                    if not torch.isfinite(out.loss):
+                        raise ValueError(
+                            f"training loss is {float(out.loss)} at epoch {epoch}, step "
+                            f"{steps + 1}: the weights diverged; lower train.lr or set "
+                            f"train.grad_clip (the last good epoch is kept in "
+                            f"{out_dir / 'checkpoint'})"
+                        )
+                    (out.loss * (len(m) / len(idx))).backward()
+                step_loss += float(out.loss.detach()) * len(m) / len(idx)
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            total += float(out.loss.detach())
+            total += step_loss
             steps += 1
             bar.set_postfix(loss=f"{total / steps:.4f}")
+        train_seconds = time.perf_counter() - t_train
         stats = model.epoch_stats() if hasattr(model, "epoch_stats") else {}
+        if cfg.mfu and flops_per_sample:
+            rate = len(train) / train_seconds  # samples of the global batch, all ranks
+            stats = {
+                **stats,
+                "samples_per_s": rate,
+                "flops_per_sample": flops_per_sample,
+                "mfu": rate * flops_per_sample / (peak * env.world),
+            }
         model.eval()
-        valid = evaluate(model)
+        with _full_params(module, fsdp):
+            valid = evaluate(model) if env.main else None
+        valid = D.broadcast(valid, env)
         if cfg.metric not in valid:
             raise ValueError(f"validation metrics lack {cfg.metric!r}: {sorted(valid)}")
         if math.isnan(valid[cfg.metric]):
@@ -253,18 +287,23 @@ def fit(
         improved = valid[cfg.metric] > best or best_epoch == 0  # the first epoch is kept
         if improved:
             best, best_epoch, bad, best_valid = valid[cfg.metric], epoch, 0, dict(valid)
-            save_model(model, out_dir / "model.safetensors")
+            with _full_params(module, fsdp):
+                if env.main:
+                    save_model(model, out_dir / "model.safetensors")
         else:
             bad += 1
-        log(
-            f"epoch {epoch:3d}  loss {row['loss']:.4f}  valid {cfg.metric} {valid[cfg.metric]:.4f}"
-            f"{'  *' if improved else ''}  ({row['seconds']:.1f}s)"
-            + "".join(f"  {k} {v:.3f}" for k, v in stats.items())
-        )
+        if env.main:
+            log(
+                f"epoch {epoch:3d}  loss {row['loss']:.4f}  valid {cfg.metric} "
+                f"{valid[cfg.metric]:.4f}{'  *' if improved else ''}  ({row['seconds']:.1f}s)"
+                + "".join(_fmt(k, v) for k, v in stats.items())
+            )
         done = ""
         if bad >= cfg.patience:
             done = "patience"
-        elif cfg.max_minutes > 0 and (time.perf_counter() - t0) / 60 >= cfg.max_minutes:
+        elif cfg.max_minutes > 0 and D.broadcast(
+            (time.perf_counter() - t0) / 60 >= cfg.max_minutes, env
+        ):
             done = "time budget"
         elif epoch == cfg.epochs:
             done = "epochs"
@@ -277,10 +316,72 @@ def fit(
             "history": history,
             "stopped": done,
         }
-        save_training_state(ckpt, model, optimizer, scheduler.state_dict(), trainer)
-        atomic_write_json(out_dir / "history.json", history)
+        with _full_params(module, fsdp):
+            if env.main:  # checkpoints are written once, by rank 0
+                save_training_state(ckpt, model, optimizer, scheduler.state_dict(), trainer)
+                atomic_write_json(out_dir / "history.json", history)
+        D.barrier(env)
         if done:
             stopped = done
             break
-    load_model(model, out_dir / "model.safetensors")
+    D.barrier(env)
+    with _full_params(module, fsdp):
+        load_model(model, out_dir / "model.safetensors")
     return FitResult(best_epoch, best_valid, history, stopped, time.perf_counter() - t0)
+
+
+def _fmt(key: str, value: float) -> str:
+    if key == "samples_per_s":
+        return f"  {value:,.0f} samples/s"
+    if key == "flops_per_sample":
+        return f"  {value / 1e6:,.1f} MFLOP/sample"
+    return f"  {key} {value:.3f}"
+
+
+def _full_params(module: nn.Module, fsdp: bool):
+    """Under FSDP, every rank gathers the full parameters (a collective) so that rank 0 can
+    evaluate or save the plain model; otherwise nothing."""
+    if not fsdp:
+        return contextlib.nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return FullyShardedDataParallel.summon_full_params(module, writeback=False)
+
+
+def _compile(module: nn.Module, log: Callable[[str], None]) -> nn.Module | None:
+    """``torch.compile(module)``, or None (eager) with a warning when compiling fails."""
+    try:
+        return torch.compile(module)
+    except Exception as exc:  # noqa: BLE001 - any backend failure falls back to eager
+        log(f"warning: torch.compile failed ({type(exc).__name__}: {exc}); training eagerly")
+        return None
+
+
+_PEAK: dict[tuple[str, str], float] = {}
+
+
+def _measure_flops(
+    model: nn.Module, train: Any, idx: torch.Tensor, device: torch.device, amp: bool
+) -> tuple[float, float]:
+    """(model FLOPs per sample of one forward + backward, peak FLOP/s of this device), counted
+    once per process on a copy of the first batch. RNG states and gradients are restored, so
+    training is unchanged by the measurement."""
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+    gen = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            out = train.loss(model, idx, gen, device)
+        out.loss.backward()
+
+    flops = D.count_flops(step) / max(len(idx), 1)
+    model.zero_grad(set_to_none=True)
+    torch.set_rng_state(rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state_all(cuda_rng)
+    dtype = torch.bfloat16 if amp else torch.float32
+    key = (str(device), str(dtype))
+    if key not in _PEAK:
+        _PEAK[key] = D.peak_flops(dtype, device)
+    return flops, _PEAK[key]

@@ -1,0 +1,114 @@
+"""Two CPU processes (gloo, torch.multiprocessing) against one: the same step, and a checkpoint
+written by 2 ranks resumed by 1. The samples are built in code (a tiny multi-task CTR set)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from reelrec.data.ctr import CTRData, CTRTrainSet
+from reelrec.models.ctr import CTRSchema, RankingConfig
+from reelrec.models.deepfm import DeepFM
+from reelrec.training.checkpoint import load_tensors
+from reelrec.training.loop import TrainConfig, fit
+
+N_TRAIN = 8  # one global batch: 4 rows per rank
+
+
+def _data() -> CTRData:
+    g = np.random.default_rng(0)
+    n = N_TRAIN + 4
+    sparse = np.stack([g.integers(2, 7, n), g.integers(2, 9, n)], 1)
+    labels = np.stack([sparse[:, 1] % 2, g.integers(0, 2, n)], 1).astype(np.float32)
+    return CTRData(
+        fields=["user_id", "video_id"],
+        vocab=[7, 9],
+        sparse=torch.from_numpy(sparse),
+        sequences=[],
+        seq_target=[],
+        history=torch.zeros((n, 0, 1), dtype=torch.long),
+        bags=[],
+        bag_vocab=[],
+        bag=torch.zeros((n, 0, 1), dtype=torch.long),
+        tasks=["click", "like"],
+        labels=torch.from_numpy(labels),
+        groups=np.zeros(n, dtype=np.int64),
+        split=np.array([0] * N_TRAIN + [1] * 4, dtype=np.int8),
+    )
+
+
+def _train(out, epochs: int, strategy: str = "ddp", grad_accum: int = 1) -> None:
+    data = _data()
+    torch.manual_seed(0)
+    model = DeepFM(
+        CTRSchema.of(data), RankingConfig(embed_dim=4, mlp=[6], dropout=0.0, tasks=data.tasks)
+    )
+    cfg = TrainConfig(
+        strategy=strategy,
+        grad_accum=grad_accum,
+        epochs=epochs,
+        batch_size=N_TRAIN,
+        lr=0.05,
+        patience=10,
+        metric="m",
+        progress=False,
+        mfu=False,
+    )
+    fit(model, CTRTrainSet(data), lambda m: {"m": 0.0}, cfg, out, log=lambda s: None)
+
+
+def _worker(rank: int, world: int, init: str, out: str, epochs: int, strategy: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        _train(Path(out), epochs, strategy)
+    finally:
+        dist.destroy_process_group()
+
+
+def _weights(folder) -> dict[str, torch.Tensor]:
+    """The weights after the last epoch (the checkpoint's, not the best epoch's)."""
+    return load_tensors(folder / "checkpoint" / "model.safetensors")
+
+
+def test_two_ranks_take_the_same_step_as_one_process_and_resume_on_one(tmp_path):
+    two = tmp_path / "two"
+    mp.spawn(
+        _worker, args=(2, f"file://{tmp_path / 'init'}", str(two), 1, "ddp"), nprocs=2, join=True
+    )
+    one = tmp_path / "one"
+    _train(one, 1)
+    a, b = _weights(one), _weights(two)
+    assert set(a) == set(b)
+    moved = False
+    init = _weights_at_init()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+        moved |= not torch.equal(a[k], init[k])
+    assert moved  # the step changed the weights (the comparison is not of two initial states)
+    # the 2-rank checkpoint resumes in one process and ends as a 1-process run of 2 epochs
+    _train(two, 2)
+    one2 = tmp_path / "one2"
+    _train(one2, 2)
+    for k, v in _weights(one2).items():
+        torch.testing.assert_close(_weights(two)[k], v, rtol=1e-5, atol=1e-6)
+
+
+def _weights_at_init() -> dict[str, torch.Tensor]:
+    data = _data()
+    torch.manual_seed(0)
+    model = DeepFM(
+        CTRSchema.of(data), RankingConfig(embed_dim=4, mlp=[6], dropout=0.0, tasks=data.tasks)
+    )
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_gradient_accumulation_takes_the_same_step_as_the_whole_batch(tmp_path):
+    _train(tmp_path / "whole", 1)
+    _train(tmp_path / "micro", 1, grad_accum=2)
+    for k, v in _weights(tmp_path / "whole").items():
+        torch.testing.assert_close(_weights(tmp_path / "micro")[k], v, rtol=1e-5, atol=1e-6)
