@@ -42,6 +42,7 @@ bench: install
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/scaling.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/ranking.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/segment.py
+	REELREC_DATA_DIR=$(DATA_DIR) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

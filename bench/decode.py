@@ -27,26 +27,21 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from reelrec.cli.common import load_prepared, sequences_for
 from reelrec.cli.registry import build_generative, resolve_config
 from reelrec.io import atomic_write_json
 from reelrec.models.generative import beam_search
 from reelrec.training.checkpoint import load_model
+from reelrec.training.distributed import count_flops, peak_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "decode.json"
 
 
-def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
-    """Measured fp32 matmul rate of this machine in GFLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+def matmul_gflops(n: int = 2048) -> float:
+    """Measured fp32 matmul rate of this machine in GFLOP/s (the reference peak)."""
+    return peak_flops(torch.float32, "cpu", n) / 1e9
 
 
 def train_rate(
@@ -59,11 +54,8 @@ def train_rate(
     batches = [
         windows[torch.randint(len(windows), (batch,), generator=gen)] for _ in range(steps + 1)
     ]
-    counter = FlopCounterMode(display=False)
-    with counter:
-        out = model.loss(batches[0][:, :-1], batches[0][:, 1:])
-        out.loss.backward()
-    flops = counter.get_total_flops() / batch
+    first = batches[0]
+    flops = count_flops(lambda: model.loss(first[:, :-1], first[:, 1:]).loss.backward()) / batch
     opt.zero_grad()
     t0 = time.perf_counter()
     for w in batches[1:]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -112,3 +113,45 @@ def test_gradient_accumulation_takes_the_same_step_as_the_whole_batch(tmp_path):
     _train(tmp_path / "micro", 1, grad_accum=2)
     for k, v in _weights(tmp_path / "whole").items():
         torch.testing.assert_close(_weights(tmp_path / "micro")[k], v, rtol=1e-5, atol=1e-6)
+
+
+def _eval_inputs():
+    from reelrec.models.sasrec import SASRec, SASRecConfig
+
+    torch.manual_seed(0)
+    model = SASRec(13, SASRecConfig(max_len=5, hidden=8, layers=1, heads=2, inner=8)).eval()
+    g = torch.Generator().manual_seed(1)
+    history = torch.randint(1, 14, (11, 5), generator=g)
+    history[::3, :2] = 0
+    targets = torch.randint(0, 14, (11,), generator=g)  # some 0: unseen in train
+    return model, history, targets
+
+
+def _eval_worker(rank: int, world: int, init: str, out: str) -> None:
+    import json
+
+    from reelrec.cli.train import gathered_evaluate
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        model, history, targets = _eval_inputs()
+        metrics = gathered_evaluate(model, history, targets, (5, 10), 4)
+        Path(out, f"rank{rank}.json").write_text(json.dumps(metrics))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_evaluation_gathered_over_two_ranks_equals_one_process(tmp_path):
+    import json
+
+    from reelrec.eval.ranking import evaluate_model
+
+    mp.spawn(_eval_worker, args=(2, f"file://{tmp_path / 'init'}", str(tmp_path)), nprocs=2)
+    model, history, targets = _eval_inputs()
+    expected = evaluate_model(model, history, targets, (5, 10), 4)[0]
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got.keys() == expected.keys()
+        for k, v in expected.items():
+            assert got[k] == pytest.approx(v), k

@@ -168,10 +168,7 @@ def train_model(
     def evaluate(m: torch.nn.Module, split: str = "valid", full: bool = False) -> dict[str, float]:
         inst = data.valid if split == "valid" else data.test
         rows = slice(None) if full or split != "valid" else subset
-        metrics, _ = evaluate_model(
-            m, inst.history[rows], inst.target[rows], ks, cfg.eval.batch_size
-        )
-        return metrics
+        return gathered_evaluate(m, inst.history[rows], inst.target[rows], ks, cfg.eval.batch_size)
 
     t0 = time.perf_counter()
     info: dict[str, object] = {}
@@ -183,8 +180,6 @@ def train_model(
             f"{data.vocab.size:,} items, {sum(p.numel() for p in model.parameters()):,} parameters"
         )
         result = fit(model, data.train_windows, evaluate, cfg.train, out, resume=resume, log=log)
-        if not env.main:
-            return {}  # rank 0 evaluates and writes the metrics
         info = {
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history),
@@ -194,15 +189,16 @@ def train_model(
         }
     elif env.main:
         save_model(model, out / "model.safetensors")
-    if not env.main:
-        return {}
     model.eval()
+    valid, test = evaluate(model, "valid", full=True), evaluate(model, "test")  # every rank
+    if not env.main:
+        return {}  # rank 0 writes the metrics
     metrics = {
         "model": cfg.model,
         "dataset": cfg.data.dataset,
         "protocol": prep.protocol.name,
-        "valid": evaluate(model, "valid", full=True),
-        "test": evaluate(model, "test"),
+        "valid": valid,
+        "test": test,
         "train_seconds": round(time.perf_counter() - t0, 2),
         "num_items": data.vocab.size,
         "train_windows": len(data.train_windows),
@@ -217,6 +213,41 @@ def train_model(
         f"over {t['n_instances']:,} instances ({t['oov_targets']:,} targets unseen in train) "
         f"-> {out}"
     )
+    return metrics
+
+
+def gathered_evaluate(
+    model: torch.nn.Module,
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    ks: tuple[int, ...],
+    batch_size: int,
+) -> dict[str, float]:
+    """:func:`reelrec.eval.ranking.evaluate_model` metrics; under torchrun each rank ranks its
+    share of the instances and the ranks are gathered, so every rank returns the metrics of the
+    whole set (equal to one process's)."""
+    env = D.current()
+    if not env.distributed:
+        return evaluate_model(model, history, targets, ks, batch_size)[0]
+    import numpy as np
+    import torch.distributed as dist
+
+    from reelrec.eval.metrics import metrics_from_ranks
+
+    mine = torch.tensor_split(torch.arange(len(targets)), env.world)[env.rank]
+    ranks = (
+        evaluate_model(model, history[mine], targets[mine], ks, batch_size)[1]
+        if len(mine)
+        else np.zeros(0)
+    )
+    parts: list = [None] * env.world
+    dist.all_gather_object(parts, ranks)
+    all_ranks = np.concatenate(parts)
+    metrics = metrics_from_ranks(all_ranks, ks)
+    if not hasattr(model, "score_all"):
+        metrics.pop("mrr", None)  # ranks beyond a generative model's list are unknown
+    metrics["n_instances"] = int(len(all_ranks))
+    metrics["oov_targets"] = int((targets < 1).sum())
     return metrics
 
 

@@ -8,7 +8,9 @@ NCCL on CUDA, gloo on CPU. :func:`wrap` puts the model's loss behind
 backend, so this path is not exercised by the CPU test suite) for models that do not fit one
 device.
 Each global batch of ``train.batch_size`` samples is split into ``WORLD_SIZE`` equal parts
-(:func:`shard`), so a rank reads only its own rows. With losses that are means over samples of
+(:func:`shard`), so a rank reads only its own rows. Every rank evaluates (retrieval models rank
+their share of the instances and gather the ranks: ``reelrec.cli.train.gathered_evaluate``);
+rank 0's metrics decide early stopping for all, and rank 0 alone writes files. With losses that are means over samples of
 equal-sized shards, N ranks take the same step as one process on the whole batch (tested).
 
 MFU (the OneRec Technical Report's measure of how well a recommender uses its hardware):

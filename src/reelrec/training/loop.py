@@ -113,6 +113,7 @@ class WindowTrainSet:
     def __init__(self, windows: torch.Tensor) -> None:
         self.windows = windows
         self.lengths = (windows > 0).sum(1)
+        self.tokens = int((windows[:, 1:] > 0).sum())  # predicted positions per epoch
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -261,12 +262,13 @@ def fit(
             stats = {
                 **stats,
                 "samples_per_s": rate,
+                "tokens_per_s": getattr(train, "tokens", len(train)) / train_seconds,
                 "flops_per_sample": flops_per_sample,
                 "mfu": rate * flops_per_sample / (peak * env.world),
             }
         model.eval()
-        with _full_params(module, fsdp):
-            valid = evaluate(model) if env.main else None
+        with _full_params(module, fsdp):  # every rank evaluates (shard-aware evaluations
+            valid = evaluate(model)  # gather across ranks); rank 0's result decides for all
         valid = D.broadcast(valid, env)
         if cfg.metric not in valid:
             raise ValueError(f"validation metrics lack {cfg.metric!r}: {sorted(valid)}")
@@ -333,6 +335,8 @@ def fit(
 def _fmt(key: str, value: float) -> str:
     if key == "samples_per_s":
         return f"  {value:,.0f} samples/s"
+    if key == "tokens_per_s":
+        return f"  {value:,.0f} tokens/s"
     if key == "flops_per_sample":
         return f"  {value / 1e6:,.1f} MFLOP/sample"
     return f"  {key} {value:.3f}"
