@@ -228,6 +228,8 @@ def fit(
         )
         t_train = time.perf_counter()
         for idx in bar:
+            if len(idx) < env.world:  # a last batch smaller than the number of ranks:
+                continue  # every rank skips it (a rank without rows would stall DDP)
             idx = D.shard(idx, env)  # this rank's rows of the global batch
             if cfg.mfu and not flops_per_sample:
                 flops_per_sample, peak = _measure_flops(model, train, idx, device, amp)
