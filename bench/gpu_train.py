@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beam", type=int, default=20, help="beam width")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu.json")
     args = p.parse_args(argv)
+    if min(args.batch, args.steps, args.users, args.beam) < 1:
+        p.error("--batch, --steps, --users and --beam must be >= 1")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here; run with --device cpu to check the script")

@@ -58,7 +58,8 @@ class TrainConfig:
     strategy: str = "ddp"  # under torchrun: "ddp" (replicated model) or "fsdp" (sharded)
     grad_accum: int = 1  # micro-batches per optimizer step (each rank's batch is split; >= 1)
     compile: bool = False  # torch.compile the loss; falls back to eager if compilation fails
-    mfu: bool = True  # count model FLOPs once and log samples/s and MFU per epoch
+    mfu: bool = True  # count model FLOPs once and log samples/s and MFU per epoch (the first
+    # epoch of a compiled run includes the compilation)
 
 
 @dataclass
@@ -107,7 +108,9 @@ class WindowTrainSet:
 
     Any object with ``__len__``, ``batches(batch_size, generator) -> list of index tensors`` and
     ``loss(model, idx, generator, device) -> output with .loss`` can be trained by :func:`fit`
-    (the ranking samples: :class:`reelrec.data.ctr.CTRTrainSet`).
+    (the ranking samples: :class:`reelrec.data.ctr.CTRTrainSet`). An optional
+    ``work(idx) -> int`` (default: the number of rows) is the unit FLOPs are counted per, so that
+    MFU does not depend on which batch was counted.
     """
 
     def __init__(self, windows: torch.Tensor) -> None:
@@ -121,6 +124,11 @@ class WindowTrainSet:
     def batches(self, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
         """Length-bucketed batches in random order (see :func:`_length_bucketed_batches`)."""
         return _length_bucketed_batches(self.lengths, batch_size, gen)
+
+    def work(self, idx: torch.Tensor) -> int:
+        """Positions the model computes for the windows ``idx``: rows x the trimmed width (the
+        longest window of the batch); FLOPs are counted per such position."""
+        return int(len(idx) * int(self.lengths[idx].max()))
 
     def loss(self, model: nn.Module, idx: torch.Tensor, gen: torch.Generator, device) -> Any:
         """``model.loss(inputs, targets)`` on the windows ``idx`` (leading padding trimmed)."""
@@ -212,7 +220,13 @@ def fit(
             return FitResult(best_epoch, best_valid, history, trainer["stopped"], 0.0)
     t0 = time.perf_counter()
     stopped = "epochs"
-    flops_per_sample, peak = 0.0, 0.0
+    if env.world > cfg.batch_size:
+        raise ValueError(
+            f"train.batch_size={cfg.batch_size} is smaller than the {env.world} ranks: each "
+            "global batch is split across them"
+        )
+    flops_per_unit, peak = 0.0, 0.0
+    work = getattr(train, "work", len)
     for epoch in range(start_epoch, cfg.epochs + 1):
         t_epoch = time.perf_counter()
         model.train()
@@ -226,13 +240,17 @@ def fit(
             disable=not cfg.progress,
             unit="batch",
         )
-        t_train = time.perf_counter()
+        t_train, units, measuring = time.perf_counter(), 0, 0.0
         for idx in bar:
             if len(idx) < env.world:  # a last batch smaller than the number of ranks:
                 continue  # every rank skips it (a rank without rows would stall DDP)
             idx = D.shard(idx, env)  # this rank's rows of the global batch
-            if cfg.mfu and not flops_per_sample:
-                flops_per_sample, peak = _measure_flops(model, train, idx, device, amp)
+            if cfg.mfu and not flops_per_unit:
+                t_m = time.perf_counter()
+                flops, peak = _measure_flops(model, train, idx, device, amp)
+                flops_per_unit = flops / max(work(idx), 1)
+                measuring = time.perf_counter() - t_m  # not training time
+            units += work(idx)
             micro = [m for m in torch.tensor_split(idx, cfg.grad_accum) if len(m)]
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
@@ -257,16 +275,18 @@ def fit(
             total += step_loss
             steps += 1
             bar.set_postfix(loss=f"{total / steps:.4f}")
-        train_seconds = time.perf_counter() - t_train
+        if steps == 0:
+            raise ValueError(f"epoch {epoch} took no training step (no batch of >= 1 row per rank)")
+        train_seconds = time.perf_counter() - t_train - measuring
         stats = model.epoch_stats() if hasattr(model, "epoch_stats") else {}
-        if cfg.mfu and flops_per_sample:
-            rate = len(train) / train_seconds  # samples of the global batch, all ranks
+        if cfg.mfu and flops_per_unit:
+            flops_epoch = flops_per_unit * units * env.world  # this rank's work x ranks
             stats = {
                 **stats,
-                "samples_per_s": rate,
+                "samples_per_s": len(train) / train_seconds,  # global samples, all ranks
                 "tokens_per_s": getattr(train, "tokens", len(train)) / train_seconds,
-                "flops_per_sample": flops_per_sample,
-                "mfu": rate * flops_per_sample / (peak * env.world),
+                "flops_per_sample": flops_epoch / len(train),
+                "mfu": flops_epoch / train_seconds / (peak * env.world),
             }
         model.eval()
         with _full_params(module, fsdp):  # every rank evaluates (shard-aware evaluations
@@ -369,8 +389,8 @@ _PEAK: dict[tuple[str, str], float] = {}
 def _measure_flops(
     model: nn.Module, train: Any, idx: torch.Tensor, device: torch.device, amp: bool
 ) -> tuple[float, float]:
-    """(model FLOPs per sample of one forward + backward, peak FLOP/s of this device), counted
-    once per process on a copy of the first batch. RNG states and gradients are restored, so
+    """(model FLOPs of one forward + backward on the batch ``idx``, peak FLOP/s of this device),
+    counted once per process on the first batch. RNG states and gradients are restored, so
     training is unchanged by the measurement."""
     rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
@@ -381,7 +401,7 @@ def _measure_flops(
             out = train.loss(model, idx, gen, device)
         out.loss.backward()
 
-    flops = D.count_flops(step) / max(len(idx), 1)
+    flops = D.count_flops(step)
     model.zero_grad(set_to_none=True)
     torch.set_rng_state(rng)
     if cuda_rng is not None:
