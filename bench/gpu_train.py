@@ -44,6 +44,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def device_peak(device: torch.device, amp: bool) -> float:
+    """Measured matmul FLOP/s of ``device`` in the dtype the benchmark computes in."""
+    n = 8192 if device.type == "cuda" else 1024
+    return peak_flops(torch.bfloat16 if amp else torch.float32, device, n)
+
+
 def grad_norm(model: torch.nn.Module) -> float:
     return float(
         torch.sqrt(
@@ -108,9 +114,7 @@ def train_throughput(model, windows: torch.Tensor, device, batch: int, steps: in
         step(w)
     sync(device)
     rate = batch * steps / (time.perf_counter() - t0)
-    peak = peak_flops(
-        torch.bfloat16 if amp else torch.float32, device, 8192 if device.type == "cuda" else 1024
-    )
+    peak = device_peak(device, amp)
     return {
         "samples_per_s": rate,
         "flops_per_sample": flops,
@@ -137,9 +141,7 @@ def infer_throughput(model, history: torch.Tensor, device, users: int, beam: int
             beam_search(model, hist[s : s + batch], model.trie, beam)
         sync(device)
     rate = users / (time.perf_counter() - t0)
-    peak = peak_flops(
-        torch.bfloat16 if amp else torch.float32, device, 8192 if device.type == "cuda" else 1024
-    )
+    peak = device_peak(device, amp)
     return {
         "users_per_s": rate,
         "flops_per_user": flops,
