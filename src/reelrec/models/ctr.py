@@ -65,7 +65,8 @@ class CTRSchema:
 
 
 class CTROutput(NamedTuple):
-    """Training output: total loss (scalar) and the per-task losses (floats, for logs)."""
+    """Training output of the rankers and the segment models: total loss (scalar tensor) and
+    the per-task losses (floats, for logs; empty when there is one loss)."""
 
     loss: torch.Tensor
     parts: dict[str, float]

@@ -58,10 +58,6 @@ class DeepFM(RankingModel):
         e.append(self.bag_embeddings(batch.bag))
         return torch.cat(e, 1)
 
-    def represent(self, batch: CTRBatch) -> torch.Tensor:
-        """The deep component's input: concatenated field embeddings (B, (F+S+Bf)*D)."""
-        return self._fields(batch).flatten(1)
-
     def forward(self, batch: CTRBatch) -> torch.Tensor:
         """Raw outputs (B, T): deep part + first-order weights + scale_t * sum_{i<j} <e_i, e_j>."""
         e = self._fields(batch)

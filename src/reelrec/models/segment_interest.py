@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reelrec.data.segments import MAX_SEGMENTS
+from reelrec.models.ctr import CTROutput
 
 
 @dataclass
@@ -65,14 +66,6 @@ def check_segment_config(cfg: SegmentConfig) -> None:
         )
     if not 0 <= cfg.dropout < 1:
         raise ValueError(f"segment.dropout must be in [0, 1), got {cfg.dropout!r}")
-
-
-class SegmentOutput(dict):
-    """``loss`` (scalar) and ``parts`` (floats for the log)."""
-
-    @property
-    def loss(self) -> torch.Tensor:
-        return self["loss"]
 
 
 def valid_mask(segments: torch.Tensor, width: int = MAX_SEGMENTS) -> torch.Tensor:
@@ -134,11 +127,11 @@ class SkipLoss:
 
     cfg: SegmentConfig
 
-    def loss(self, b: dict[str, torch.Tensor]) -> SegmentOutput:
+    def loss(self, b: dict[str, torch.Tensor]) -> CTROutput:
         cfg = self.cfg
         scores = self(b)  # type: ignore[operator]
         loss = intra_video_loss(scores, b["segments"], b["skip"], cfg.loss, cfg.margin, cfg.pairs)
-        return SegmentOutput(loss=loss, parts={})
+        return CTROutput(loss, {})
 
 
 class SegmentInterest(SkipLoss, nn.Module):
