@@ -23,9 +23,11 @@ from reelrec.models.din import DIN, DINConfig
 from reelrec.models.elastic import Elastic, ElasticConfig, check_elastic_config
 from reelrec.models.onerec import OneRec, OneRecConfig, check_onerec_config
 from reelrec.models.popularity import Popularity, PopularityConfig
+from reelrec.models.reward import PScoreModel, RewardConfig
 from reelrec.models.sasrec import SASRec, SASRecConfig
 from reelrec.models.segment_interest import SegmentConfig, SegmentInterest, check_segment_config
 from reelrec.training.loop import TrainConfig
+from reelrec.training.preference import PreferenceConfig
 
 
 @dataclass
@@ -63,6 +65,13 @@ class ExperimentConfig:
     din: DINConfig = field(default_factory=DINConfig)  # din, can
     can: CANConfig = field(default_factory=CANConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)  # segment-interest
+    reward: RewardConfig = field(default_factory=RewardConfig)  # pscore
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)  # ipa, ecpo
+
+    @property
+    def alignment_model(self) -> bool:
+        """True for the preference-aligned generators (IPA, ECPO; section ``preference``)."""
+        return self.model in ALIGNMENT
 
     @property
     def segment_model(self) -> bool:
@@ -81,7 +90,7 @@ class ExperimentConfig:
 
     @property
     def generative(self) -> bool:
-        """True for the semantic-ID generators (section ``onerec``)."""
+        """True for the semantic-ID generators trained from scratch (section ``onerec``)."""
         return self.model in GENERATIVE
 
     @property
@@ -109,7 +118,9 @@ class ModelEntry:
 #: models that generate semantic IDs (configured by the ``onerec`` section)
 GENERATIVE = ("onerec", "onerec-v2")
 #: multi-task rankers trained on impressions (sections ``features``, ``ranking``, ``din``, ``can``)
-RANKING = ("can", "din", "deepfm")
+RANKING = ("can", "din", "deepfm", "pscore")
+#: preference alignment of a trained generator with a reward model (section ``preference``)
+ALIGNMENT = ("ipa", "ecpo")
 
 
 def semantic_ids_digest(cfg: ExperimentConfig, run_dir: Path) -> str:
@@ -119,6 +130,11 @@ def semantic_ids_digest(cfg: ExperimentConfig, run_dir: Path) -> str:
     from reelrec.io import sha256_file
 
     run_dir = Path(run_dir)
+    if cfg.alignment_model:  # the semantic IDs of the generator it starts from
+        sft = run_dir / "models" / cfg.preference.init / "config.yaml"
+        return (
+            semantic_ids_digest(from_yaml(ExperimentConfig, sft), run_dir) if sft.exists() else ""
+        )
     if cfg.generative:
         path = run_dir / cfg.onerec.semantic_ids / "semantic_ids.parquet"
         return sha256_file(path) if path.exists() else ""
@@ -213,6 +229,22 @@ MODELS: dict[str, ModelEntry] = {
         trainable=True,
         description="DeepFM, multi-task ranking (arXiv 1703.04247)",
     ),
+    "pscore": ModelEntry(
+        build=lambda cfg, data, run_dir: PScoreModel(CTRSchema.of(data), cfg.ranking, cfg.reward),
+        trainable=True,
+        description="OneRec reward model: objective towers + P-Score head (arXiv 2506.13695)",
+    ),
+    "ipa": ModelEntry(
+        build=lambda cfg, data, run_dir: None,  # built from the SFT generator (cli/align_train)
+        trainable=True,
+        description="OneRec Iterative Preference Alignment (DPO) of a trained generator "
+        "(arXiv 2502.18965)",
+    ),
+    "ecpo": ModelEntry(
+        build=lambda cfg, data, run_dir: None,  # built from the SFT generator (cli/align_train)
+        trainable=True,
+        description="OneRec ECPO reinforcement learning of a trained generator (arXiv 2506.13695)",
+    ),
 }
 
 #: optimisation shared by the ranking presets: Adam 1e-3, batches of 512 impressions, early
@@ -230,6 +262,18 @@ _GEN_TRAIN = TrainConfig(
     patience=5,
     batch_size=256,
     grad_clip=1.0,
+)
+
+#: optimisation shared by the alignment presets (a short fine-tuning of the SFT generator)
+_ALIGN_TRAIN = TrainConfig(
+    optimizer="adamw",
+    lr=1e-4,
+    epochs=4,
+    patience=2,
+    batch_size=128,
+    grad_clip=1.0,
+    metric="pscore_mean@10",
+    mfu=False,  # the FLOP count would run generation and reward scoring once more
 )
 
 #: Named presets for `reelrec train NAME`; tuned values say where they were chosen.
@@ -259,6 +303,16 @@ PRESETS: dict[str, ExperimentConfig] = {
     ),
     "din": ExperimentConfig(model="din", train=replace(_RANK_TRAIN)),
     "deepfm": ExperimentConfig(model="deepfm", train=replace(_RANK_TRAIN)),
+    # the reward model: objective towers of 64 with a P-Score head, early stopping on the mean
+    # validation AUC of the towers
+    "pscore": ExperimentConfig(
+        model="pscore", train=replace(_RANK_TRAIN), ranking=RankingConfig(tower=[64])
+    ),
+    # preference alignment of RUN/models/onerec with RUN/models/pscore: small constant lr,
+    # no dropout (the policy ratios compare the same network), early stopping on the validation
+    # P-Score of the generated top 10
+    "ipa": ExperimentConfig(model="ipa", train=replace(_ALIGN_TRAIN)),
+    "ecpo": ExperimentConfig(model="ecpo", train=replace(_ALIGN_TRAIN)),
     # SegMM video-skip prediction on the segmm sample; early stopping on validation NDCG@5
     "segment-interest": ExperimentConfig(
         model="segment-interest",
@@ -355,6 +409,9 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.ranking_model:
         _check_ranking(cfg)
         return
+    if cfg.alignment_model:
+        _check_alignment(cfg)
+        return
     if cfg.segment_model:
         skip_metrics = [f"{m}@{k}" for m in ("hr", "ndcg") for k in (1, 5, 10)]
         _check(
@@ -411,6 +468,55 @@ def validate(cfg: ExperimentConfig) -> None:
             f">= the largest cutoff of eval.ks {e.ks} (the beam's items are the ranking)",
             cfg.onerec.beam,
         )
+
+
+#: validation metrics of the alignment presets (eval/alignment.py, per user and day)
+ALIGNMENT_METRICS = ("pscore_mean@10", "pscore_max@10", "recall@10", "ndcg@10")
+
+
+def _check_alignment(cfg: ExperimentConfig) -> None:
+    """Check the section of the alignment presets (ipa, ecpo)."""
+    import re
+
+    from reelrec.training.preference import check_preference_config
+
+    _check(
+        cfg.data.dataset == "kuairand",
+        "data.dataset",
+        "kuairand for ipa / ecpo (the reward model needs logged feedback labels)",
+        cfg.data.dataset,
+    )
+    t = cfg.train
+    _check(
+        t.metric in ALIGNMENT_METRICS,
+        "train.metric",
+        f"one of {', '.join(ALIGNMENT_METRICS)}",
+        t.metric,
+    )
+    _check(t.optimizer in ("adam", "adamw"), "train.optimizer", "'adam' or 'adamw'", t.optimizer)
+    _check(t.warmup_steps >= 0, "train.warmup_steps", ">= 0", t.warmup_steps)
+    _check(
+        t.schedule in ("constant", "cosine"), "train.schedule", "'constant' or 'cosine'", t.schedule
+    )
+    p = cfg.preference
+    for key in ("init", "reward"):
+        name = getattr(p, key)
+        _check(
+            re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", name) is not None,
+            f"preference.{key}",
+            "a model folder name under RUN/models",
+            name,
+        )
+    _check(
+        p.init != cfg.run_name,
+        "preference.init",
+        f"another model than the one being trained ({cfg.run_name})",
+        p.init,
+    )
+    try:
+        check_preference_config(p)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_ranking(cfg: ExperimentConfig) -> None:
@@ -499,6 +605,32 @@ def _check_ranking(cfg: ExperimentConfig) -> None:
         c.feed_init_std,
     )
     _check(all(p.count(":") == 1 for p in c.pairs), "can.pairs", "a list of 'field:feed'", c.pairs)
+    if cfg.model == "pscore":
+        w = cfg.reward
+        _check(len(r.tower) > 0, "ranking.tower", "a non-empty list for pscore", r.tower)
+        _check(
+            len(w.pscore_mlp) > 0 and min(w.pscore_mlp) >= 1,
+            "reward.pscore_mlp",
+            "widths >= 1",
+            w.pscore_mlp,
+        )
+        _check(
+            w.pscore_weights == []
+            or (
+                len(w.pscore_weights) == len(r.tasks)
+                and all(math.isfinite(x) and x >= 0 for x in w.pscore_weights)
+                and sum(w.pscore_weights) > 0
+            ),
+            "reward.pscore_weights",
+            f"[] or one finite weight >= 0 per task ({len(r.tasks)}), not all 0",
+            w.pscore_weights,
+        )
+        _check(
+            math.isfinite(w.pscore_loss_weight) and w.pscore_loss_weight >= 0,
+            "reward.pscore_loss_weight",
+            "a finite number >= 0",
+            w.pscore_loss_weight,
+        )
 
 
 def _check_sequence_model(s: str, m: SASRecConfig) -> None:
@@ -534,6 +666,9 @@ def used_sections(cfg: ExperimentConfig) -> set[str]:
         "din": {"features", "ranking", "din"},
         "can": {"features", "ranking", "din", "can"},
         "segment-interest": {"segment"},
+        "pscore": {"features", "ranking", "reward"},
+        "ipa": {"preference"},
+        "ecpo": {"preference"},
     }
     return {"model", "name", "data", "train", "eval", *own.get(cfg.model, set())}
 

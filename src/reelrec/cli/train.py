@@ -108,11 +108,16 @@ def train_model(
     data = ranking_data(prep, cfg, run_dir) if cfg.ranking_model else None
     if cfg.segment_model:
         data = build_segments(prep.interactions)
-    if data is None:
-        data = sequences_for(prep, cfg.max_len, cfg.window_step)
     torch.manual_seed(cfg.train.seed)  # initialisation; the loop seeds shuffling per epoch
     entry = MODELS[cfg.model]
-    model = entry.build(cfg, data, run_dir)
+    if cfg.alignment_model:
+        if env.distributed:
+            raise ConfigError(f"{cfg.model} trains in a single process (not under torchrun)")
+        sft, data, model = aligned_generator(cfg, run_dir, prep)
+    else:
+        if data is None:
+            data = sequences_for(prep, cfg.max_len, cfg.window_step)
+        model = entry.build(cfg, data, run_dir)
     out = run_dir / "models" / cfg.run_name
     if resume and (out / "checkpoint").exists() and (out / "config.yaml").exists():
         old = from_yaml(ExperimentConfig, out / "config.yaml")
@@ -152,6 +157,8 @@ def train_model(
     D.barrier(env)
     if cfg.ranking_model:
         return _train_ranking(model, data, cfg, out, resume, log)
+    if cfg.alignment_model:
+        return _train_alignment(model, sft, data, prep, cfg, run_dir, out, resume, log)
     if cfg.segment_model:
         return _train_segment(model, data, cfg, out, resume, log)
     ks = tuple(cfg.eval.ks)
@@ -264,6 +271,147 @@ def ranking_data(prep, cfg: ExperimentConfig, run_dir: Path) -> CTRData:
     )
 
 
+def aligned_generator(cfg: ExperimentConfig, run_dir: Path, prep) -> tuple:
+    """The trained generator an alignment config starts from (``preference.init``), with its
+    config and sequences; dropout set to ``preference.dropout``.
+
+    Returns:
+        ``(sft config, SequenceData, model)`` with the SFT weights loaded.
+
+    Raises:
+        FileNotFoundError: no trained generator in ``RUN/models/<preference.init>``.
+        ConfigError: that model is not a generator, or its semantic IDs changed since.
+    """
+    from reelrec.training.preference import set_dropout
+
+    src = Path(run_dir) / "models" / cfg.preference.init
+    if not (src / "model.safetensors").exists() or not (src / "config.yaml").exists():
+        raise FileNotFoundError(
+            f"{src}: no trained generator to align (preference.init={cfg.preference.init!r}); "
+            f"train one first, e.g. `reelrec train onerec --run {run_dir}`"
+        )
+    sft = from_yaml(ExperimentConfig, src / "config.yaml")
+    if not sft.generative:
+        raise ConfigError(
+            f"preference.init={cfg.preference.init!r} is a {sft.model!r} model; alignment "
+            "needs a semantic-ID generator (onerec, onerec-v2, tiger)"
+        )
+    digest = src / "semantic_ids.sha256"
+    if digest.exists() and digest.read_text().strip() != semantic_ids_digest(sft, run_dir):
+        raise ConfigError(
+            f"{src} was trained on other semantic IDs than {run_dir / sft.onerec.semantic_ids} "
+            "holds now: retrain it (reelrec train ... --no-resume) before aligning it"
+        )
+    data = sequences_for(prep, sft.max_len, sft.window_step)
+    model = MODELS[sft.model].build(sft, data, run_dir)
+    check_matches(model, load_tensors(src / "model.safetensors"), src / "model.safetensors")
+    from reelrec.training.checkpoint import load_model
+
+    load_model(model, src / "model.safetensors")
+    return sft, data, set_dropout(model, cfg.preference.dropout)
+
+
+def reward_function(cfg: ExperimentConfig, run_dir: Path, prep, vocab):
+    """The P-Score of the trained reward model ``RUN/models/<preference.reward>`` as a
+    :class:`reelrec.training.preference.RewardFn` over the generator's ``vocab``.
+
+    Raises:
+        FileNotFoundError: no trained reward model there. ConfigError: it is not a pscore model.
+    """
+    from reelrec.data.ctr import RequestFeatures
+    from reelrec.models.ctr import CTRSchema
+    from reelrec.models.reward import PScoreModel
+    from reelrec.training.checkpoint import load_model
+    from reelrec.training.preference import RewardFn
+
+    src = Path(run_dir) / "models" / cfg.preference.reward
+    if not (src / "model.safetensors").exists() or not (src / "config.yaml").exists():
+        raise FileNotFoundError(
+            f"{src}: no trained reward model (preference.reward={cfg.preference.reward!r}); "
+            f"train one first with `reelrec train pscore --run {run_dir}`"
+        )
+    rcfg = from_yaml(ExperimentConfig, src / "config.yaml")
+    if rcfg.model != "pscore":
+        raise ConfigError(
+            f"preference.reward={cfg.preference.reward!r} is a {rcfg.model!r} model; the "
+            "reward must be a P-Score model (reelrec train pscore)"
+        )
+    rdata = ranking_data(prep, rcfg, run_dir)
+    model = PScoreModel(CTRSchema.of(rdata), rcfg.ranking, rcfg.reward)
+    check_matches(model, load_tensors(src / "model.safetensors"), src / "model.safetensors")
+    load_model(model, src / "model.safetensors")
+    features = RequestFeatures(rdata, prep.interactions, rcfg.features)
+    return RewardFn(model, features, vocab)
+
+
+def _train_alignment(
+    model: torch.nn.Module,
+    sft: ExperimentConfig,
+    data,
+    prep,
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    out: Path,
+    resume: bool,
+    log,
+) -> dict[str, object]:
+    """IPA or ECPO of the SFT generator with the reward model; writes the model's metrics."""
+    from reelrec.data.splits import positive_mask
+    from reelrec.eval.alignment import alignment_metrics, day_requests
+    from reelrec.training.preference import AlignmentTrainSet, alignment_samples
+
+    inter = prep.interactions
+    positive = positive_mask(inter, prep.protocol)
+    reward = reward_function(cfg, run_dir, prep, data.vocab)
+    samples = alignment_samples(inter, positive, data.vocab, sft.max_len)
+    requests = {s: day_requests(inter, positive, data.vocab, s, sft.max_len) for s in (1, 2)}
+    trainset = AlignmentTrainSet(cfg.model, model, samples, reward, cfg.preference)
+    ks = tuple(cfg.eval.ks)
+
+    def day(m: torch.nn.Module, split: int) -> dict[str, float]:
+        return alignment_metrics(m, requests[split], reward, data.vocab)
+
+    model.eval()
+    before = day(model, 2)
+    log(
+        f"training {cfg.run_name} ({cfg.model}) from RUN/models/{cfg.preference.init} with the "
+        f"reward RUN/models/{cfg.preference.reward}: {len(samples):,} samples, "
+        f"{cfg.preference.candidates} candidates for {cfg.preference.fraction:.0%} of each "
+        f"batch; test before: P-Score mean@10 {before['pscore_mean@10']:.4f}, legal rate "
+        f"{before['legal_rate']:.4f}"
+    )
+    result = fit(model, trainset, lambda m: day(m, 1), cfg.train, out, resume=resume, log=log)
+    model.eval()
+    after = day(model, 2)
+    metrics = {
+        "model": cfg.model,
+        "alignment": {"init_test": before, "valid": day(model, 1), "test": after},
+        "init": cfg.preference.init,
+        "reward": cfg.preference.reward,
+        "dataset": cfg.data.dataset,
+        "protocol": prep.protocol.name,
+        "valid": gathered_evaluate(model, data.valid.history, data.valid.target, ks, 1024),
+        "test": gathered_evaluate(model, data.test.history, data.test.target, ks, 1024),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped": result.stopped,
+        "train_seconds": round(sum(h["seconds"] for h in result.history), 2),
+        "num_items": data.vocab.size,
+        "train_windows": len(samples),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **run_metadata(),
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    log(
+        f"{cfg.run_name}: test P-Score mean@10 {before['pscore_mean@10']:.4f} -> "
+        f"{after['pscore_mean@10']:.4f}, recall@10 (per user, next day) "
+        f"{before['recall@10']:.4f} -> {after['recall@10']:.4f}, hate share@10 "
+        f"{before['hate_share@10']:.4f} -> {after['hate_share@10']:.4f}, legal rate "
+        f"{before['legal_rate']:.4f} -> {after['legal_rate']:.4f} -> {out}"
+    )
+    return metrics
+
+
 def _train_segment(
     model: torch.nn.Module, data: SegmentData, cfg: ExperimentConfig, out: Path, resume: bool, log
 ) -> dict[str, object]:
@@ -355,6 +503,13 @@ def _train_ranking(
         "parameters": sum(p.numel() for p in model.parameters()),
         **run_metadata(),
     }
+    if hasattr(model, "pscore"):  # the reward model: how the P-Score alone ranks each objective
+        from reelrec.eval.ctr import pscore_metrics
+
+        metrics["pscore"] = {
+            "valid": pscore_metrics(model, data, 1),
+            "test": pscore_metrics(model, data, 2),
+        }
     atomic_write_json(out / "metrics.json", metrics)
     log(
         f"{cfg.run_name}: test mean AUC {test['auc']:.4f}, GAUC {test['gauc']:.4f}; "

@@ -553,3 +553,166 @@ def taobao_ctr(path: Path, max_history: int = 20) -> CTRData:
     )
     data.check()
     return data
+
+
+class RequestFeatures:
+    """Ranking features of any (user, video) pair at a request time, laid out as ``data``.
+
+    The samples of :func:`kuairand_ctr` are logged impressions; a generator proposes videos the
+    user was never shown, and a reward model must score them with the same features. This class
+    keeps what those features depend on: the per-user fields (id, profile) and per-video fields
+    (id, duration bucket, semantic-ID codes, VQ bag) as encoded in ``data``, every row's time and
+    labels for the real-time counters, and the users' positive rows for the behaviour sequences.
+    For a logged row, :meth:`batch` reproduces ``data``'s features of that row exactly
+    (tested), so the reward model sees generated videos as it saw impressions.
+
+    Args:
+        data: the samples of :func:`kuairand_ctr` built from ``inter``.
+        inter: the prepared interactions ``data`` was built from (sorted by user, time).
+        cfg: the feature settings ``data`` was built with.
+
+    Raises:
+        ValueError: ``data`` and ``inter`` have different numbers of rows.
+    """
+
+    def __init__(self, data: CTRData, inter: pd.DataFrame, cfg: FeatureConfig) -> None:
+        inter = inter.reset_index(drop=True)
+        if len(inter) != len(data):
+            raise ValueError(f"data has {len(data):,} rows but the interactions {len(inter):,}")
+        self.data, self.cfg = data, cfg
+        uid = inter["user_id"].to_numpy(dtype=np.int64)
+        vid = inter["item_id"].to_numpy(dtype=np.int64)
+        self.time = inter["timestamp_ms"].to_numpy(dtype=np.int64)
+        sparse = data.sparse.numpy()
+        fields = data.fields
+        self.user_cols = [
+            j for j, f in enumerate(fields) if f == "user_id" or f.startswith("user_")
+        ]
+        self.user_cols = [j for j in self.user_cols if not _is_counter(fields[j])]
+        self.item_cols = [
+            j for j, f in enumerate(fields) if f in ("video_id", "duration") or f.startswith("sid_")
+        ]
+        self.hour_col = fields.index("hour")
+        self.counter_cols = [j for j, f in enumerate(fields) if _is_counter(f)]
+
+        def first_rows(keys: np.ndarray) -> dict[int, int]:
+            _, first = np.unique(keys, return_index=True)
+            return {int(keys[i]): int(i) for i in first}
+
+        self._user_row = first_rows(uid)
+        self._user_values = sparse[:, self.user_cols]
+        # a video's duration may be unknown on some rows: prefer a row where it is known
+        dur = fields.index("duration")
+        known = sparse[:, dur] != UNKNOWN
+        order = np.lexsort((~known, vid))  # per video, rows with a known duration first
+        first = order[np.r_[True, vid[order][1:] != vid[order][:-1]]]
+        self._item_row = {int(vid[i]): int(i) for i in first}
+        self._item_values = sparse[:, self.item_cols]
+        self._bag = data.bag.numpy()
+        # counters: per key, the sorted times and running label sums of its rows
+        lab = inter[["click", "long_view", "like"]].to_numpy(dtype=np.float64)
+        self._counters = {
+            name: _KeyedHistory(key, self.time, lab)
+            for name, key in (("video", vid), ("user", uid))
+        }
+        positive = np.zeros(len(inter), dtype=bool)
+        for name in cfg.history_labels:
+            positive |= inter[name].to_numpy() == 1
+        pos = np.flatnonzero(positive)
+        self._pos_user, self._pos_time = uid[pos], self.time[pos]
+        # the history values of each sequence come from the aligned target field of the row
+        self._pos_values = sparse[pos][:, data.seq_target]  # (n_pos, S)
+        self._pos_by_user = {
+            int(u): np.flatnonzero(self._pos_user == u) for u in np.unique(self._pos_user)
+        }
+
+    def known_user(self, user: int) -> bool:
+        """True when ``user`` has a row in the data (its profile is known)."""
+        return int(user) in self._user_row
+
+    def batch(
+        self, users: np.ndarray, items: np.ndarray, times: np.ndarray, hours: np.ndarray
+    ) -> CTRBatch:
+        """Features of the pairs ``(users[i], items[i])`` requested at ``times[i]``.
+
+        Args:
+            users, items: int64 (n,) raw user and video ids (unknown ones get the "unknown"
+                index 1 and, for users, no profile).
+            times: int64 (n,) request times in ms: counters and histories use rows strictly
+                earlier. hours: int64 (n,) hour of day of the request (Beijing time, 0..23).
+
+        Returns:
+            :class:`CTRBatch` with labels all NaN (shape (n, T)).
+        """
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        times = np.asarray(times, dtype=np.int64)
+        n, fields = len(users), self.data.fields
+        sparse = np.full((n, len(fields)), UNKNOWN, dtype=np.int64)
+        urow = np.array([self._user_row.get(int(u), -1) for u in users])
+        irow = np.array([self._item_row.get(int(i), -1) for i in items])
+        for cols, rows, values in (
+            (self.user_cols, urow, self._user_values),
+            (self.item_cols, irow, self._item_values),
+        ):
+            ok = rows >= 0
+            sub = sparse[:, cols]
+            sub[ok] = values[rows[ok]]
+            sparse[:, cols] = sub
+        sparse[:, self.hour_col] = np.asarray(hours, dtype=np.int64) + 2
+        for key_name, keys in (("video", items), ("user", users)):
+            count, sums = self._counters[key_name].before(keys, times)
+            j = fields.index(f"{key_name}_views") if f"{key_name}_views" in fields else None
+            if j is None:
+                continue
+            sparse[:, j] = _log2_bucket(count) + 2
+            for k, what in enumerate(("click", "long_view", "like")):
+                sparse[:, fields.index(f"{key_name}_{what}_rate")] = (
+                    _rate_bucket(sums[:, k], count) + 2
+                )
+        length, n_seq = self.cfg.max_history, len(self.data.sequences)
+        hist = np.zeros((n, n_seq, length), dtype=np.int64)
+        for i, (u, t) in enumerate(zip(users, times, strict=True)):
+            rows = self._pos_by_user.get(int(u))
+            if rows is None:
+                continue
+            end = int(np.searchsorted(self._pos_time[rows], t, side="left"))
+            take = rows[max(0, end - length) : end]
+            if len(take):
+                hist[i, :, length - len(take) :] = self._pos_values[take].T
+        bag = np.zeros((n, *self._bag.shape[1:]), dtype=np.int64)
+        ok = irow >= 0
+        bag[ok] = self._bag[irow[ok]]
+        labels = torch.full((n, len(self.data.tasks)), float("nan"))
+        return CTRBatch(
+            torch.from_numpy(sparse), torch.from_numpy(hist), torch.from_numpy(bag), labels
+        )
+
+
+def _is_counter(field_name: str) -> bool:
+    return field_name.endswith(("_views", "_rate"))
+
+
+class _KeyedHistory:
+    """Rows grouped by key with sorted times and running sums, for counts strictly before t."""
+
+    def __init__(self, keys: np.ndarray, time: np.ndarray, values: np.ndarray) -> None:
+        order = np.lexsort((time, keys))
+        self.keys, self.time = keys[order], time[order]
+        self.csum = np.vstack([np.zeros((1, values.shape[1])), np.cumsum(values[order], 0)])
+        uniq, start = np.unique(self.keys, return_index=True)
+        self.start = dict(zip(uniq.tolist(), start.tolist(), strict=True))
+        self.end = dict(zip(uniq.tolist(), np.r_[start[1:], len(order)].tolist(), strict=True))
+
+    def before(self, keys: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(count int64 (n,), sums float64 (n, V)) over rows of each key strictly before t."""
+        count = np.zeros(len(keys), dtype=np.int64)
+        sums = np.zeros((len(keys), self.csum.shape[1]))
+        for i, (k, t) in enumerate(zip(keys.tolist(), times.tolist(), strict=True)):
+            a = self.start.get(k)
+            if a is None:
+                continue
+            b = a + int(np.searchsorted(self.time[a : self.end[k]], t, side="left"))
+            count[i] = b - a
+            sums[i] = self.csum[b] - self.csum[a]
+        return count, sums

@@ -108,3 +108,32 @@ def evaluate_ctr(
                 flat[f"{name}/{k}"] = v
     flat["tasks"] = per_task
     return flat
+
+
+def pscore_metrics(
+    model: torch.nn.Module, data: CTRData, split: int, batch_size: int = 4096
+) -> dict[str, dict[str, float]]:
+    """How well a reward model's P-Score alone ranks each objective on split ``split``.
+
+    The same P-Score column is scored against every task's labels (AUC, GAUC, LogLoss for the
+    binary tasks; for the watch ratio, MAE/RMSE of P-Score x 1 are meaningless and the task is
+    left out). ``model`` must have ``pscore(batch) -> (B,)``.
+
+    Returns:
+        ``{task: {...}}`` as :func:`task_metrics` for the binary tasks.
+    """
+    rows = data.rows(split)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(rows), batch_size):
+        batch = data.batch(rows[start : start + batch_size]).to(device)
+        out.append(model.pscore(batch).float().cpu().numpy())
+    model.train(was_training)
+    p = np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+    binary = [t for t, b in zip(data.tasks, data.binary, strict=True) if b]
+    cols = [data.tasks.index(t) for t in binary]
+    labels = data.labels[rows][:, cols].numpy().astype(np.float64)
+    preds = np.repeat(p[:, None], len(cols), 1)
+    return task_metrics(binary, [True] * len(binary), labels, preds, data.groups[rows])

@@ -21,7 +21,7 @@ child tables cost ``prefixes x codebook size`` int64 per level (Beauty: 12,101 x
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -398,6 +398,95 @@ class Decodable(Protocol):
         """Log-probabilities of the next code, float (N, K_level), given the prefix (N, t)."""
 
 
+class Generation(NamedTuple):
+    """What :func:`generate` returns for B users and a beam of width W.
+
+    Attributes:
+        items: int64 (B, W) item index of each generated semantic ID, best first; -1 where the
+            code sequence is not the semantic ID of any item (only without the trie constraint)
+            or where fewer than W sequences exist.
+        logp: float (B, W) total log-probability of each sequence (-inf for empty slots).
+        codes: int64 (B, W, L) the generated codes (-1 for empty slots).
+    """
+
+    items: torch.Tensor
+    logp: torch.Tensor
+    codes: torch.Tensor
+
+    @property
+    def legal(self) -> torch.Tensor:
+        """bool (B, W): the sequence is the semantic ID of a real item."""
+        return self.items > 0
+
+
+def generate(
+    model: Decodable,
+    history: torch.Tensor,
+    trie: PrefixTrie,
+    beam: int,
+    use_cache: bool = True,
+    constrained: bool = True,
+) -> Generation:
+    """Beam search over semantic IDs, with or without the constraint to valid IDs.
+
+    At each level the running log-probabilities over (beam x codes) are ranked and the best
+    ``beam`` kept (ties by lower flat index); with ``constrained`` the codes that no item
+    continues (``trie``) are set to -inf first, so only real items come out. Without it the
+    model's own distribution decides, and the trie only tells afterwards which outputs are
+    legal (the legal-ID rate of OneRec Technical Report section 2.4.2). Beam 1 is greedy.
+
+    Args:
+        model: a :class:`Decodable` (OneRec, OneRec-V2).
+        history: int64 (B, L) left-padded item indices.
+        trie: valid semantic IDs (its codebook sizes set the vocabulary of each level).
+        beam: beam width (>= 1).
+        use_cache: decode incrementally with the key/value cache (same result, less compute).
+        constrained: keep only prefixes of valid semantic IDs.
+
+    Returns:
+        :class:`Generation` (items, logp, codes).
+
+    Raises:
+        ValueError: beam < 1, or the model produced NaN log-probabilities.
+    """
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    b = history.shape[0]
+    device = history.device
+    ctx = model.start(history)
+    node = torch.zeros(b, 1, dtype=torch.long, device=device)  # (B, n_beams); -1 = no node
+    score = torch.zeros(b, 1, device=device)
+    tokens = torch.zeros(b, 0, dtype=torch.long, device=device)  # codes chosen so far, (B*n, j)
+    for child_table in trie.children:
+        n = node.shape[1]
+        logp = model.step_logits(ctx, tokens, use_cache)  # (B*n, K_j)
+        if torch.isnan(logp).any():
+            raise ValueError("the model produced NaN log-probabilities (diverged weights?)")
+        flat_node = node.reshape(-1, 1)
+        child = child_table[flat_node.squeeze(1).clamp(min=0)].masked_fill(flat_node < 0, -1)
+        total = score.reshape(-1, 1) + logp
+        if constrained:
+            total = total.masked_fill(child < 0, float("-inf"))
+        k_j = total.shape[1]
+        total = total.view(b, n * k_j)
+        width = min(beam, n * k_j)
+        score, flat = torch.topk(total, width, dim=1)  # sorted; ties keep the lower index
+        parent, code = flat // k_j, flat % k_j
+        rows = (torch.arange(b, device=device).unsqueeze(1) * n + parent).reshape(-1)
+        node = child.view(b, n, k_j)[torch.arange(b, device=device).unsqueeze(1), parent, code]
+        node = node.masked_fill(torch.isinf(score), -1)
+        tokens = torch.cat([tokens[rows], code.reshape(-1, 1)], 1)
+        ctx = model.expand(ctx, rows)
+    codes = tokens.view(b, -1, tokens.shape[1]).masked_fill(torch.isinf(score).unsqueeze(-1), -1)
+    items = node
+    if items.shape[1] < beam:
+        pad = beam - items.shape[1]
+        items = F.pad(items, (0, pad), value=-1)
+        score = F.pad(score, (0, pad), value=float("-inf"))
+        codes = F.pad(codes, (0, 0, 0, pad), value=-1)
+    return Generation(items, score, codes)
+
+
 def beam_search(
     model: Decodable,
     history: torch.Tensor,
@@ -405,11 +494,8 @@ def beam_search(
     beam: int,
     use_cache: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generate the ``beam`` most likely valid semantic IDs per user.
-
-    At each level the log-probabilities of codes that no item continues (``trie``) are set to
-    -inf, the running sums over (beam x codes) are ranked, and the best ``beam`` are kept (ties
-    by lower flat index). Beam 1 is greedy decoding.
+    """Generate the ``beam`` most likely valid semantic IDs per user (trie-constrained
+    :func:`generate`).
 
     Args:
         model: a :class:`Decodable` (OneRec, OneRec-V2).
@@ -425,39 +511,8 @@ def beam_search(
     Raises:
         ValueError: beam < 1.
     """
-    if beam < 1:
-        raise ValueError(f"beam must be >= 1, got {beam}")
-    b = history.shape[0]
-    device = history.device
-    ctx = model.start(history)
-    node = torch.zeros(b, 1, dtype=torch.long, device=device)  # (B, n_beams)
-    score = torch.zeros(b, 1, device=device)
-    tokens = torch.zeros(b, 0, dtype=torch.long, device=device)  # codes chosen so far, (B*n, j)
-    for child_table in trie.children:
-        n = node.shape[1]
-        logp = model.step_logits(ctx, tokens, use_cache)  # (B*n, K_j)
-        if torch.isnan(logp).any():
-            raise ValueError("the model produced NaN log-probabilities (diverged weights?)")
-        child = child_table[node.reshape(-1).clamp(min=0)]  # (B*n, K_j)
-        valid = (child >= 0) & (node.reshape(-1, 1) >= 0)
-        total = (score.reshape(-1, 1) + logp).masked_fill(~valid, float("-inf"))
-        k_j = total.shape[1]
-        total = total.view(b, n * k_j)
-        width = min(beam, n * k_j)
-        score, flat = torch.topk(total, width, dim=1)  # sorted; ties keep the lower index
-        parent, code = flat // k_j, flat % k_j
-        rows = (torch.arange(b, device=device).unsqueeze(1) * n + parent).reshape(-1)
-        node = child.view(b, n, k_j)[
-            torch.arange(b, device=device).unsqueeze(1), parent, code
-        ].masked_fill(torch.isinf(score), -1)
-        tokens = torch.cat([tokens[rows], code.reshape(-1, 1)], 1)
-        ctx = model.expand(ctx, rows)
-    items = node
-    if items.shape[1] < beam:
-        pad = beam - items.shape[1]
-        items = F.pad(items, (0, pad), value=-1)
-        score = F.pad(score, (0, pad), value=float("-inf"))
-    return items, score
+    out = generate(model, history, trie, beam, use_cache, constrained=True)
+    return out.items, out.logp
 
 
 def greedy_decode(model: Decodable, history: torch.Tensor, trie: PrefixTrie) -> torch.Tensor:

@@ -380,18 +380,40 @@ class GenerativeRetriever(nn.Module):
             x = layer(x, cross[i], mask, None if caches is None else caches[i])
         return x
 
-    def loss(self, inputs: torch.Tensor, targets: torch.Tensor, generator=None) -> LossOutput:
-        """Next-code loss for the last ``session_items`` items of each window.
+    def loss(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        generator=None,
+        alignment=None,
+        ntp_weight: float = 1.0,
+    ) -> LossOutput:
+        """Next-code loss for the last ``session_items`` items of each window, plus an optional
+        preference-alignment term.
 
         Args:
             inputs: int64 (B, L) left-padded items; targets: int64 (B, L), the next item at each
                 position (0 = none). The history of a window is everything before its first
                 target item; target items that are padding are not trained.
             generator: unused (the signature of :func:`reelrec.training.loop.fit`).
+            alignment: a :class:`reelrec.training.preference.AlignmentTerm` (DPO or ECPO) or
+                None; its sequences are scored here so that DDP sees one forward.
+            ntp_weight: weight of the next-code loss when ``alignment`` is given.
 
         Returns:
-            :class:`LossOutput`: mean cross-entropy over code tokens; ``ce_level<j>`` parts.
+            :class:`LossOutput`: mean cross-entropy over code tokens (``ce`` and
+            ``ce_level<j>`` parts), plus ``weight * alignment loss`` and its parts.
         """
+        out = self._ntp_loss(inputs, targets)
+        if alignment is None:
+            return out
+        logp = self.sequence_logp(alignment.history, alignment.codes)
+        term, parts = alignment.objective(logp)
+        loss = ntp_weight * out.loss + alignment.weight * term
+        return LossOutput(loss, {**out.parts, **parts})
+
+    def _ntp_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> LossOutput:
+        """The next-code cross-entropy of :meth:`loss`."""
         m, ll = self.cfg.session_items, self.levels + 1
         if inputs.shape[1] < m:  # trimmed batches of short windows: pad back to m columns
             inputs = F.pad(inputs, (m - inputs.shape[1], 0))
@@ -422,6 +444,32 @@ class GenerativeRetriever(nn.Module):
         item -> hidden float (B, t + 1, D)."""
         cross, mask = self.cross_context(history)
         return self._decode(self._embed_tokens(codes, codes.shape[1] + 1), cross, mask)
+
+    def sequence_logp(self, history: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Log-probability of whole semantic IDs under the model (with gradient).
+
+        The user context is computed once per user; the G sequences of a user are decoded in
+        parallel with teacher forcing (cross-attention folds them onto the user's keys, as in
+        beam search). The distribution is the model's own softmax over each level's codebook,
+        unconstrained by the trie.
+
+        Args:
+            history: int64 (B, L) left-padded item indices.
+            codes: int64 (B, G, levels) code sequences (-1 codes are scored as code 0; callers
+                mask such rows).
+
+        Returns:
+            float (B, G): ``sum_j log p(c_j | c_<j, history)``.
+        """
+        b, g, levels = codes.shape
+        cross, mask = self.cross_context(history)
+        flat = codes.reshape(b * g, levels).clamp(min=0)
+        h = self._decode(self._embed_tokens(flat, levels), cross, mask)  # (B*G, levels, D)
+        total = h.new_zeros(b * g, dtype=torch.float32)
+        for j in range(levels):
+            logp = F.log_softmax(self._logits(h[:, j], j).float(), -1)
+            total = total + logp.gather(1, flat[:, j : j + 1]).squeeze(1)
+        return total.view(b, g)
 
     # --- decoding (reelrec.models.generative.Decodable) -------------------------------------
     def start(self, history: torch.Tensor) -> dict:

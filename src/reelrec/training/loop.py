@@ -279,6 +279,8 @@ def fit(
             raise ValueError(f"epoch {epoch} took no training step (no batch of >= 1 row per rank)")
         train_seconds = time.perf_counter() - t_train - measuring
         stats = model.epoch_stats() if hasattr(model, "epoch_stats") else {}
+        if hasattr(train, "epoch_stats"):  # e.g. the legal-ID rate and rewards of alignment
+            stats = {**stats, **train.epoch_stats()}
         if cfg.mfu and flops_per_unit:
             flops_epoch = flops_per_unit * units * env.world  # this rank's work x ranks
             stats = {
