@@ -9,7 +9,7 @@ on the aligned embeddings (3 levels x 256 codes + disambiguation). Prints a tabl
 
 * ``bench/results/tokenizer.json``: ``{"<dataset>": {"<method>": {"utilisation": [per level],
   "entropy_bits": [per level], "recon_loss": x, "collision_rate": x, "unique": true, ...}}}``
-* ``bench/results/alignment.json``: pair Recall@10/@50 before and after alignment, per dataset;
+* ``bench/results/qarm_alignment.json``: pair Recall@10/@50 before and after alignment, per dataset;
 * ``bench/results/tokenizer-<dataset>.png``: utilisation, entropy and recon loss per level;
 * ``bench/results/tokenizer_reference.json``: the same code statistics of the published TIGER
   re-implementation's Beauty semantic IDs (shared dataset ``amazon-beauty-tiger-sid``), when present.
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         else {}
     )
     alignment = (
-        json.loads((RESULTS / "alignment.json").read_text())
-        if (RESULTS / "alignment.json").exists()
+        json.loads((RESULTS / "qarm_alignment.json").read_text())
+        if (RESULTS / "qarm_alignment.json").exists()
         else {}
     )
     command = " ".join([".venv/bin/python bench/tokenizer.py", *(argv or sys.argv[1:])])
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             title=f"{dataset}: semantic-ID tokenizers (aligned e5-small embeddings)",
         )
     atomic_write_json(RESULTS / "tokenizer.json", results)
-    atomic_write_json(RESULTS / "alignment.json", alignment)
+    atomic_write_json(RESULTS / "qarm_alignment.json", alignment)
     ref = reference_stats(sources.data_root(None))
     if ref:
         atomic_write_json(RESULTS / "tokenizer_reference.json", {"amazon-beauty": ref})

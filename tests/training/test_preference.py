@@ -219,6 +219,8 @@ def test_alignment_samples_are_the_sft_windows_with_their_rows():
         expect += [tuple(w) for w in windows(vocab.encode(rows.item_id.to_numpy()), 3, 1)]
     got = [tuple(x[x > 0].tolist()) for x in s.windows]
     assert sorted(got) == sorted(expect) and len(s) == 3  # user 1: 1 window, user 2: 2
+    s2 = alignment_samples(inter, positive, vocab, max_len=3, step=2)  # user 2: 1 window
+    assert len(s2) == 2 and sorted(s2.times.tolist()) == [300, 350]
     for i in range(len(s)):  # each sample's user/time/hour are its target row's
         row = inter[(inter.user_id == s.users[i]) & (inter.timestamp_ms == s.times[i])]
         assert vocab.encode(row.item_id.to_numpy())[0] == int(s.windows[i, -1])
@@ -232,3 +234,32 @@ def test_alignment_samples_are_the_sft_windows_with_their_rows():
 def test_bad_preference_values_are_named(key, value):
     with pytest.raises(ValueError, match=f"preference.{key}"):
         check_preference_config(PreferenceConfig(**{key: value}))
+
+
+def test_penalize_ablation_gives_illegal_outputs_the_lowest_reward():
+    """``preference.illegal=penalize``: illegal members enter the group with reward 0, so they
+    get the most negative advantage; ``drop`` leaves them out."""
+    from reelrec.models.generative import Generation
+    from reelrec.training.rl import ecpo_term
+
+    out = Generation(
+        items=torch.tensor([[3, -1, 5, 7]]),
+        logp=torch.tensor([[-1.0, -1.5, -2.0, -3.0]]),
+        codes=torch.zeros(1, 4, 4, dtype=torch.long),
+    )
+    rewards = torch.tensor([[0.6, float("nan"), 0.4, 0.5]])
+    seen = {}
+    for mode in ("drop", "penalize"):
+        term = ecpo_term(
+            torch.zeros(1, 3).long(),
+            out,
+            rewards,
+            PreferenceConfig(illegal=mode),
+            lambda k, v: None,
+        )
+        logp = torch.tensor([[-1.0, -1.5, -2.0, -3.0]], requires_grad=True)
+        term.objective(logp)[0].backward()
+        seen[mode] = logp.grad[0].tolist()
+    assert seen["drop"][1] == 0.0 and seen["drop"][0] < 0 < seen["drop"][2]  # ascend best
+    assert seen["penalize"][1] > 0  # pushed down, the most
+    assert seen["penalize"][1] == max(seen["penalize"])

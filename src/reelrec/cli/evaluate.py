@@ -8,8 +8,8 @@ from pathlib import Path
 
 from reelrec.cli.common import load_prepared, read_json, sequences_for
 from reelrec.cli.registry import MODELS, ExperimentConfig, semantic_ids_digest
-from reelrec.cli.train import ranking_data, trained_tasks
-from reelrec.config import from_yaml, to_yaml
+from reelrec.cli.train import aligned_generator, ranking_data, trained_tasks
+from reelrec.config import ConfigError, from_yaml, to_yaml
 from reelrec.data.segments import build_segments
 from reelrec.eval.ctr import evaluate_ctr
 from reelrec.eval.ranking import evaluate_model
@@ -66,32 +66,36 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
                 "since it was trained (retrain it with --no-resume)"
             )
             continue
-        key = (
-            (to_yaml(cfg.features), tuple(cfg.ranking.tasks), cfg.ranking.watch_ratio_clip)
-            if cfg.ranking_model
-            else "segments"
-            if cfg.segment_model
-            else cfg.max_len
-        )
-        try:
-            if key not in cache:
-                cache[key] = (
-                    ranking_data(prep, cfg, run_dir)
-                    if cfg.ranking_model
-                    else build_segments(prep.interactions)
-                    if cfg.segment_model
-                    else sequences_for(prep, cfg.max_len)
-                )
-        except (ValueError, KeyError, FileNotFoundError) as exc:
-            log(f"warning: skipping {folder.name}: {exc}")
-            continue
-        data = cache[key]
-        try:
-            model = MODELS[cfg.model].build(cfg, data, run_dir)
-            load_model(model, folder / "model.safetensors")
-        except (CheckpointError, ValueError, FileNotFoundError) as exc:
-            log(f"warning: skipping {folder.name}: {exc}")
-            continue
+        if cfg.alignment_model:  # a generator fine-tuned by IPA / ECPO: built as its SFT model
+            try:
+                _, data, model = aligned_generator(cfg, run_dir, prep)
+                load_model(model, folder / "model.safetensors")
+            except (CheckpointError, ValueError, FileNotFoundError, ConfigError) as exc:
+                log(f"warning: skipping {folder.name}: {exc}")
+                continue
+        else:
+            key = (
+                (to_yaml(cfg.features), tuple(cfg.ranking.tasks), cfg.ranking.watch_ratio_clip)
+                if cfg.ranking_model
+                else "segments"
+                if cfg.segment_model
+                else cfg.max_len
+            )
+            try:
+                if key not in cache:
+                    cache[key] = (
+                        ranking_data(prep, cfg, run_dir)
+                        if cfg.ranking_model
+                        else build_segments(prep.interactions)
+                        if cfg.segment_model
+                        else sequences_for(prep, cfg.max_len)
+                    )
+                data = cache[key]
+                model = MODELS[cfg.model].build(cfg, data, run_dir)
+                load_model(model, folder / "model.safetensors")
+            except (CheckpointError, ValueError, KeyError, FileNotFoundError) as exc:
+                log(f"warning: skipping {folder.name}: {exc}")
+                continue
         model.eval()
         if cfg.segment_model:
             test = evaluate_segments(model, data, 2)

@@ -363,7 +363,7 @@ def _train_alignment(
     inter = prep.interactions
     positive = positive_mask(inter, prep.protocol)
     reward = reward_function(cfg, run_dir, prep, data.vocab)
-    samples = alignment_samples(inter, positive, data.vocab, sft.max_len)
+    samples = alignment_samples(inter, positive, data.vocab, sft.max_len, sft.onerec.window_step)
     requests = {s: day_requests(inter, positive, data.vocab, s, sft.max_len) for s in (1, 2)}
     trainset = AlignmentTrainSet(cfg.model, model, samples, reward, cfg.preference)
     ks = tuple(cfg.eval.ks)

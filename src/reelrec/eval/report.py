@@ -193,10 +193,15 @@ def write_report(
         for n, d in details.items()
         if not histories.get(n) and "valid" in d
     }
+    # aligned generators log the per-user next-day NDCG@10, another protocol: not on this plot
+    curves = {n: h for n, h in histories.items() if "alignment" not in details.get(n, {})}
     if models and plot_training_curves(
-        histories, baselines, "ndcg@10", run_dir / "plots" / "training_curves.png"
+        curves, baselines, "ndcg@10", run_dir / "plots" / "training_curves.png"
     ):
         lines += ["", "## Training curves", "", "![training curves](plots/training_curves.png)"]
+    aligned = {n: d for n, d in details.items() if "alignment" in d}
+    if aligned:
+        lines += alignment_section(aligned)
     if rankers:
         lines += ranking_section(rankers)
     if skip_models:
@@ -205,6 +210,33 @@ def write_report(
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def alignment_section(aligned: dict[str, dict[str, Any]]) -> list[str]:
+    """Before / after table of the aligned generators (``metrics.json["alignment"]``)."""
+    keys = ("pscore_mean@10", "pscore_max@10", "recall@10", "ndcg@10", "hate_share@10")
+    lines = [
+        "",
+        "## Preference alignment (test day, one request per user)",
+        "",
+        "P-Score: the reward model's score of the generated top 10; recall / NDCG of the day's "
+        "liked videos; hate share: hated videos among the 10 slots; legal rate: real items "
+        "among an unconstrained beam search's top 10 (docs/alignment.md).",
+        "",
+        "| model | from | " + " | ".join(keys) + " | legal rate |",
+        "|---|---|" + "---|" * (len(keys) + 1),
+    ]
+    rows: dict[str, tuple[str, dict]] = {}
+    for name, d in aligned.items():  # each starting generator once, before its aligned models
+        rows.setdefault(d.get("init", "init"), ("-", d["alignment"]["init_test"]))
+        rows[name] = (d.get("init", "-"), d["alignment"]["test"])
+    for label, (init, m) in rows.items():
+        lines.append(
+            f"| {label} | {init} | "
+            + " | ".join(f"{m[k]:.4f}" for k in keys)
+            + f" | {m['legal_rate']:.4f} |"
+        )
+    return lines
 
 
 def _data_lines(r: dict[str, Any]) -> list[str]:

@@ -64,6 +64,8 @@ class PreferenceConfig:
     refresh_steps: int = 4  # ECPO: the old policy that samples groups is refreshed every
     # this many optimizer steps (>= 1; 1 = fully on-policy, the ratio is 1 at every step)
     dropout: float = 0.0  # dropout of the policy during alignment, in [0, 1)
+    illegal: str = "drop"  # ECPO outputs that are no item: "drop" (no update, the report's
+    # format handling) or "penalize" (reward 0, the lowest P-Score; an ablation)
 
 
 def check_preference_config(cfg: PreferenceConfig) -> None:
@@ -80,6 +82,7 @@ def check_preference_config(cfg: PreferenceConfig) -> None:
         (math.isfinite(cfg.delta) and cfg.delta > 0, "delta", "a finite number > 0"),
         (cfg.refresh_steps >= 1, "refresh_steps", ">= 1"),
         (0 <= cfg.dropout < 1, "dropout", "in [0, 1)"),
+        (cfg.illegal in ("drop", "penalize"), "illegal", "'drop' or 'penalize'"),
     ]
     for ok, key, rule in rules:
         if not ok:
@@ -129,16 +132,17 @@ class AlignmentSamples:
 
 
 def alignment_samples(
-    inter: pd.DataFrame, positive: np.ndarray, vocab: ItemVocab, max_len: int
+    inter: pd.DataFrame, positive: np.ndarray, vocab: ItemVocab, max_len: int, step: int = 1
 ) -> AlignmentSamples:
-    """One sample per training positive with at least one earlier positive: the windows of
-    :func:`reelrec.data.sequences.windows` with step 1 (those OneRec's SFT trains on), with the
-    user, time and hour of each window's last item.
+    """The training windows of the SFT generator (:func:`reelrec.data.sequences.windows` with
+    ``step``, ``onerec.window_step``: 1 = one per training positive with an earlier positive),
+    with the user, time and hour of each window's last item.
 
     Args:
         inter: prepared interactions (sorted by user, time; ``split``, ``timestamp_ms``,
             ``hourmin``). positive: bool (n,) the protocol's positive rows.
         vocab: the generator's item vocabulary (train positives). max_len: history length L.
+        step: window step (>= 1).
     """
     train = positive & (inter["split"].to_numpy() == 0)
     rows = inter.loc[train]
@@ -149,9 +153,9 @@ def alignment_samples(
     bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
     wins, who = [], []
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        ws = windows(items[a:b], max_len, 1)  # newest first: window k ends at row b - 1 - k
+        ws = windows(items[a:b], max_len, step)  # newest first: window k ends at b-1-k*step
         wins.extend(ws)
-        who.extend(range(b - 1, b - 1 - len(ws), -1))
+        who.extend(range(b - 1, b - 1 - len(ws) * step, -step))
     who_arr = np.asarray(who, dtype=np.int64)
     return AlignmentSamples(
         torch.from_numpy(_left_pad(wins, max_len + 1)),

@@ -19,7 +19,8 @@ ratio at 1 + eps + delta while keeping its gradient (the max is taken on a stopp
 copy). There is no KL term: the next-token loss trained jointly keeps the policy close to the
 logs. Format reward (section 2.4.2, as our issue states it): outputs that are not valid
 semantic IDs are dropped from the update (no advantage, no gradient) rather than penalised,
-and the legal-ID rate is tracked.
+and the legal-ID rate is tracked. ``preference.illegal=penalize`` is the ablation that gives
+them reward 0 (the lowest P-Score) inside the group instead.
 
 Deviations, and why:
     * The group is the top G of a beam search (as the issue asks), not G samples from the
@@ -108,13 +109,18 @@ def ecpo_term(hist, out, rewards: torch.Tensor, cfg: PreferenceConfig, note) -> 
     """The ECPO part of one step from an unconstrained generation ``out`` of the old policy
     (:class:`reelrec.models.generative.Generation`) and its P-Scores ``rewards`` (B, G)."""
     legal = out.legal & ~torch.isnan(rewards)
-    adv = group_advantages(rewards, legal)
-    logp_old = out.logp.to(rewards.dtype)
     if bool(legal.any()):
         note("reward_mean", float(rewards[legal].mean()))
+    if cfg.illegal == "penalize":  # ablation: illegal outputs get reward 0 and enter the update
+        member = torch.isfinite(out.logp)
+        rewards = torch.where(legal, rewards, torch.zeros_like(rewards))
+    else:
+        member = legal
+    adv = group_advantages(rewards, member)
+    logp_old = out.logp.to(rewards.dtype)
 
     def objective(logp: torch.Tensor):
-        loss, parts = ecpo_loss(logp, logp_old, adv, legal, cfg.clip, cfg.delta)
+        loss, parts = ecpo_loss(logp, logp_old, adv, member, cfg.clip, cfg.delta)
         for key, value in parts.items():
             note(key, value)
         return loss, parts
