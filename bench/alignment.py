@@ -11,7 +11,9 @@ Steps, each through the same code as the CLI and skipped when its model already 
 2. The reward model ``reelrec train pscore`` (all 7 objectives + P-Score), and for each
    objective a single-task baseline of the same network (``--ranking.tasks=[t]
    --reward.pscore_loss_weight=0``): test AUC / GAUC per objective side by side.
-3. ``reelrec train ipa`` and ``reelrec train ecpo``, both from the SFT model.
+3. ``reelrec train ipa`` and ``reelrec train ecpo``, both from the SFT model; ablations of
+   ECPO: illegal outputs penalised instead of dropped (``--preference.illegal=penalize``) and
+   the loss weight 1 instead of the preset's 0.05.
 4. Every stage (sft, ipa, ecpo) on the test day by ``reelrec.eval.alignment`` (one request per
    user at the start of the day): reward-model P-Score mean / max over the top 10, Recall@10 /
    NDCG@10 of the day's liked videos, share of hated videos in the top 10, legal-ID rate of an
@@ -40,6 +42,10 @@ from reelrec.io import atomic_write_json  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "alignment.json"
 OBJECTIVES = ["click", "long_view", "like", "follow", "comment", "forward"]
+ABLATIONS = {
+    "ecpo-penalize": ["--preference.illegal=penalize"],
+    "ecpo-weight1": ["--preference.weight=1.0"],
+}
 STAGE_KEYS = (
     "pscore_mean@10",
     "pscore_max@10",
@@ -93,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         for t in OBJECTIVES
     }
     stages = {kind: trained(run, kind, kind, [*common, *overrides]) for kind in ("ipa", "ecpo")}
+    # ablations of ECPO: illegal outputs penalised (reward 0) instead of dropped; loss weight 1
+    ablations = {
+        name: trained(run, name, "ecpo", [*common, *extra, *overrides])
+        for name, extra in ABLATIONS.items()
+    }
+    init = [m["alignment"]["init_test"] for m in (*stages.values(), *ablations.values())]
+    if any(x != init[0] for x in init):
+        print("warning: the stages saw different SFT metrics (was the SFT model retrained?)")
 
     out: dict[str, object] = {}
     out["sft"] = {
@@ -110,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
             "epochs_run": m["epochs_run"],
             "train_seconds": m["train_seconds"],
         }
+    out["ablations"] = {
+        name: {
+            **{k: m["alignment"]["test"][k] for k in STAGE_KEYS},
+            "overrides": " ".join(ABLATIONS[name]),
+            "best_epoch": m["best_epoch"],
+            "epochs_run": m["epochs_run"],
+        }
+        for name, m in ablations.items()
+    }
     objectives = {}
     for t in OBJECTIVES:
         multi = reward["test"]["tasks"][t]
@@ -155,8 +178,8 @@ def tables(out: dict) -> str:
         "| legal rate | like hits | hate hits |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for stage in ("sft", "ipa", "ecpo"):
-        r = out[stage]
+    rows = {s: out[s] for s in ("sft", "ipa", "ecpo")} | out.get("ablations", {})
+    for stage, r in rows.items():
         lines.append(
             f"| {stage} | {r['pscore_mean@10']:.4f} | {r['pscore_max@10']:.4f} | "
             f"{r['recall@10']:.4f} | {r['ndcg@10']:.4f} | {r['hate_share@10']:.4f} | "

@@ -85,8 +85,10 @@ def test_alignment_trains_and_reports_before_and_after(run, kind, capsys):
         assert 0.0 <= a["legal_rate"] <= 1.0 and a["users"] > 300
     assert m["test"]["n_instances"] == 1832  # per-instance retrieval metrics as for onerec
     hist = json.loads((out / "history.json").read_text())
-    assert 0 <= hist[0]["legal_rate"] <= 1  # legal-ID rate of the training generations
+    assert 0 < hist[0]["reward_mean"] < 1  # P-Score of the training generations
     assert ("dpo" if kind == "ipa" else "ecpo") in hist[0]
+    if kind == "ecpo":  # IPA's candidates are trie-constrained, always legal
+        assert 0 <= hist[0]["legal_rate"] <= 1
     log = capsys.readouterr().out
     assert "P-Score mean@10" in log and "legal rate" in log
 
@@ -112,7 +114,7 @@ def test_missing_generator_or_reward_names_the_command(run, capsys):
     # a ranking model is not a generator, a generator is not a reward model
     assert "needs a semantic-ID generator" in fails("ipa", "--preference.init=pscore")
     assert "P-Score model" in fails("ipa", "--preference.reward=onerec")
-    assert not (run / "models" / "bad" / "model.safetensors").exists()
+    assert not (run / "models" / "bad").exists()  # nothing half-written
 
 
 @pytest.mark.parametrize(
@@ -128,6 +130,15 @@ def test_missing_generator_or_reward_names_the_command(run, capsys):
         "--preference.init=ipa",
     ],
 )
+def test_onerec_overrides_are_refused_and_the_config_records_the_generator(run, capsys):
+    args = ["train", "ipa", "--run", str(run), "--name=arch", "--onerec.hidden=64", *ALIGN]
+    assert main.main(args) == 2
+    assert "remove the --onerec.* overrides" in capsys.readouterr().err
+    assert not (run / "models" / "arch").exists()  # nothing written
+    cfg = (run / "models" / "ipa" / "config.yaml").read_text()
+    assert "hidden: 16" in cfg  # the tiny generator's width, not the default 128
+
+
 def test_bad_alignment_configs_are_refused(override):
     with pytest.raises(ConfigError):
         resolve_config("ipa", [override])

@@ -263,3 +263,24 @@ def test_penalize_ablation_gives_illegal_outputs_the_lowest_reward():
     assert seen["drop"][1] == 0.0 and seen["drop"][0] < 0 < seen["drop"][2]  # ascend best
     assert seen["penalize"][1] > 0  # pushed down, the most
     assert seen["penalize"][1] == max(seen["penalize"])
+
+
+def test_the_alignment_term_enters_the_loss_by_name(model):
+    """CASES C18: the DPO term is added to the next-token loss with its weight, and shows up by
+    name in the loss breakdown (a silently dropped term would be missing)."""
+    h = hist(3)
+    w = torch.cat([h, torch.randint(1, 61, (3, 1))], 1)
+    codes = model.table.codes[torch.tensor([[3, 7], [4, 5], [9, 2]])]
+    ref = torch.full((3, 2), -6.0)
+
+    def objective(lp):
+        loss = dpo_loss(lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], 0.5)
+        return loss, {"dpo": float(loss.detach())}
+
+    term = AlignmentTerm(h, codes, objective, weight=0.3)
+    with torch.no_grad():
+        plain = model.loss(w[:, :-1], w[:, 1:])
+        both = model.loss(w[:, :-1], w[:, 1:], alignment=term, ntp_weight=2.0)
+    assert "dpo" in both.parts and "dpo" not in plain.parts
+    expect = 2.0 * float(plain.loss) + 0.3 * both.parts["dpo"]
+    assert float(both.loss) == pytest.approx(expect, rel=1e-5)

@@ -141,6 +141,7 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
             detail = {"best_epoch": "unfinished"}
             log(f"warning: {folder.name} has no metrics.json: its training did not finish")
         detail["test"] = test
+        detail["aligned"] = cfg.alignment_model  # its history holds another protocol's NDCG
         details[folder.name] = detail
         hist = folder / "history.json"
         histories[folder.name] = read_json(hist) if hist.exists() else []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from reelrec.eval.ctr import evaluate_ctr
 from reelrec.eval.ranking import evaluate_model
 from reelrec.eval.segments import evaluate_segments
 from reelrec.io import atomic_write_json, atomic_write_text, run_metadata
+from reelrec.models.onerec import OneRecConfig
 from reelrec.training import distributed as D
 from reelrec.training.checkpoint import check_matches, load_tensors, save_model
 from reelrec.training.loop import fit
@@ -41,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reelrec train",
         description="Train one model on RUN/data (prepared first if missing), keep the best "
-        "epoch by validation NDCG@10 (rankers can, din, deepfm: mean validation AUC over the "
-        "binary tasks; train.metric), and write RUN/models/NAME/{model.safetensors, "
+        "epoch by validation NDCG@10 (rankers can, din, deepfm and the reward model pscore: "
+        "mean validation AUC over the binary tasks; ipa, ecpo: validation P-Score mean@10; "
+        "train.metric), and write RUN/models/NAME/{model.safetensors, "
         "config.yaml, metrics.json, history.json, checkpoint/}. An interrupted run resumes "
         "from its checkpoint when started again with the same command.",
         epilog="Overrides: any config key as --section.key=value, e.g. --train.epochs=5 "
@@ -63,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         "own; every key and default: docs/ranking.md, or RUN/models/NAME/config.yaml after a "
         "run; lists are written --ranking.tasks=[click,like]). The preset segment-interest "
         "(SegMM video-skip prediction on --data.dataset=segmm; HR@k / NDCG@k of the skip "
-        "segment) is set by --segment.KEY. --train.progress=false hides the progress bar; "
+        "segment) is set by --segment.KEY. Preference alignment (docs/alignment.md): pscore trains "
+        "the reward model (objective towers + P-Score head; --reward.KEY, plus the ranking "
+        "sections); ipa (DPO) and ecpo (RL) fine-tune the generator RUN/models/onerec "
+        "(--preference.init) with the reward RUN/models/pscore (--preference.reward), set by "
+        "--preference.KEY, single process. --train.progress=false hides the progress bar; "
         "--train.threads=N sets torch's CPU threads. Several processes: torchrun "
         "--nproc_per_node N $(which reelrec) train CONFIG --run-dir RUN ... (DDP; --train.strategy=fsdp shards the "
         "model; train.batch_size is the global batch, split across ranks).",
@@ -114,6 +121,13 @@ def train_model(
         if env.distributed:
             raise ConfigError(f"{cfg.model} trains in a single process (not under torchrun)")
         sft, data, model = aligned_generator(cfg, run_dir, prep)
+        if cfg.onerec != OneRecConfig() and cfg.onerec != sft.onerec:
+            raise ConfigError(
+                f"{cfg.model} takes its architecture from RUN/models/{cfg.preference.init} "
+                "(its config.yaml): remove the --onerec.* overrides"
+            )
+        cfg = replace(cfg, onerec=sft.onerec)  # config.yaml records the architecture trained
+        reward = reward_function(cfg, run_dir, prep, data.vocab)  # fails before writing
     else:
         if data is None:
             data = sequences_for(prep, cfg.max_len, cfg.window_step)
@@ -158,7 +172,7 @@ def train_model(
     if cfg.ranking_model:
         return _train_ranking(model, data, cfg, out, resume, log)
     if cfg.alignment_model:
-        return _train_alignment(model, sft, data, prep, cfg, run_dir, out, resume, log)
+        return _train_alignment(model, sft, data, prep, reward, cfg, out, resume, log)
     if cfg.segment_model:
         return _train_segment(model, data, cfg, out, resume, log)
     ks = tuple(cfg.eval.ks)
@@ -349,8 +363,8 @@ def _train_alignment(
     sft: ExperimentConfig,
     data,
     prep,
+    reward,
     cfg: ExperimentConfig,
-    run_dir: Path,
     out: Path,
     resume: bool,
     log,
@@ -362,7 +376,6 @@ def _train_alignment(
 
     inter = prep.interactions
     positive = positive_mask(inter, prep.protocol)
-    reward = reward_function(cfg, run_dir, prep, data.vocab)
     samples = alignment_samples(inter, positive, data.vocab, sft.max_len, sft.onerec.window_step)
     requests = {s: day_requests(inter, positive, data.vocab, s, sft.max_len) for s in (1, 2)}
     trainset = AlignmentTrainSet(cfg.model, model, samples, reward, cfg.preference)

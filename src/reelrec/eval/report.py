@@ -163,7 +163,8 @@ def write_report(
         f"Protocol: **{metrics['protocol']}**, full ranking over every train item (no sampled "
         f"negatives). reelrec {metrics['version']}, commit `{metrics['commit']}`.",
         "",
-        "Generative models (onerec, onerec-v2, tiger) rank by trie-constrained beam search: "
+        "Generative models (onerec, onerec-v2, tiger and their aligned versions ipa, ecpo) "
+        "rank by trie-constrained beam search: "
         "a target outside the beam's top items is a miss at every cutoff, and their uncut MRR "
         "is not defined (shown as -).",
         "",
@@ -194,7 +195,7 @@ def write_report(
         if not histories.get(n) and "valid" in d
     }
     # aligned generators log the per-user next-day NDCG@10, another protocol: not on this plot
-    curves = {n: h for n, h in histories.items() if "alignment" not in details.get(n, {})}
+    curves = {n: h for n, h in histories.items() if not details.get(n, {}).get("aligned")}
     if models and plot_training_curves(
         curves, baselines, "ndcg@10", run_dir / "plots" / "training_curves.png"
     ):

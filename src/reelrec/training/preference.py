@@ -288,8 +288,10 @@ class AlignmentTrainSet:
         with torch.no_grad():
             out = generate(snap, hist, trie, cfg.candidates, constrained=self.kind == "ipa")
         rewards = self.reward(out.items, users, times, hours).to(device)
-        self._note("legal_rate", float(out.legal.float().mean()))
-        if self.kind == "ecpo":
+        if not bool(torch.isnan(rewards).all()):
+            self._note("reward_mean", float(rewards.nanmean()))
+        if self.kind == "ecpo":  # IPA's candidates are trie-constrained: always legal
+            self._note("legal_rate", float(out.legal.float().mean()))
             return ecpo_term(hist, out, rewards, cfg, self._note)
         return self._ipa_term(hist, out, rewards, snap)
 

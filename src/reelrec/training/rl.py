@@ -109,8 +109,6 @@ def ecpo_term(hist, out, rewards: torch.Tensor, cfg: PreferenceConfig, note) -> 
     """The ECPO part of one step from an unconstrained generation ``out`` of the old policy
     (:class:`reelrec.models.generative.Generation`) and its P-Scores ``rewards`` (B, G)."""
     legal = out.legal & ~torch.isnan(rewards)
-    if bool(legal.any()):
-        note("reward_mean", float(rewards[legal].mean()))
     if cfg.illegal == "penalize":  # ablation: illegal outputs get reward 0 and enter the update
         member = torch.isfinite(out.logp)
         rewards = torch.where(legal, rewards, torch.zeros_like(rewards))
