@@ -85,10 +85,11 @@ def test_alignment_trains_and_reports_before_and_after(run, kind, capsys):
         assert 0.0 <= a["legal_rate"] <= 1.0 and a["users"] > 300
     assert m["test"]["n_instances"] == 1832  # per-instance retrieval metrics as for onerec
     hist = json.loads((out / "history.json").read_text())
-    assert 0 < hist[0]["reward_mean"] < 1  # P-Score of the training generations
     assert ("dpo" if kind == "ipa" else "ecpo") in hist[0]
     if kind == "ecpo":  # IPA's candidates are trie-constrained, always legal
         assert 0 <= hist[0]["legal_rate"] <= 1
+    if kind == "ipa" or hist[0]["legal_rate"] > 0:  # P-Score of the real generated videos
+        assert 0 < hist[0]["reward_mean"] < 1
     log = capsys.readouterr().out
     assert "P-Score mean@10" in log and "legal rate" in log
 
@@ -117,6 +118,15 @@ def test_missing_generator_or_reward_names_the_command(run, capsys):
     assert not (run / "models" / "bad").exists()  # nothing half-written
 
 
+def test_onerec_overrides_are_refused_and_the_config_records_the_generator(run, capsys):
+    args = ["train", "ipa", "--run", str(run), "--name=arch", "--onerec.hidden=64", *ALIGN]
+    assert main.main(args) == 2
+    assert "remove the --onerec.* overrides" in capsys.readouterr().err
+    assert not (run / "models" / "arch").exists()  # nothing written
+    cfg = (run / "models" / "ipa" / "config.yaml").read_text()
+    assert "hidden: 16" in cfg  # the tiny generator's width, not the default 128
+
+
 @pytest.mark.parametrize(
     "override",
     [
@@ -128,25 +138,55 @@ def test_missing_generator_or_reward_names_the_command(run, capsys):
         "--train.metric=mrr",
         "--data.dataset=ml-1m",
         "--preference.init=ipa",
+        "--name=pscore",  # would overwrite the reward model it reads
+        "--preference.candidates=5000",
+        "--preference.beta=1e39",
+        "--preference.weight=1e39",
     ],
 )
-def test_onerec_overrides_are_refused_and_the_config_records_the_generator(run, capsys):
-    args = ["train", "ipa", "--run", str(run), "--name=arch", "--onerec.hidden=64", *ALIGN]
-    assert main.main(args) == 2
-    assert "remove the --onerec.* overrides" in capsys.readouterr().err
-    assert not (run / "models" / "arch").exists()  # nothing written
-    cfg = (run / "models" / "ipa" / "config.yaml").read_text()
-    assert "hidden: 16" in cfg  # the tiny generator's width, not the default 128
-
-
 def test_bad_alignment_configs_are_refused(override):
     with pytest.raises(ConfigError):
         resolve_config("ipa", [override])
 
 
 @pytest.mark.parametrize(
-    "override", ["--ranking.tower=[]", "--reward.pscore_weights=[1,2]", "--reward.pscore_mlp=[]"]
+    "override",
+    [
+        "--ranking.tower=[]",
+        "--reward.pscore_weights=[1,2]",
+        "--reward.pscore_mlp=[]",
+        "--reward.pscore_weights=[1e-320,1,1,1,1,1,1]",
+        "--reward.pscore_weights=[1e308,1,1,1,1,1,1]",
+    ],
 )
 def test_bad_reward_configs_are_refused(override):
     with pytest.raises(ConfigError):
         resolve_config("pscore", [override])
+
+
+def test_no_resume_removes_the_old_checkpoint_before_anything_trains(run, monkeypatch):
+    """An interrupted --no-resume run must not leave the old checkpoint for the next run to
+    resume under the new config."""
+    out = run / "models" / "ipa"
+    if not (out / "checkpoint").exists():
+        assert train.main(["ipa", "--run", str(run), *ALIGN]) == 0
+    # a missing reward model fails before anything is written: the finished model is kept
+    assert (
+        main.main(
+            ["train", "ipa", "--run", str(run), "--no-resume", "--preference.reward=x", *ALIGN]
+        )
+        == 2
+    )
+    assert (out / "checkpoint").exists() and (out / "metrics.json").exists()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(["ipa", "--run", str(run), "--no-resume", "--preference.beta=0.5", *ALIGN])
+    assert not (out / "checkpoint").exists() and not (out / "model.safetensors").exists()
+    assert "beta: 0.5" in (out / "config.yaml").read_text()
+    monkeypatch.undo()
+    assert train.main(["ipa", "--run", str(run), *ALIGN, "--preference.beta=0.5"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 1

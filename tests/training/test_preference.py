@@ -284,3 +284,33 @@ def test_the_alignment_term_enters_the_loss_by_name(model):
     assert "dpo" in both.parts and "dpo" not in plain.parts
     expect = 2.0 * float(plain.loss) + 0.3 * both.parts["dpo"]
     assert float(both.loss) == pytest.approx(expect, rel=1e-5)
+
+
+def test_with_a_fresh_old_policy_the_ratio_is_one_in_training_mode():
+    """refresh_steps=1: the policy scores the group exactly as the copy that generated it, even
+    though every training forward moves the MoE routing bias (the term is computed first)."""
+    from reelrec.training.preference import frozen_copy
+    from reelrec.training.rl import ecpo_term
+
+    torch.manual_seed(0)
+    policy = OneRec(make_table(), tiny(balance_rate=0.05)).train()
+    h = hist(4)
+    w = torch.cat([h, torch.randint(1, 61, (4, 1))], 1)
+    for _ in range(2):  # the bias moves with every training forward
+        old = frozen_copy(policy)
+        with torch.no_grad():
+            out = generate(old, h, old.trie, 5, constrained=False)
+        seen = {}
+        rewards = torch.rand(4, 5)
+        term = ecpo_term(h, out, rewards, PreferenceConfig(), seen.__setitem__)
+        captured = {}
+
+        def spy(logp, objective=term.objective, captured=captured):
+            captured["logp"] = logp.detach()
+            return objective(logp)
+
+        term.objective = spy
+        policy.loss(w[:, :-1], w[:, 1:], alignment=term).loss.backward()
+        legal = out.legal
+        assert torch.allclose(captured["logp"][legal], out.logp[legal], atol=1e-5)
+        assert seen["clip_fraction"] == 0.0

@@ -58,6 +58,14 @@ def evaluate_run(run_dir: Path, log=print) -> dict[str, object]:
             continue
         cfg = from_yaml(ExperimentConfig, folder / "config.yaml")
         digest_file = folder / "semantic_ids.sha256"
+        if cfg.alignment_model:  # needs its generator: say so when it is gone
+            init = run_dir / "models" / cfg.preference.init / "config.yaml"
+            if not init.exists():
+                log(
+                    f"warning: skipping {folder.name}: its generator "
+                    f"RUN/models/{cfg.preference.init} is gone (preference.init)"
+                )
+                continue
         if digest_file.exists() and digest_file.read_text().strip() != semantic_ids_digest(
             cfg, run_dir
         ):

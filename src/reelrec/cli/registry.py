@@ -512,12 +512,13 @@ def _check_alignment(cfg: ExperimentConfig) -> None:
             "a model folder name under RUN/models",
             name,
         )
-    _check(
-        p.init != cfg.run_name,
-        "preference.init",
-        f"another model than the one being trained ({cfg.run_name})",
-        p.init,
-    )
+    for key in ("init", "reward"):  # the run must not overwrite the models it reads
+        _check(
+            getattr(p, key) != cfg.run_name,
+            f"preference.{key}",
+            f"another model than the one being trained (--name={cfg.run_name})",
+            getattr(p, key),
+        )
     try:
         check_preference_config(p)
     except ValueError as exc:
@@ -631,9 +632,15 @@ def _check_ranking(cfg: ExperimentConfig) -> None:
             w.pscore_weights,
         )
         _check(
-            math.isfinite(w.pscore_loss_weight) and w.pscore_loss_weight >= 0,
+            w.pscore_weights == [] or all(x == 0 or 1e-6 <= x <= 1e6 for x in w.pscore_weights),
+            "reward.pscore_weights",
+            "weights of 0 or in [1e-6, 1e6]",
+            w.pscore_weights,
+        )
+        _check(
+            math.isfinite(w.pscore_loss_weight) and 0 <= w.pscore_loss_weight <= 100,
             "reward.pscore_loss_weight",
-            "a finite number >= 0",
+            "in [0, 100] (0 leaves the P-Score head untrained: towers only)",
             w.pscore_loss_weight,
         )
 

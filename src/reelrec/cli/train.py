@@ -126,7 +126,8 @@ def train_model(
                 f"{cfg.model} takes its architecture from RUN/models/{cfg.preference.init} "
                 "(its config.yaml): remove the --onerec.* overrides"
             )
-        cfg = replace(cfg, onerec=sft.onerec)  # config.yaml records the architecture trained
+        # config.yaml records the architecture trained (with the dropout used while aligning)
+        cfg = replace(cfg, onerec=replace(sft.onerec, dropout=cfg.preference.dropout))
         reward = reward_function(cfg, run_dir, prep, data.vocab)  # fails before writing
     else:
         if data is None:
@@ -165,6 +166,12 @@ def train_model(
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").unlink(missing_ok=True)  # the run is unfinished until it ends
+        if not resume:  # starting over: an old checkpoint must not be resumed under this config
+            import shutil
+
+            shutil.rmtree(out / "checkpoint", ignore_errors=True)
+            for name in ("model.safetensors", "history.json"):
+                (out / name).unlink(missing_ok=True)
         to_yaml(cfg, out / "config.yaml")
         if digest:
             atomic_write_text(digest_file, digest + "\n")
@@ -304,11 +311,12 @@ def aligned_generator(cfg: ExperimentConfig, run_dir: Path, prep) -> tuple:
             f"{src}: no trained generator to align (preference.init={cfg.preference.init!r}); "
             f"train one first, e.g. `reelrec train onerec --run {run_dir}`"
         )
-    sft = from_yaml(ExperimentConfig, src / "config.yaml")
+    sft = _model_config(src)
     if not sft.generative:
+        again = " (an aligned model is not aligned again)" if sft.alignment_model else ""
         raise ConfigError(
             f"preference.init={cfg.preference.init!r} is a {sft.model!r} model; alignment "
-            "needs a semantic-ID generator (onerec, onerec-v2, tiger)"
+            f"needs a semantic-ID generator (onerec, onerec-v2, tiger){again}"
         )
     digest = src / "semantic_ids.sha256"
     if digest.exists() and digest.read_text().strip() != semantic_ids_digest(sft, run_dir):
@@ -318,11 +326,26 @@ def aligned_generator(cfg: ExperimentConfig, run_dir: Path, prep) -> tuple:
         )
     data = sequences_for(prep, sft.max_len, sft.window_step)
     model = MODELS[sft.model].build(sft, data, run_dir)
-    check_matches(model, load_tensors(src / "model.safetensors"), src / "model.safetensors")
-    from reelrec.training.checkpoint import load_model
+    from reelrec.training.checkpoint import CheckpointError, load_model
+
+    try:
+        check_matches(model, load_tensors(src / "model.safetensors"), src / "model.safetensors")
+    except CheckpointError as exc:
+        raise ConfigError(
+            f"{exc} -- the generator no longer fits the run's semantic IDs (re-tokenized?): "
+            f"retrain it with `reelrec train {sft.run_name} --run {run_dir} --no-resume`"
+        ) from None
 
     load_model(model, src / "model.safetensors")
     return sft, data, set_dropout(model, cfg.preference.dropout)
+
+
+def _model_config(folder: Path) -> ExperimentConfig:
+    """The config of a trained model folder (an empty file is an error, not the defaults)."""
+    path = folder / "config.yaml"
+    if not path.read_text(encoding="utf-8").strip():
+        raise ConfigError(f"{path} is empty: retrain that model")
+    return from_yaml(ExperimentConfig, path)
 
 
 def reward_function(cfg: ExperimentConfig, run_dir: Path, prep, vocab):
@@ -344,11 +367,23 @@ def reward_function(cfg: ExperimentConfig, run_dir: Path, prep, vocab):
             f"{src}: no trained reward model (preference.reward={cfg.preference.reward!r}); "
             f"train one first with `reelrec train pscore --run {run_dir}`"
         )
-    rcfg = from_yaml(ExperimentConfig, src / "config.yaml")
+    rcfg = _model_config(src)
     if rcfg.model != "pscore":
         raise ConfigError(
             f"preference.reward={cfg.preference.reward!r} is a {rcfg.model!r} model; the "
             "reward must be a P-Score model (reelrec train pscore)"
+        )
+    if rcfg.reward.pscore_loss_weight == 0:
+        raise ConfigError(
+            f"{src} was trained with reward.pscore_loss_weight=0: its P-Score head is "
+            "untrained (a towers-only baseline); use a reward model with a P-Score loss"
+        )
+    digest = src / "semantic_ids.sha256"
+    if digest.exists() and digest.read_text().strip() != semantic_ids_digest(rcfg, run_dir):
+        raise ConfigError(
+            f"{src} was trained on other semantic-ID / VQ code features than the run holds "
+            f"now (re-tokenized?): retrain it with `reelrec train pscore --run {run_dir} "
+            "--no-resume`"
         )
     rdata = ranking_data(prep, rcfg, run_dir)
     model = PScoreModel(CTRSchema.of(rdata), rcfg.ranking, rcfg.reward)

@@ -593,7 +593,6 @@ class RequestFeatures:
             j for j, f in enumerate(fields) if f in ("video_id", "duration") or f.startswith("sid_")
         ]
         self.hour_col = fields.index("hour")
-        self.counter_cols = [j for j, f in enumerate(fields) if _is_counter(f)]
 
         def first_rows(keys: np.ndarray) -> dict[int, int]:
             _, first = np.unique(keys, return_index=True)

@@ -404,11 +404,13 @@ class GenerativeRetriever(nn.Module):
             :class:`LossOutput`: mean cross-entropy over code tokens (``ce`` and
             ``ce_level<j>`` parts), plus ``weight * alignment loss`` and its parts.
         """
-        out = self._ntp_loss(inputs, targets)
         if alignment is None:
-            return out
+            return self._ntp_loss(inputs, targets)
+        # the alignment term first: a training forward moves the MoE routing bias, and the
+        # policy ratios must compare the network the old policy / reference was copied from
         logp = self.sequence_logp(alignment.history, alignment.codes)
         term, parts = alignment.objective(logp)
+        out = self._ntp_loss(inputs, targets)
         loss = ntp_weight * out.loss + alignment.weight * term
         return LossOutput(loss, {**out.parts, **parts})
 

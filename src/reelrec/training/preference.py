@@ -62,7 +62,8 @@ class PreferenceConfig:
     delta: float = 0.1  # ECPO: early clipping of negative advantages at ratio 1 + clip + delta
     # (> 0)
     refresh_steps: int = 4  # ECPO: the old policy that samples groups is refreshed every
-    # this many optimizer steps (>= 1; 1 = fully on-policy, the ratio is 1 at every step)
+    # this many optimizer steps (>= 1; 1 = fully on-policy, the ratio is 1 at every step;
+    # with train.grad_accum > 1 it counts micro-batches)
     dropout: float = 0.0  # dropout of the policy during alignment, in [0, 1)
     illegal: str = "drop"  # ECPO outputs that are no item: "drop" (no update, the report's
     # format handling) or "penalize" (reward 0, the lowest P-Score; an ablation)
@@ -74,12 +75,12 @@ def check_preference_config(cfg: PreferenceConfig) -> None:
         (cfg.init.strip() != "", "init", "a model folder name"),
         (cfg.reward.strip() != "", "reward", "a model folder name"),
         (0 < cfg.fraction <= 1, "fraction", "in (0, 1]"),
-        (cfg.candidates >= 2, "candidates", ">= 2 (a pair or a group)"),
-        (math.isfinite(cfg.beta) and cfg.beta > 0, "beta", "a finite number > 0"),
-        (math.isfinite(cfg.weight) and cfg.weight > 0, "weight", "a finite number > 0"),
-        (math.isfinite(cfg.ntp_weight) and cfg.ntp_weight >= 0, "ntp_weight", ">= 0"),
-        (math.isfinite(cfg.clip) and cfg.clip > 0, "clip", "a finite number > 0"),
-        (math.isfinite(cfg.delta) and cfg.delta > 0, "delta", "a finite number > 0"),
+        (2 <= cfg.candidates <= 1024, "candidates", "in 2..1024 (a pair or a group)"),
+        (math.isfinite(cfg.beta) and 0 < cfg.beta <= 100, "beta", "in (0, 100]"),
+        (math.isfinite(cfg.weight) and 0 < cfg.weight <= 100, "weight", "in (0, 100]"),
+        (math.isfinite(cfg.ntp_weight) and 0 <= cfg.ntp_weight <= 100, "ntp_weight", "in [0, 100]"),
+        (math.isfinite(cfg.clip) and 0 < cfg.clip <= 10, "clip", "in (0, 10]"),
+        (math.isfinite(cfg.delta) and 0 < cfg.delta <= 10, "delta", "in (0, 10]"),
         (cfg.refresh_steps >= 1, "refresh_steps", ">= 1"),
         (0 <= cfg.dropout < 1, "dropout", "in [0, 1)"),
         (cfg.illegal in ("drop", "penalize"), "illegal", "'drop' or 'penalize'"),
@@ -190,7 +191,14 @@ class RewardFn:
         raw = self.vocab.decode(items.cpu().numpy()[r, c])
         batch = self.features.batch(users[r], raw, times[r], hours[r])
         device = next(self.model.parameters()).device
-        out[r, c] = self.model.pscore(batch.to(device)).float().cpu()
+        scores = self.model.pscore(batch.to(device)).float().cpu()
+        if not bool(torch.isfinite(scores).all()):
+            raise ValueError(
+                "the reward model gave a non-finite P-Score for "
+                f"{int((~torch.isfinite(scores)).sum())} of {len(scores)} generated videos "
+                "(diverged or damaged weights?): retrain it with `reelrec train pscore`"
+            )
+        out[r, c] = scores
         return out
 
 
