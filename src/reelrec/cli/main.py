@@ -10,7 +10,17 @@ import reelrec
 
 
 def _commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
-    from reelrec.cli import align, datasets, encode, evaluate, prepare, quickstart, tokenize, train
+    from reelrec.cli import (
+        align,
+        clean_text,
+        datasets,
+        encode,
+        evaluate,
+        prepare,
+        quickstart,
+        tokenize,
+        train,
+    )
 
     return {
         "quickstart": (
@@ -30,6 +40,10 @@ def _commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
         "encode": (
             encode.main,
             "item content -> RUN/content/item_embeddings.npy (text or item2vec)",
+        ),
+        "clean-text": (
+            clean_text.main,
+            "Chinese text cleaning (CT-LLM's MAP-CC rules + MinHash dedup) -> JSONL + report",
         ),
         "align": (align.main, "QARM item alignment -> RUN/content/aligned_embeddings.npy"),
         "tokenize": (

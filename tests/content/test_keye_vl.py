@@ -1,0 +1,254 @@
+"""Keye-VL adapter: frame sampling, slow/fast keyframes on generated frames, token budget,
+thinking-mode prompts and parsing, and the adapter on a tiny random Qwen2-VL (same input
+layout as Keye-VL) with a processor fake. All frames and models are built in code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reelrec.content.keye_vl import (
+    KeyeVLAdapter,
+    allocate_tokens,
+    format_prompt,
+    frame_similarity,
+    parse_output,
+    sample_frame_indices,
+    select_slow_fast,
+)
+
+
+def scene(seed: int, h: int = 112, w: int = 112) -> np.ndarray:
+    """One 'shot' of a video: 7-pixel blocks, each off (black) or lit in a random colour."""
+    rng = np.random.default_rng(seed)
+    on = rng.random((h // 7, w // 7, 1)) < 0.5
+    colour = rng.integers(64, 256, size=(h // 7, w // 7, 3))
+    img = np.kron(on * colour, np.ones((7, 7, 1)))
+    return img.astype(np.uint8)
+
+
+def jitter(frame: np.ndarray, seed: int) -> np.ndarray:
+    """The same shot a moment later: a small exposure change (HSV hue is unstable on noisy
+    near-black pixels, so per-pixel noise on black would be a scene change to this measure)."""
+    scale = 1.0 - 0.01 * (seed % 5 + 1)
+    return np.clip(frame.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+
+
+def test_frame_sampling():
+    idx = sample_frame_indices(300, 30.0, fps=2.0)  # 10 s at 30 fps -> 20 frames
+    assert len(idx) == 20 and idx[0] == 0 and idx[-1] == 299
+    assert np.all(np.diff(idx) > 0)
+    assert len(sample_frame_indices(300, 30.0, fps=2.0, max_frames=8)) == 8
+    # a 1 fps video sampled at 2 fps gives every frame
+    assert sample_frame_indices(5, 1.0, fps=2.0).tolist() == [0, 1, 2, 3, 4]
+    assert sample_frame_indices(3, 30.0).tolist() == [0]  # 0.1 s: one frame
+    with pytest.raises(ValueError):
+        sample_frame_indices(0, 30.0)
+
+
+def test_frame_similarity():
+    a, b = scene(0), scene(1)
+    assert frame_similarity(a, a) == 1.0
+    assert frame_similarity(a, jitter(a, 5)) >= 0.9
+    assert frame_similarity(a, b) < 0.9
+    black = np.zeros_like(a)
+    assert frame_similarity(black, black) == 1.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        frame_similarity(a, scene(0, 56, 56))
+
+
+def test_slow_fast_keyframes_follow_the_cuts():
+    a, b = scene(0), scene(1)
+    frames = [a, jitter(a, 1), jitter(a, 2), b, jitter(b, 3), a]
+    assert select_slow_fast(frames).tolist() == [0, 1, 1, 0, 1, 0]
+    # threshold 0: no frame is less similar than that, so only the first is slow
+    assert select_slow_fast([a, b, a, b], min_similarity=0.0).tolist() == [0, 1, 1, 1]
+    with pytest.raises(ValueError, match="at least one frame"):
+        select_slow_fast([])
+
+
+def test_token_budget_by_hand():
+    # 10 slow + 20 fast within 10,000 tokens: 10 T + 20 int(0.3 T) <= 10,000 -> T = 626
+    assert allocate_tokens(10, 20, total=10_000) == (626, 187)
+    # a budget above the most expensive allocation: every frame at the maximum
+    assert allocate_tokens(2, 2, total=10**6) == (768, 230)
+    # 1 slow + 10 fast in 1,000: T + 10 int(0.3 T) <= 1,000 -> T = 250 (251 costs 1,001)
+    assert allocate_tokens(1, 10, total=1000) == (250, 75)
+    # the fast floor of 48 tokens: 1 slow + 20 fast in 1,100 -> T + 960 <= 1,100 -> T = 140
+    assert allocate_tokens(1, 20, total=1100) == (140, 48)
+    with pytest.raises(ValueError, match="sample fewer frames"):
+        allocate_tokens(100, 100, total=1000)
+
+
+def test_thinking_prompts():
+    assert format_prompt("Describe this video.", "think") == "Describe this video./think"
+    assert format_prompt("Describe this video. ", "no_think") == "Describe this video./no_think"
+    assert format_prompt("Describe this video.", "auto") == "Describe this video."
+    with pytest.raises(ValueError, match="thinking mode"):
+        format_prompt("x", "deep")
+    with pytest.raises(ValueError, match="already ends"):
+        format_prompt("x/think", "no_think")
+
+
+def test_parse_auto_think_that_chose_no_think():
+    out = parse_output(
+        "<analysis>This question is straightforward and asks for a description of the video. "
+        "Therefore, /no_think mode is more appropriate.</analysis>A kitten sleeps on a sofa."
+    )
+    assert out.mode == "no_think"
+    assert out.answer == "A kitten sleeps on a sofa."
+    assert out.analysis.startswith("This question") and out.thinking is None
+
+
+def test_parse_think_mode_with_answer_and_boxed():
+    out = parse_output(
+        "<analysis>Counting needs reasoning. Therefore, /think mode is more appropriate."
+        "</analysis><think>The video shows three dogs, then one more enters.</think>\n"
+        "<answer>There are \\boxed{4} dogs.</answer>"
+    )
+    assert out.mode == "think" and out.boxed == "4"
+    assert out.answer == "There are \\boxed{4} dogs."
+    assert out.thinking.startswith("The video shows")
+    plain = parse_output("<think>先看画面。</think>视频里一位厨师在做面条。")
+    assert plain.mode == "think" and plain.answer == "视频里一位厨师在做面条。"
+
+
+def test_parse_plain_and_truncated():
+    assert parse_output("一只小猫在沙发上睡觉。") == parse_output("一只小猫在沙发上睡觉。")
+    plain = parse_output("一只小猫在沙发上睡觉。")
+    assert plain.mode == "no_think" and plain.answer == "一只小猫在沙发上睡觉。"
+    cut = parse_output("<think>The user asks about the dogs and I need to count")
+    assert cut.truncated and cut.answer == "" and cut.mode == "think"
+    assert parse_output("").mode == "unknown"
+
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+VIDEO_ID, START_ID, END_ID = 121, 122, 123
+
+
+class TinyVideoProcessor:
+    """A processor fake with Keye-VL's / Qwen2-VL's call signature: text chars -> ids, frames ->
+    14-pixel patches of pairs of frames (temporal patch 2), one video token per 2 x 2 merge."""
+
+    def __init__(self):
+        self.last_text = None
+        self.last_frame_types = None
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        parts = []
+        for m in messages:
+            for c in m["content"]:
+                parts.append("<V>" if c["type"] == "video" else c["text"])
+        return "U:" + "".join(parts) + ("\nA:" if add_generation_prompt else "")
+
+    def __call__(self, text, videos, return_tensors="pt", frame_types=None):
+        self.last_text, self.last_frame_types = text[0], frame_types
+        frames = np.asarray(videos[0], dtype=np.float32) / 255.0
+        if len(frames) % 2:
+            frames = np.concatenate([frames, frames[-1:]])
+        t, h, w = len(frames) // 2, frames.shape[1] // 14, frames.shape[2] // 14
+        x = frames.reshape(t, 2, h, 14, w, 14, 3).transpose(0, 2, 4, 6, 1, 3, 5)
+        pixels = torch.tensor(x.reshape(t * h * w, 3 * 2 * 14 * 14))
+        n_video = t * h * w // 4
+        ids = []
+        for piece in text[0].split("<V>"):
+            if ids:
+                ids += [START_ID] + [VIDEO_ID] * n_video + [END_ID]
+            ids += [10 + ord(ch) % 100 for ch in piece]
+        input_ids = torch.tensor([ids])
+        return {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "pixel_values_videos": pixels,
+            "video_grid_thw": torch.tensor([[t, h, w]]),
+            "mm_token_type_ids": (input_ids == VIDEO_ID).long() * 2,
+        }
+
+    def batch_decode(self, ids, skip_special_tokens=False):
+        return ["".join(chr(65 + int(i) % 26) for i in row) for row in ids]
+
+
+@pytest.fixture(scope="module")
+def tiny_vl():
+    cfg = transformers.Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]},
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+        vision_config=dict(
+            depth=1,
+            embed_dim=16,
+            hidden_size=32,
+            num_heads=2,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            in_channels=3,
+        ),
+        image_token_id=120,
+        video_token_id=VIDEO_ID,
+        vision_start_token_id=START_ID,
+        vision_end_token_id=END_ID,
+    )
+    torch.manual_seed(0)
+    return transformers.Qwen2VLForConditionalGeneration(cfg).eval()
+
+
+def test_adapter_embeds_over_the_video_tokens(tiny_vl):
+    proc = TinyVideoProcessor()
+    video = np.stack([scene(0, 56, 56)] * 4 + [scene(1, 56, 56)] * 4)
+    adapter = KeyeVLAdapter(model=tiny_vl, processor=proc, device="cpu", fps=2.0, max_frames=4)
+    frames, types = adapter.sample(video, video_fps=2.0)
+    assert frames.shape == (4, 56, 56, 3) and types.tolist() == [0, 1, 0, 1]
+    x = adapter.embed(frames, frame_types=types)
+    assert x.shape == (32,) and x.dtype == np.float32
+    assert abs(np.linalg.norm(x) - 1) < 1e-5
+    assert proc.last_frame_types[0].tolist() == [0, 1, 0, 1]  # handed to a processor taking it
+    # reference: the mean of the last layer over exactly the video placeholder positions
+    batch = proc(text=[proc.last_text], videos=[frames])
+    with torch.no_grad():
+        h = tiny_vl(**batch, output_hidden_states=True).hidden_states[-1][0]
+    mask = batch["input_ids"][0] == VIDEO_ID
+    assert int(mask.sum()) == 2 * 4 * 4 // 4  # t=2 frame pairs, 4 x 4 patches, 2 x 2 merge
+    ref = h[mask].mean(0).numpy()
+    np.testing.assert_allclose(x, ref / np.linalg.norm(ref), atol=1e-5)
+    last = KeyeVLAdapter(model=tiny_vl, processor=proc, device="cpu", pooling="last")
+    y = last.embed(frames)
+    ref_last = h[-1].numpy()
+    np.testing.assert_allclose(y, ref_last / np.linalg.norm(ref_last), atol=1e-5)
+
+
+def test_adapter_caption_uses_the_mode_suffix(tiny_vl):
+    proc = TinyVideoProcessor()
+    adapter = KeyeVLAdapter(model=tiny_vl, processor=proc, device="cpu", max_new_tokens=6)
+    frames = np.stack([scene(2, 56, 56)] * 2)
+    out = adapter.caption(frames, "Describe this video.", mode="think")
+    assert proc.last_text.endswith("Describe this video./think\nA:")
+    assert len(out.answer) == 6  # six generated tokens, decoded by the fake
+
+
+def test_adapter_errors(tmp_path, tiny_vl):
+    with pytest.raises(FileNotFoundError, match="Kwai-Keye/Keye-VL-1_5-8B"):
+        KeyeVLAdapter(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="pooling"):
+        KeyeVLAdapter(model=tiny_vl, processor=TinyVideoProcessor(), pooling="cls")
+    with pytest.raises(ValueError, match="both model and processor"):
+        KeyeVLAdapter(model=tiny_vl)
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="needs a GPU"):
+            KeyeVLAdapter(tmp_path / "ckpt")
+    adapter = KeyeVLAdapter(model=tiny_vl, processor=TinyVideoProcessor(), device="cpu")
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\) uint8"):
+        adapter.sample(np.zeros((4, 56, 56), dtype=np.uint8), 2.0)
