@@ -43,55 +43,15 @@ def kuairand_prepared(tmp_path_factory, data_root):
     return make
 
 
-#: hand-written lines the tiny CT-LLM tokenizer is trained on
-TINY_LINES = [
-    "今年春天，我们在山区小学开展了阅读推广活动。",
-    "孩子们每天放学后都会来到图书角。",
-    "这家面馆开在老城区的一条小巷里，已经经营了二十多年。",
-    "short video recommendation with semantic IDs",
-]
-
-
 @pytest.fixture(scope="session")
 def tiny_ct_llm(tmp_path_factory) -> Path:
-    """A CT-LLM-shaped checkpoint folder built in code: ``tokenizer.model`` (SentencePiece trained
-    on :data:`TINY_LINES`), ``config.json`` and ``model.safetensors`` of a 2-layer, 32-wide
-    random ``LlamaForCausalLM``."""
-    import io
+    """A tiny random CT-LLM-shaped checkpoint folder, built in code
+    (:func:`reelrec.content.testing.tiny_ct_llm`)."""
+    pytest.importorskip("sentencepiece")
+    pytest.importorskip("transformers")
+    from reelrec.content import testing
 
-    spm = pytest.importorskip("sentencepiece")
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    folder = tmp_path_factory.mktemp("ct-llm")
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(TINY_LINES * 10),
-        model_writer=buf,
-        vocab_size=90,
-        character_coverage=1.0,
-        hard_vocab_limit=False,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        minloglevel=2,
-    )
-    (folder / "tokenizer.model").write_bytes(buf.getvalue())
-    sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
-    cfg = transformers.LlamaConfig(
-        vocab_size=sp.get_piece_size(),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
-    return folder
+    return testing.tiny_ct_llm(tmp_path_factory.mktemp("ct-llm"))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -12,13 +12,7 @@ spm = pytest.importorskip("sentencepiece")
 transformers = pytest.importorskip("transformers")
 
 from reelrec.content.ct_llm import CTLLMEncoder, masked_mean  # noqa: E402
-
-LINES = [
-    "今年春天，我们在山区小学开展了阅读推广活动。",
-    "孩子们每天放学后都会来到图书角。",
-    "这家面馆开在老城区的一条小巷里，已经经营了二十多年。",
-    "short video recommendation with semantic IDs",
-]
+from reelrec.content.testing import TINY_LINES as LINES  # noqa: E402
 
 
 @pytest.fixture(scope="module")

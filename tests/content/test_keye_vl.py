@@ -1,6 +1,7 @@
 """Keye-VL adapter: frame sampling, slow/fast keyframes on generated frames, token budget,
 thinking-mode prompts and parsing, and the adapter on a tiny random Qwen2-VL (same input
-layout as Keye-VL) with a processor fake. All frames and models are built in code."""
+layout as Keye-VL) with a processor fake (reelrec.content.testing). All frames and models are
+built in code."""
 
 from __future__ import annotations
 
@@ -124,84 +125,12 @@ def test_parse_plain_and_truncated():
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-VIDEO_ID, START_ID, END_ID = 121, 122, 123
-
-
-class TinyVideoProcessor:
-    """A processor fake with Keye-VL's / Qwen2-VL's call signature: text chars -> ids, frames ->
-    14-pixel patches of pairs of frames (temporal patch 2), one video token per 2 x 2 merge."""
-
-    def __init__(self):
-        self.last_text = None
-        self.last_frame_types = None
-
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
-        parts = []
-        for m in messages:
-            for c in m["content"]:
-                parts.append("<V>" if c["type"] == "video" else c["text"])
-        return "U:" + "".join(parts) + ("\nA:" if add_generation_prompt else "")
-
-    def __call__(self, text, videos, return_tensors="pt", frame_types=None):
-        self.last_text, self.last_frame_types = text[0], frame_types
-        frames = np.asarray(videos[0], dtype=np.float32) / 255.0
-        if len(frames) % 2:
-            frames = np.concatenate([frames, frames[-1:]])
-        t, h, w = len(frames) // 2, frames.shape[1] // 14, frames.shape[2] // 14
-        x = frames.reshape(t, 2, h, 14, w, 14, 3).transpose(0, 2, 4, 6, 1, 3, 5)
-        pixels = torch.tensor(x.reshape(t * h * w, 3 * 2 * 14 * 14))
-        n_video = t * h * w // 4
-        ids = []
-        for piece in text[0].split("<V>"):
-            if ids:
-                ids += [START_ID] + [VIDEO_ID] * n_video + [END_ID]
-            ids += [10 + ord(ch) % 100 for ch in piece]
-        input_ids = torch.tensor([ids])
-        return {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            "pixel_values_videos": pixels,
-            "video_grid_thw": torch.tensor([[t, h, w]]),
-            "mm_token_type_ids": (input_ids == VIDEO_ID).long() * 2,
-        }
-
-    def batch_decode(self, ids, skip_special_tokens=False):
-        return ["".join(chr(65 + int(i) % 26) for i in row) for row in ids]
+from reelrec.content.testing import VIDEO_ID, TinyVideoProcessor, tiny_qwen2_vl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_vl():
-    cfg = transformers.Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=128,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=1024,
-            rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]},
-            bos_token_id=1,
-            eos_token_id=2,
-        ),
-        vision_config=dict(
-            depth=1,
-            embed_dim=16,
-            hidden_size=32,
-            num_heads=2,
-            mlp_ratio=2,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            in_channels=3,
-        ),
-        image_token_id=120,
-        video_token_id=VIDEO_ID,
-        vision_start_token_id=START_ID,
-        vision_end_token_id=END_ID,
-    )
-    torch.manual_seed(0)
-    return transformers.Qwen2VLForConditionalGeneration(cfg).eval()
+    return tiny_qwen2_vl()
 
 
 def test_adapter_embeds_over_the_video_tokens(tiny_vl):
