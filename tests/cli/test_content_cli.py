@@ -56,3 +56,35 @@ def test_adapter_errors_name_what_is_needed(ml100k_run, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main.main([*keye, "--model-path", str(ckpt)]) == 2
         assert "needs a GPU" in capsys.readouterr().err
+
+
+def test_encode_appends_on_screen_text(ml100k_run, tmp_path):
+    pytest.importorskip("rapidocr_onnxruntime")
+    from PIL import Image, ImageDraw, ImageFont
+
+    frames = tmp_path / "frames"
+    for item, caption in [(1, "FUNNY CAT"), (2, "COOKING SHOW")]:
+        (frames / str(item)).mkdir(parents=True)
+        img = Image.new("RGB", (480, 160), (20, 20, 20))
+        font = ImageFont.load_default(40)
+        ImageDraw.Draw(img).text((20, 50), caption, fill=(255, 255, 255), font=font)
+        for k in range(2):
+            img.save(frames / str(item) / f"{k:06d}.jpg")
+    argv = ["encode", "--run", str(ml100k_run), "--encoder", "hashing"]
+    assert main.main(argv) == 0
+    plain = np.load(ml100k_run / "content" / "item_embeddings.npy")
+    assert main.main([*argv, "--ocr", "--video-dir", str(frames)]) == 0
+    enc = json.loads((ml100k_run / "content" / "encoder.json").read_text())
+    assert enc["ocr_items_with_frames"] == 2 and enc["ocr_items_with_text"] == 2
+    with_ocr = np.load(ml100k_run / "content" / "item_embeddings.npy")
+    ids = np.load(ml100k_run / "content" / "item_ids.npy")
+    changed = ids[~np.isclose(plain, with_ocr).all(axis=1)]
+    assert changed.tolist() == [1, 2]  # only the items with frames get new text
+
+
+def test_ocr_needs_frames_and_a_text_encoder(ml100k_run, capsys):
+    argv = ["encode", "--run", str(ml100k_run), "--ocr"]
+    assert main.main([*argv, "--encoder", "hashing"]) == 2
+    assert "--video-dir" in capsys.readouterr().err
+    assert main.main([*argv, "--encoder", "item2vec"]) == 2
+    assert "item2vec reads no text" in capsys.readouterr().err

@@ -36,6 +36,7 @@ class EncoderOptions:
     device: str = "auto"
     video_dir: Path | None = None
     video_fps: float = 2.0
+    ocr: bool = False
 
 
 def _ct_llm(o: EncoderOptions) -> Encoder:
@@ -107,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keye-vl: folder with one sub-folder of frame images per item id (DIR/<id>/*.jpg)",
     )
     p.add_argument(
+        "--ocr",
+        action="store_true",
+        help="text encoders: append the on-screen text of each item's key frames in "
+        "--video-dir (RapidOCR, models inside the package: pip install 'reelrec[ocr]')",
+    )
+    p.add_argument(
         "--video-fps",
         type=float,
         default=2.0,
@@ -159,6 +166,8 @@ def encode_run(
             )
     if encoder not in ENCODERS:
         raise ConfigError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
+    if options.ocr and ENCODERS[encoder][0] is None:
+        raise ConfigError(f"--ocr adds on-screen text to item texts: {encoder} reads no text")
     t0 = time.perf_counter()
     info: dict[str, object] = {"encoder": encoder}
     if encoder == "keye-vl":
@@ -191,9 +200,13 @@ def encode_run(
                 f"title, item ids {ids[missing][:10].tolist()}; --missing-text placeholder "
                 "embeds them from the text 'unknown item'"
             )
+        ocr_info: dict[str, object] = {}
+        if options.ocr:
+            texts, ocr_info = _add_ocr_text(ids, list(texts), options, log)
         x, hit = encode_cached(enc, texts)
         info |= {
             "source": "text",
+            **ocr_info,
             "cache_key": enc.cache_key,
             "texts_sha256": texts_digest(texts),
             "cache_hit": hit,
@@ -223,6 +236,70 @@ def encode_run(
     return info
 
 
+def _frame_folder(root: Path):
+    """Yield ``(item_id, (T, H, W, 3) uint8 frames)`` readers for ``root/<item_id>/*.jpg|png``."""
+    from PIL import Image
+
+    def load(item) -> np.ndarray | None:
+        folder = root / str(item)
+        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        if not files:
+            return None
+        frames = []
+        for f in files:
+            try:
+                frames.append(np.asarray(Image.open(f).convert("RGB")))
+            except OSError as exc:
+                raise ValueError(f"{f}: not a readable image ({exc})") from None
+        if len({fr.shape for fr in frames}) > 1:
+            raise ValueError(
+                f"{folder}: frames of different sizes {sorted({fr.shape for fr in frames})[:3]}"
+            )
+        return np.stack(frames)
+
+    return load
+
+
+def _check_video_dir(options: EncoderOptions, what: str) -> Path:
+    if options.video_dir is None:
+        raise ConfigError(
+            f"{what} reads videos: pass --video-dir DIR with one folder of frame images per "
+            "item id (DIR/<item_id>/000001.jpg ..., e.g. from "
+            "`ffmpeg -i video.mp4 -vf fps=2 DIR/<item_id>/%06d.jpg`) and --video-fps"
+        )
+    root = Path(options.video_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--video-dir {root}: no such folder")
+    return root
+
+
+def _add_ocr_text(ids, texts: list[str], options: EncoderOptions, log) -> tuple[list[str], dict]:
+    """Each item's text + the on-screen text of its key frames (items without frames unchanged)."""
+    from tqdm.auto import tqdm
+
+    from reelrec.content.keye_vl import sample_frame_indices
+    from reelrec.content.ocr import FrameOCR, video_text
+
+    root = _check_video_dir(options, "--ocr")
+    load = _frame_folder(root)
+    ocr = FrameOCR()
+    out, with_text, with_frames = [], 0, 0
+    for item, text in tqdm(list(zip(ids, texts, strict=True)), desc="ocr", unit="item"):
+        video = load(item)
+        if video is None:
+            out.append(text)
+            continue
+        with_frames += 1
+        frames = video[sample_frame_indices(len(video), options.video_fps)]
+        extra = video_text(list(frames), ocr)
+        with_text += bool(extra)
+        out.append(f"{text} {extra}" if extra else text)
+    if not with_frames:
+        raise ConfigError(f"--video-dir {root}: no item id of this run has a folder of frames")
+    log(f"OCR: {with_frames} items with frames, {with_text} with on-screen text")
+    return out, {"ocr_items_with_frames": with_frames, "ocr_items_with_text": with_text}
+
+
 def _video_embeddings(items, options: EncoderOptions, log) -> tuple[np.ndarray, np.ndarray, dict]:
     """Keye-VL embeddings of every item with a frame folder ``video_dir/<item_id>/``.
 
@@ -230,20 +307,12 @@ def _video_embeddings(items, options: EncoderOptions, log) -> tuple[np.ndarray, 
         ConfigError: no ``--video-dir``, no GPU, or no item has frames.
         FileNotFoundError: missing weights or ``--video-dir``.
     """
-    from PIL import Image
     from tqdm.auto import tqdm
 
     from reelrec.content.keye_vl import KeyeVLAdapter
 
-    if options.video_dir is None:
-        raise ConfigError(
-            "--encoder keye-vl embeds videos: pass --video-dir DIR with one folder of frame "
-            "images per item id (DIR/<item_id>/000001.jpg ..., e.g. from "
-            "`ffmpeg -i video.mp4 -vf fps=2 DIR/<item_id>/%06d.jpg`) and --video-fps"
-        )
-    root = Path(options.video_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--video-dir {root}: no such folder")
+    root = _check_video_dir(options, "--encoder keye-vl")
+    load = _frame_folder(root)
     try:
         adapter = KeyeVLAdapter(options.model_path, device=options.device)
     except RuntimeError as exc:
@@ -251,16 +320,10 @@ def _video_embeddings(items, options: EncoderOptions, log) -> tuple[np.ndarray, 
     all_ids = items["item_id"].to_numpy()
     ids, rows, missing = [], [], 0
     for item in tqdm(all_ids, desc="encode keye-vl", unit="video"):
-        files = sorted(
-            p for p in (root / str(item)).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-        )
-        if not files:
+        video = load(item)
+        if video is None:
             missing += 1
             continue
-        try:
-            video = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
-        except ValueError as exc:
-            raise ValueError(f"{root / str(item)}: frames of different sizes ({exc})") from None
         frames, types = adapter.sample(video, options.video_fps)
         ids.append(item)
         rows.append(adapter.embed(frames, frame_types=types))
@@ -296,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         video_dir=args.video_dir,
         video_fps=args.video_fps,
+        ocr=args.ocr,
     )
     encode_run(args.run, args.encoder, args.dim, args.seed, args.missing_text, options=options)
     return 0
