@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": reward["parameters"],
         "train_seconds": reward["train_seconds"],
     }
+    out["vocabulary_coverage"] = vocabulary_coverage(run)
     out["protocol"] = (
         "KuaiRand temporal split; one request per test-day user at its first row of the day; "
         "top 10 by trie-constrained beam search (beam 20); recall/NDCG of the day's liked "
@@ -169,6 +170,27 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(RESULTS, out)
     print(tables(out))
     return 0
+
+
+def vocabulary_coverage(run: Path) -> dict:
+    """How many of the test day's liked / hated rows are videos the generator can output (the
+    items with a semantic ID): a bound on what recall and hate share can show."""
+    import pandas as pd
+
+    vocab = pd.read_parquet(run / "tokenizer" / "semantic_ids.parquet", columns=["item_id"])
+    inter = pd.read_parquet(
+        run / "data" / "interactions.parquet", columns=["item_id", "like", "split"]
+    )
+    test = inter[inter["split"] == 2]
+    known = test["item_id"].isin(set(vocab["item_id"]))
+    liked, hated = test["like"] == 1, test["like"] == 0
+    return {
+        "test_liked_rows": int(liked.sum()),
+        "liked_in_vocabulary": float(known[liked].mean()),
+        "test_hated_rows": int(hated.sum()),
+        "hated_in_vocabulary": float(known[hated].mean()),
+        "generator_items": int(len(vocab)),
+    }
 
 
 def tables(out: dict) -> str:
