@@ -30,6 +30,7 @@ def test_encode_with_ct_llm(ml100k_run, tiny_ct_llm):
     enc = json.loads((ml100k_run / "content" / "encoder.json").read_text())
     assert enc["encoder"] == "ct-llm" and enc["items"] == 1682 and enc["dim"] == 32
     assert enc["cache_key"].startswith("ct-llm-")
+    assert enc["model_path"] == str(tiny_ct_llm.resolve())
     x = np.load(ml100k_run / "content" / "item_embeddings.npy")
     assert x.shape == (1682, 32)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
@@ -49,6 +50,7 @@ def test_adapter_errors_name_what_is_needed(ml100k_run, tmp_path, capsys):
     ckpt = tmp_path / "keye"
     ckpt.mkdir()
     (ckpt / "config.json").write_text("{}")
+    (ckpt / "model.safetensors").write_bytes(b"")
     keye = [*argv, "--encoder", "keye-vl", "--video-dir", str(frames)]
     assert main.main([*keye, "--model-path", str(tmp_path / "none")]) == 2
     assert "Kwai-Keye/Keye-VL-1_5-8B" in capsys.readouterr().err
@@ -88,3 +90,16 @@ def test_ocr_needs_frames_and_a_text_encoder(ml100k_run, capsys):
     assert "--video-dir" in capsys.readouterr().err
     assert main.main([*argv, "--encoder", "item2vec"]) == 2
     assert "item2vec reads no text" in capsys.readouterr().err
+
+
+def test_options_that_would_be_ignored_are_refused(ml100k_run, tiny_ct_llm, tmp_path, capsys):
+    argv = ["encode", "--run", str(ml100k_run)]
+    cases = [
+        (["--encoder", "hashing", "--model-path", str(tiny_ct_llm)], "--model-path is for"),
+        (["--encoder", "ct-llm", "--model-path", str(tiny_ct_llm), "--dim", "16"], "--dim sets"),
+        (["--encoder", "hashing", "--video-dir", str(tmp_path)], "--video-dir is read by"),
+        (["--encoder", "ct-llm", "--model-path", str(tiny_ct_llm), "--device", "tpu"], "cuda:N"),
+    ]
+    for extra, msg in cases:
+        assert main.main([*argv, *extra]) == 2
+        assert msg in capsys.readouterr().err

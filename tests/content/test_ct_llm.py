@@ -74,6 +74,11 @@ def test_missing_weights_say_what_is_needed(tmp_path, ckpt):
     (tmp_path / "half" / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="missing tokenizer.model"):
         CTLLMEncoder(tmp_path / "half")
+    (tmp_path / "half" / "tokenizer.model").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="missing the weights"):
+        CTLLMEncoder(tmp_path / "half")
+    with pytest.raises(ValueError, match="expected auto, cpu, cuda"):
+        CTLLMEncoder(ckpt, device="tpu")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="sees no GPU"):
             CTLLMEncoder(ckpt, device="cuda")

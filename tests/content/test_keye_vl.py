@@ -114,6 +114,18 @@ def test_parse_think_mode_with_answer_and_boxed():
     assert plain.mode == "think" and plain.answer == "视频里一位厨师在做面条。"
 
 
+def test_parse_nested_boxed_and_empty_think_after_no_think_analysis():
+    out = parse_output("<answer>\\boxed{\\frac{\\sqrt{2}}{2}} or \\boxed{x</answer>")
+    assert out.boxed == "\\frac{\\sqrt{2}}{2}"
+    out = parse_output("<analysis>easy, /no_think</analysis><think>\n\n</think>Just a dog.")
+    assert out.mode == "no_think" and out.thinking == "" and out.answer == "Just a dog."
+    assert parse_output("<think></think>A dog.").mode == "no_think"
+    with pytest.raises(ValueError, match="empty"):
+        format_prompt("  ", "think")
+    with pytest.raises(TypeError, match="string"):
+        format_prompt(None, "think")
+
+
 def test_parse_plain_and_truncated():
     assert parse_output("一只小猫在沙发上睡觉。") == parse_output("一只小猫在沙发上睡觉。")
     plain = parse_output("一只小猫在沙发上睡觉。")
@@ -175,6 +187,7 @@ def test_adapter_errors(tmp_path, tiny_vl):
         KeyeVLAdapter(model=tiny_vl)
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "config.json").write_text("{}")
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a GPU"):
             KeyeVLAdapter(tmp_path / "ckpt")

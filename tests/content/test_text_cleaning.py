@@ -181,16 +181,20 @@ def test_config_is_checked():
 
 def test_cli_cleans_and_reports(tmp_path, capsys):
     src = tmp_path / "in.jsonl"
-    rows = [{"text": GOOD}, {"text": GOOD}, {"text": ENGLISH}, {"text": GOOD_2}]
-    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    rows = [{"text": GOOD, "id": "a"}, {"text": GOOD}, {"text": ENGLISH}, {"text": GOOD_2}]
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    # a BOM, a blank line (skipped) and CRLF endings
+    src.write_text("\ufeff" + lines[0] + "\r\n\r\n" + "\r\n".join(lines[1:]) + "\r\n", "utf-8")
     out = tmp_path / "out.jsonl"
     assert clean_main([str(src), "--out", str(out), "--no-progress"]) == 0
     kept = [json.loads(x) for x in out.read_text("utf-8").splitlines()]
-    assert [k["index"] for k in kept] == [0, 3]
+    assert [k["source_line"] for k in kept] == [1, 5]
+    assert kept[0]["id"] == "a" and kept[0]["text"] == GOOD  # other fields carried
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["dropped"]["exact_duplicate"] == 1
     assert report["dropped"]["char_entropy"] == 1
     assert report["config"]["minhash_bands"] == 9
+    assert report["blank_lines_skipped"] == 1 and report["docs"] == 4
     assert "4 documents read, 2 kept" in capsys.readouterr().out
     # English accepted by overrides
     assert (
@@ -228,7 +232,35 @@ def test_cli_bad_input_names_the_line_and_writes_nothing(tmp_path):
         list(read_documents(tmp_path / "missing.txt"))
 
 
+def test_cli_refuses_to_overwrite_its_input(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text(GOOD + "\n", "utf-8")
+    for argv, msg in [
+        (["-o", str(src)], "--out .* is the same file as INPUT"),
+        (["-o", str(tmp_path / "o.jsonl"), "--report", str(src)], "--report .* as INPUT"),
+        (["-o", str(tmp_path / "o.jsonl"), "--report", str(tmp_path / "o.jsonl")], "as --out"),
+    ]:
+        with pytest.raises(ConfigError, match=msg):
+            clean_main([str(src), "--no-progress", *argv])
+    assert src.read_text("utf-8") == GOOD + "\n"
+    with pytest.raises(ValueError, match=r"unknown code\(s\) \['xx'\]"):
+        clean_main([str(src), "-o", str(tmp_path / "o.jsonl"), "--set", "languages=xx"])
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 def test_cli_overrides_are_checked():
+    assert parse_overrides(["max_top_ngram_share=0.3,0.2,0.1"]).max_top_ngram_share == (
+        0.3,
+        0.2,
+        0.1,
+    )
+    assert parse_overrides(["max_top_ngram_share=(0.3, 0.2, 0.1)"]).max_top_ngram_share[0] == 0.3
+    with pytest.raises(ConfigError, match="needs 3 values"):
+        parse_overrides(["max_top_ngram_share=0.3"])
+    with pytest.raises(ConfigError, match="at least one language"):
+        parse_overrides(["languages="])
+    with pytest.raises(ConfigError, match="min_char_entropy must be a finite"):
+        parse_overrides(["min_char_entropy=nan"])
     assert parse_overrides(["min_chars=20", "languages=zh,en"]).languages == ("zh", "en")
     with pytest.raises(ConfigError, match="unknown setting"):
         parse_overrides(["bogus=1"])

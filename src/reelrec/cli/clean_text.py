@@ -1,10 +1,11 @@
 """``reelrec clean-text INPUT --out OUTPUT``: the MAP-CC Chinese text-cleaning pipeline of CT-LLM.
 
 Input: ``.jsonl`` (one JSON object per line, the text in ``--text-field``) or ``.txt`` (one
-document per line). Output: ``.jsonl`` with ``{"index": input line number (0-based), "text":
-cleaned text}`` per kept document, and a report (``OUTPUT`` with ``.report.json``) with the
-per-rule drop counts and rates. Both are written to temp files and renamed, so an error or
-Ctrl-C leaves nothing half-written.
+document per line); blank lines are skipped in both. Output: ``.jsonl``, one line per kept
+document: the input object with its text replaced by the cleaned text (``.txt``: ``{"text"}``),
+plus ``"source_line"`` (1-based line number in INPUT). The report (``OUTPUT`` with
+``.report.json``) has the per-rule drop counts and rates. Both are written to temp files and
+renamed, so an error or Ctrl-C leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         "inside documents. Writes the kept documents as JSONL and a report with per-rule "
         "drop counts.",
         epilog="rules, in order: " + ", ".join(RULES) + ". Thresholds: --set KEY=VALUE with "
-        "the fields of reelrec.content.text_cleaning.CleaningConfig, e.g. --set min_chars=20 "
-        "--set languages=zh,en.",
+        "the fields of reelrec.content.text_cleaning.CleaningConfig, e.g. --set min_chars=20, "
+        "--set max_top_ngram_share=0.2,0.18,0.16; English too: --set languages=zh,en --set "
+        "min_char_entropy=2.5 (English letters carry about 2.9 nats, under the default 3).",
     )
     p.add_argument(
         "input",
@@ -83,13 +85,14 @@ def parse_overrides(items: list[str]) -> CleaningConfig:
                     raise ValueError(raw)
                 values[key] = raw.lower() in ("true", "1")
             elif isinstance(old, tuple):
-                parts = [x.strip() for x in raw.split(",") if x.strip()]
-                values[key] = tuple(type(old[0])(x) for x in parts) if old else tuple(parts)
+                parts = [x.strip() for x in raw.strip().strip("()[]").split(",") if x.strip()]
+                values[key] = tuple(type(old[0])(x) for x in parts)
             else:
                 values[key] = type(old)(raw)
         except ValueError:
+            example = ",".join(map(str, old)) if isinstance(old, tuple) else repr(old)
             raise ConfigError(
-                f"--set {key}={raw!r}: expected {type(old).__name__} like {old!r}"
+                f"--set {key}={raw!r}: expected {type(old).__name__} like {example}"
             ) from None
     try:
         return CleaningConfig(**{**{k: getattr(default, k) for k in kinds}, **values})
@@ -97,11 +100,12 @@ def parse_overrides(items: list[str]) -> CleaningConfig:
         raise ConfigError(f"--set: {exc}") from None
 
 
-def read_documents(path: Path, text_field: str = "text") -> Iterator[str]:
-    """Documents of a ``.txt`` (one per line) or ``.jsonl`` file, in order.
+def read_documents(path: Path, text_field: str = "text") -> Iterator[tuple[int, str, dict | None]]:
+    """``(line number (1-based), text, JSON object or None)`` of each non-blank line of a
+    ``.txt`` (one document per line) or ``.jsonl`` file, in order.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        FileNotFoundError: ``path`` does not exist or is not a file.
         DataFormatError: a line is not UTF-8, not JSON, not an object, or lacks a string
             ``text_field`` (the error names the file and line).
     """
@@ -115,11 +119,13 @@ def read_documents(path: Path, text_field: str = "text") -> Iterator[str]:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
                 raise DataFormatError(f"{path}:{n}: not UTF-8 ({exc.reason})") from None
-            if not jsonl:
-                yield line
-                continue
+            if n == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
             if not line.strip():
-                raise DataFormatError(f"{path}:{n}: empty line (expected a JSON object)")
+                continue
+            if not jsonl:
+                yield n, line, None
+                continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -135,7 +141,7 @@ def read_documents(path: Path, text_field: str = "text") -> Iterator[str]:
                     + ("missing" if text_field not in row else type(text).__name__)
                     + f" (fields: {sorted(row)[:10]}); set --text-field"
                 )
-            yield text
+            yield n, text, row
 
 
 def count_lines(path: Path) -> int:
@@ -150,34 +156,52 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_overrides(args.set)
     out = args.out
     report_path = args.report or out.with_suffix(".report.json")
-    if out.resolve() == args.input.resolve():
-        raise ConfigError(f"--out {out} is the input file: choose another path")
-    total = count_lines(args.input) if args.input.is_file() else None
+    paths = {"INPUT": args.input, "--out": out, "--report": report_path}
+    resolved = {name: Path(p).resolve() for name, p in paths.items()}
+    for a, b in (("--out", "INPUT"), ("--report", "INPUT"), ("--report", "--out")):
+        if resolved[a] == resolved[b]:
+            raise ConfigError(f"{a} {paths[a]} is the same file as {b}: choose another path")
+    if not args.input.is_file():
+        raise FileNotFoundError(f"{args.input}: no such file")
+    total = count_lines(args.input)
     cleaner = TextCleaner(cfg)
-    docs = read_documents(args.input, args.text_field)
+    cleaner.warm_up()
+    lines: list[int] = []
+    rows: list[dict | None] = []
+
+    def texts():
+        for n, text, row in read_documents(args.input, args.text_field):
+            lines.append(n)
+            rows.append(row)
+            yield text
+
     with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8") as f:
-        kept, report = cleaner.clean(docs, progress=not args.no_progress, total=total)
+        kept, report = cleaner.clean(texts(), progress=not args.no_progress, total=total)
         for index, text in kept:
-            f.write(json.dumps({"index": index, "text": text}, ensure_ascii=False) + "\n")
+            row = dict(rows[index]) if rows[index] is not None else {}
+            row[args.text_field if rows[index] is not None else "text"] = text
+            row["source_line"] = lines[index]
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     info = {
         "input": str(args.input),
         "output": str(out),
+        "blank_lines_skipped": total - len(lines),
         **report.to_json(),
         "config": {f.name: getattr(cfg, f.name) for f in fields(cfg)},
         **run_metadata(),
     }
     atomic_write_json(report_path, info)
     width = max(map(len, RULES))
-    lines = [
+    summary = [
         f"{report.docs:,} documents read, {report.kept:,} kept "
         f"({report.kept / max(report.docs, 1):.1%}) in {report.seconds:.1f}s"
     ]
-    lines += [
+    summary += [
         f"  {rule:<{width}}  {n:>8,}  {report.drop_rate[rule]:7.2%}"
         for rule, n in report.dropped.items()
         if n
     ]
-    lines.append(f"  similar segments removed inside kept documents: {report.segments_removed:,}")
-    lines.append(f"-> {out}, {report_path}")
-    print("\n".join(lines), file=sys.stdout)
+    summary.append(f"  similar segments removed inside kept documents: {report.segments_removed:,}")
+    summary.append(f"-> {out}, {report_path}")
+    print("\n".join(summary), file=sys.stdout)
     return 0

@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--video-fps",
         type=float,
         default=2.0,
-        help="keye-vl: the rate the frames in --video-dir were extracted at (default 2)",
+        help="keye-vl / --ocr: the rate the frames in --video-dir were extracted at (default 2)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for item2vec's SVD (default 0)")
     p.add_argument(
@@ -168,6 +168,13 @@ def encode_run(
         raise ConfigError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
     if options.ocr and ENCODERS[encoder][0] is None:
         raise ConfigError(f"--ocr adds on-screen text to item texts: {encoder} reads no text")
+    # options that would otherwise be silently ignored
+    if options.model_path is not None and encoder not in ("ct-llm", "keye-vl"):
+        raise ConfigError(f"--model-path is for ct-llm / keye-vl, not {encoder}")
+    if options.dim and encoder not in ("hashing", "item2vec"):
+        raise ConfigError(f"--dim sets the width of hashing / item2vec; {encoder} has its own")
+    if options.video_dir is not None and not (encoder == "keye-vl" or options.ocr):
+        raise ConfigError("--video-dir is read by --encoder keye-vl or --ocr only")
     t0 = time.perf_counter()
     info: dict[str, object] = {"encoder": encoder}
     if encoder == "keye-vl":
@@ -204,6 +211,8 @@ def encode_run(
         if options.ocr:
             texts, ocr_info = _add_ocr_text(ids, list(texts), options, log)
         x, hit = encode_cached(enc, texts)
+        if options.model_path is not None:
+            info["model_path"] = str(Path(options.model_path).expanduser().resolve())
         info |= {
             "source": "text",
             **ocr_info,
@@ -265,7 +274,7 @@ def _check_video_dir(options: EncoderOptions, what: str) -> Path:
         raise ConfigError(
             f"{what} reads videos: pass --video-dir DIR with one folder of frame images per "
             "item id (DIR/<item_id>/000001.jpg ..., e.g. from "
-            "`ffmpeg -i video.mp4 -vf fps=2 DIR/<item_id>/%06d.jpg`) and --video-fps"
+            "`ffmpeg -i video.mp4 -vf fps=2 DIR/<item_id>/%06d.jpg`; --video-fps when not 2)"
         )
     root = Path(options.video_dir)
     if not root.is_dir():
@@ -331,7 +340,12 @@ def _video_embeddings(items, options: EncoderOptions, log) -> tuple[np.ndarray, 
         raise ConfigError(f"--video-dir {root}: no item id of this run has a folder of frames")
     if missing:
         log(f"{missing} of {len(all_ids)} items have no frames under {root}: no embedding")
-    info = {"source": "video", "video_dir": str(root), "items_without_video": missing}
+    info = {
+        "source": "video",
+        "model_path": str(Path(options.model_path).expanduser().resolve()),
+        "video_dir": str(root),
+        "items_without_video": missing,
+    }
     return np.asarray(ids), np.stack(rows), info
 
 

@@ -53,8 +53,18 @@ def masked_mean(hidden, mask):
     return ((hidden * m).sum(dim=1) / counts).float()
 
 
+#: any one of these holds a checkpoint's weights
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
 def check_model_dir(path: Path | str | None, what: str, repo: str, files: tuple[str, ...]) -> Path:
-    """``path`` as a folder holding ``files``, or a clear error saying how to get the weights.
+    """``path`` as a folder holding ``files`` and one of :data:`WEIGHT_FILES`, or a clear error
+    saying how to get the weights.
 
     Raises:
         FileNotFoundError: no path given, no such folder, or a file missing.
@@ -69,6 +79,8 @@ def check_model_dir(path: Path | str | None, what: str, repo: str, files: tuple[
     if not p.is_dir():
         raise FileNotFoundError(f"{p}: no such folder of {what} weights; {hint}")
     missing = [f for f in files if not (p / f).exists()]
+    if not any((p / f).exists() for f in WEIGHT_FILES):
+        missing.append("the weights (model.safetensors or pytorch_model.bin, or their index)")
     if missing:
         raise FileNotFoundError(f"{p}: missing {', '.join(missing)} ({what} weights); {hint}")
     return p
@@ -78,10 +90,15 @@ def resolve_device(device: str, what: str) -> str:
     """``device`` checked against what torch sees (``auto``: cuda when available, else cpu).
 
     Raises:
+        ValueError: not ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         RuntimeError: a CUDA device was asked for and none is available.
     """
+    import re
+
     import torch
 
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

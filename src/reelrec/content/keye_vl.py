@@ -220,10 +220,15 @@ def format_prompt(text: str, mode: str = "no_think") -> str:
             the model decides and says so in ``<analysis>``).
 
     Raises:
-        ValueError: unknown mode, or the text already ends with a mode suffix.
+        ValueError: unknown mode, an empty text, or one that already ends with a mode suffix.
+        TypeError: ``text`` is not a string.
     """
     if mode not in THINKING_MODES:
         raise ValueError(f"thinking mode must be one of {THINKING_MODES}, got {mode!r}")
+    if not isinstance(text, str):
+        raise TypeError(f"the prompt must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError("the prompt is empty")
     stripped = text.rstrip()
     if stripped.endswith(("/think", "/no_think")):
         raise ValueError(f"the prompt already ends with a mode suffix: {text[-20:]!r}")
@@ -256,7 +261,23 @@ class KeyeOutput:
 _ANALYSIS = re.compile(r"<analysis>(.*?)</analysis>", re.S)
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
-_BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
+
+
+def boxed_contents(text: str) -> list[str]:
+    """The contents of every ``\\boxed{...}`` in ``text``, braces matched to any depth (an
+    unclosed one is left out)."""
+    out = []
+    start = text.find("\\boxed{")
+    while start >= 0:
+        i, depth = start + len("\\boxed{"), 1
+        j = i
+        while j < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            j += 1
+        if depth == 0:
+            out.append(text[i : j - 1])
+        start = text.find("\\boxed{", j if depth == 0 else i)
+    return out
 
 
 def parse_output(text: str) -> KeyeOutput:
@@ -285,7 +306,8 @@ def parse_output(text: str) -> KeyeOutput:
     if m:
         thinking = m.group(1).strip()
         rest = rest[m.end() :]
-        mode = "think"
+        if mode == "unknown":  # the analysis, when there is one, says what the model chose
+            mode = "think" if thinking else "no_think"
     elif "<think>" in rest:
         thinking = rest.split("<think>", 1)[1].strip()
         return KeyeOutput("", "think", analysis=analysis, thinking=thinking, truncated=True)
@@ -298,7 +320,7 @@ def parse_output(text: str) -> KeyeOutput:
         answer, truncated = rest.split("<answer>", 1)[1].strip(), True
     else:
         answer = rest.strip()
-    boxes = _BOXED.findall(answer)
+    boxes = boxed_contents(answer)
     return KeyeOutput(
         answer=answer,
         mode=mode,
@@ -375,7 +397,7 @@ class KeyeVLAdapter:
                 if device == "cpu":
                     raise RuntimeError(
                         "the Keye-VL adapter runs an 8B model and needs a GPU (torch sees none); "
-                        "pass device='cpu' to force it anyway"
+                        "pass --device cpu (device='cpu' in Python) to force it anyway"
                     )
             self.device = resolve_device(device, "Keye-VL")
             model, processor = self._load(path, dtype)
@@ -394,12 +416,20 @@ class KeyeVLAdapter:
                 "the keye-vl adapter needs transformers: pip install 'reelrec[llm]'"
             ) from exc
         dt = getattr(torch, dtype or ("bfloat16" if self.device != "cpu" else "float32"))
-        model = AutoModel.from_pretrained(
-            path, dtype=dt, trust_remote_code=True, local_files_only=True
-        )
-        processor = AutoProcessor.from_pretrained(
-            path, trust_remote_code=True, local_files_only=True
-        )
+        try:
+            model = AutoModel.from_pretrained(
+                path, dtype=dt, trust_remote_code=True, local_files_only=True
+            )
+            processor = AutoProcessor.from_pretrained(
+                path, trust_remote_code=True, local_files_only=True
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(
+                f"{path}: could not load a Keye-VL checkpoint ({type(exc).__name__}: {exc}); "
+                f"expected a copy of {' or '.join(KEYE_REPOS)}"
+            ) from None
+        if not hasattr(processor, "apply_chat_template"):
+            raise ValueError(f"{path}: its processor has no chat template; is it Keye-VL?")
         return model, processor
 
     def sample(self, video: np.ndarray, video_fps: float) -> tuple[np.ndarray, np.ndarray]:

@@ -142,21 +142,32 @@ class CleaningConfig:
         for name in ratios:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
-                raise ValueError(f"cleaning.{name} must be in [0, 1], got {v}")
+                raise ValueError(f"{name} must be in [0, 1], got {v}")
         if not 0 < self.min_chars <= self.max_chars:
             raise ValueError(
-                f"cleaning.min_chars ({self.min_chars}) must be in (0, max_chars "
-                f"({self.max_chars})]"
+                f"min_chars ({self.min_chars}) must be in (0, max_chars ({self.max_chars})]"
             )
         if self.minhash_bands * self.minhash_rows > self.minhash_perm:
             raise ValueError(
-                f"cleaning.minhash_bands x minhash_rows ({self.minhash_bands} x "
+                f"minhash_bands x minhash_rows ({self.minhash_bands} x "
                 f"{self.minhash_rows}) exceeds minhash_perm ({self.minhash_perm})"
             )
         if min(self.minhash_ngram, self.minhash_bands, self.minhash_rows) < 1:
-            raise ValueError("cleaning.minhash_ngram, minhash_bands and minhash_rows must be >= 1")
+            raise ValueError("minhash_ngram, minhash_bands and minhash_rows must be >= 1")
         if not self.languages:
-            raise ValueError("cleaning.languages must name at least one language")
+            raise ValueError("languages must name at least one language")
+        if len(self.max_top_ngram_share) != 3:
+            raise ValueError(
+                f"max_top_ngram_share needs 3 values (n = 2, 3, 4), got {self.max_top_ngram_share}"
+            )
+        if not all(0 <= v <= 1 for v in self.max_top_ngram_share):
+            raise ValueError(
+                f"max_top_ngram_share values must be in [0, 1], got {self.max_top_ngram_share}"
+            )
+        for name in ("min_mean_word_length", "max_mean_word_length", "min_char_entropy"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v}")
 
 
 @dataclass
@@ -302,6 +313,11 @@ class _LanguageID:
     def __init__(self) -> None:
         self._model = None
 
+    def languages(self) -> list[str]:
+        """The ISO 639-1 codes the model knows (97)."""
+        self("warm up")
+        return list(self._model.nb_classes)
+
     def __call__(self, text: str) -> tuple[str, float]:
         if self._model is None:
             try:
@@ -329,6 +345,23 @@ class TextCleaner:
         self.config = config or CleaningConfig()
         self._lang = _LanguageID()
         self._jieba = None
+
+    def warm_up(self) -> None:
+        """Load the word segmenter, the language-ID model and the MinHash library now (about
+        2-6 s), so that timings of :meth:`clean` exclude it; checks ``languages``.
+
+        Raises:
+            ValueError: a code in ``languages`` that the language-ID model does not know.
+        """
+        known = self._lang.languages()
+        unknown = [x for x in self.config.languages if x not in known]
+        if unknown:
+            raise ValueError(
+                f"languages: unknown code(s) {unknown}; langid knows {', '.join(sorted(known))}"
+            )
+        self._words("预热")
+        if self.config.near_dedup:
+            import datasketch  # noqa: F401
 
     def _words(self, text: str) -> list[str]:
         if self._jieba is None:
@@ -430,6 +463,7 @@ class TextCleaner:
         from tqdm.auto import tqdm
 
         c = self.config
+        self.warm_up()
         report = CleaningReport()
         kept: list[tuple[int, str]] = []
         seen: set[bytes] = set()
