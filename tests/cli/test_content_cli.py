@@ -49,7 +49,7 @@ def test_adapter_errors_name_what_is_needed(ml100k_run, tmp_path, capsys):
     (frames / "1").mkdir(parents=True)
     ckpt = tmp_path / "keye"
     ckpt.mkdir()
-    (ckpt / "config.json").write_text("{}")
+    (ckpt / "config.json").write_text('{"vision_config": {}}')
     (ckpt / "model.safetensors").write_bytes(b"")
     keye = [*argv, "--encoder", "keye-vl", "--video-dir", str(frames)]
     assert main.main([*keye, "--model-path", str(tmp_path / "none")]) == 2

@@ -79,6 +79,21 @@ def test_missing_weights_say_what_is_needed(tmp_path, ckpt):
         CTLLMEncoder(tmp_path / "half")
     with pytest.raises(ValueError, match="expected auto, cpu, cuda"):
         CTLLMEncoder(ckpt, device="tpu")
+    with pytest.raises(ValueError, match="dtype"):
+        CTLLMEncoder(ckpt, device="cpu", dtype="float8")
+    with pytest.raises(ValueError, match="integers"):
+        CTLLMEncoder(ckpt, device="cpu", max_length=float("nan"))
+    (tmp_path / "half" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "half" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"half/config.json: not a Llama config"):
+        CTLLMEncoder(tmp_path / "half", device="cpu")
+
+
+def test_max_length_is_capped_at_the_model_context(ckpt):
+    enc = CTLLMEncoder(ckpt, device="cpu", max_length=100_000)
+    assert enc.max_length == 128  # the tiny model's max_position_embeddings
+    ids, _ = enc.tokenize(["今年春天，孩子们每天放学后都会来到图书角。" * 2000])
+    assert ids.shape == (1, 128)
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="sees no GPU"):
             CTLLMEncoder(ckpt, device="cuda")

@@ -112,6 +112,10 @@ def test_parse_think_mode_with_answer_and_boxed():
     assert out.thinking.startswith("The video shows")
     plain = parse_output("<think>先看画面。</think>视频里一位厨师在做面条。")
     assert plain.mode == "think" and plain.answer == "视频里一位厨师在做面条。"
+    # the chat template may open <think> in the prompt: the output starts inside it
+    opened = parse_output("先看画面。</think>视频里一位厨师在做面条。")
+    assert opened.thinking == "先看画面。" and opened.answer == "视频里一位厨师在做面条。"
+    assert opened.mode == "think"
 
 
 def test_parse_nested_boxed_and_empty_think_after_no_think_analysis():
@@ -186,7 +190,7 @@ def test_adapter_errors(tmp_path, tiny_vl):
     with pytest.raises(ValueError, match="both model and processor"):
         KeyeVLAdapter(model=tiny_vl)
     (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    (tmp_path / "ckpt" / "config.json").write_text('{"vision_config": {}}')
     (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a GPU"):
@@ -194,3 +198,32 @@ def test_adapter_errors(tmp_path, tiny_vl):
     adapter = KeyeVLAdapter(model=tiny_vl, processor=TinyVideoProcessor(), device="cpu")
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\) uint8"):
         adapter.sample(np.zeros((4, 56, 56), dtype=np.uint8), 2.0)
+    for bad in (np.zeros((0, 56, 56, 3), np.uint8), np.zeros((2, 56, 56, 3), np.float32)):
+        with pytest.raises(ValueError, match=r"\(n >= 1, H, W, 3\) uint8"):
+            adapter.embed(bad)
+    with pytest.raises(ValueError, match="at least 28x28"):
+        adapter.embed(np.zeros((2, 14, 14, 3), np.uint8))
+    with pytest.raises(ValueError, match="3 frame types for 2 frames"):
+        adapter.embed(np.zeros((2, 56, 56, 3), np.uint8), frame_types=np.zeros(3))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        KeyeVLAdapter(model=tiny_vl, processor=TinyVideoProcessor(), max_new_tokens=0)
+
+
+def test_a_text_only_checkpoint_is_not_taken_for_keye_vl(tiny_ct_llm):
+    with pytest.raises(ValueError, match="no vision_config .*'llama'"):
+        KeyeVLAdapter(tiny_ct_llm, device="cpu")
+
+
+def test_numeric_arguments_are_checked():
+    nan = float("nan")
+    for args in [(10, 30.0, nan), (10, nan, 2.0), (10, float("inf"), 2.0), (10.5, 30.0, 2.0)]:
+        with pytest.raises(ValueError):
+            sample_frame_indices(*args)
+    with pytest.raises(ValueError, match="max_frames"):
+        sample_frame_indices(10, 30.0, 2.0, max_frames=2.5)
+    with pytest.raises(ValueError, match="integers"):
+        allocate_tokens(nan, 0)
+    with pytest.raises(ValueError, match="finite"):
+        allocate_tokens(1, 0, fast_ratio=nan)
+    with pytest.raises(ValueError, match="patch_cosine"):
+        frame_similarity(scene(0), scene(0), patch_cosine=nan)

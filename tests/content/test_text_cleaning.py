@@ -248,7 +248,31 @@ def test_cli_refuses_to_overwrite_its_input(tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_cli_bad_paths_and_rows(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "' + GOOD + '"}\n', "utf-8")
+    out = tmp_path / "o.jsonl"
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        clean_main([str(tmp_path / "adir"), "-o", str(out)])
+    for argv, msg in [
+        (["-o", ""], "needs a file name"),
+        (["-o", str(out), "--report", str(tmp_path / "adir")], "needs a file name"),
+        (["-o", "/dev/null"], "not a regular file"),
+    ]:
+        with pytest.raises(ConfigError, match=msg):
+            clean_main([str(src), "--no-progress", *argv])
+    assert not out.exists()  # nothing written before the report path was checked
+    src.write_text('{"text": "' + GOOD + '\\ud800"}\n', "utf-8")
+    with pytest.raises(DataFormatError, match=r"in\.jsonl:1: a string holds a lone"):
+        clean_main([str(src), "-o", str(out), "--no-progress"])
+
+
 def test_cli_overrides_are_checked():
+    with pytest.raises(ConfigError, match="exceeds max_mean_word_length"):
+        parse_overrides(["min_mean_word_length=20"])
+    with pytest.raises(ConfigError, match="seed must be in"):
+        parse_overrides(["seed=-1"])
     assert parse_overrides(["max_top_ngram_share=0.3,0.2,0.1"]).max_top_ngram_share == (
         0.3,
         0.2,

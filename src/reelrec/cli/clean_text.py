@@ -134,6 +134,13 @@ def read_documents(path: Path, text_field: str = "text") -> Iterator[tuple[int, 
                 raise DataFormatError(
                     f"{path}:{n}: expected a JSON object, got {type(row).__name__}"
                 )
+            if "\\ud" in line.lower():  # JSON escapes may encode lone surrogates
+                try:
+                    json.dumps(row, ensure_ascii=False).encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise DataFormatError(
+                        f"{path}:{n}: a string holds a lone UTF-16 surrogate ({exc.reason})"
+                    ) from None
             text = row.get(text_field)
             if not isinstance(text, str):
                 raise DataFormatError(
@@ -155,14 +162,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = parse_overrides(args.set)
     out = args.out
+    if str(out) in ("", ".") or out.is_dir():
+        raise ConfigError(f"--out {str(out)!r}: needs a file name, not a directory")
     report_path = args.report or out.with_suffix(".report.json")
     paths = {"INPUT": args.input, "--out": out, "--report": report_path}
+    if args.input.is_dir():
+        raise IsADirectoryError(f"{args.input}: is a directory, not a file of documents")
+    if not args.input.is_file():
+        raise FileNotFoundError(f"{args.input}: no such file")
+    for name in ("--out", "--report"):
+        p = paths[name]
+        if str(p) in ("", ".") or p.is_dir():
+            raise ConfigError(f"{name} {str(p)!r}: needs a file name, not a directory")
+        if p.exists() and not p.is_file():
+            raise ConfigError(f"{name} {p}: exists and is not a regular file (a device?)")
     resolved = {name: Path(p).resolve() for name, p in paths.items()}
     for a, b in (("--out", "INPUT"), ("--report", "INPUT"), ("--report", "--out")):
         if resolved[a] == resolved[b]:
             raise ConfigError(f"{a} {paths[a]} is the same file as {b}: choose another path")
-    if not args.input.is_file():
-        raise FileNotFoundError(f"{args.input}: no such file")
     total = count_lines(args.input)
     cleaner = TextCleaner(cfg)
     cleaner.warm_up()

@@ -76,11 +76,22 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         Exit status: 0 success, 2 usage, input or file-system error, 130 interrupted (Ctrl-C).
     """
-    from reelrec.config import ConfigError
-    from reelrec.data.readers import DataFormatError
-    from reelrec.data.sources import DatasetNotFound
-    from reelrec.training.checkpoint import CheckpointError
+    import signal
 
+    try:
+        from reelrec.config import ConfigError
+        from reelrec.data.readers import DataFormatError
+        from reelrec.data.sources import DatasetNotFound
+        from reelrec.training.checkpoint import CheckpointError
+    except KeyboardInterrupt:  # Ctrl-C while torch is being imported: nothing started yet
+        print("reelrec: interrupted", file=sys.stderr)
+        return 130
+
+    def _terminate(signum, frame):  # SIGTERM: unwind like Ctrl-C so temp files are removed
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())

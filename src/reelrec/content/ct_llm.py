@@ -117,7 +117,8 @@ class CTLLMEncoder(Encoder):
         model_path: local folder with ``config.json``, the weights and ``tokenizer.model``.
         device: ``cpu``, ``cuda[:i]`` or ``auto``.
         batch_size: texts per forward.
-        max_length: tokens per text (BOS included); longer texts are truncated.
+        max_length: tokens per text (BOS included); longer texts are truncated. Capped at the
+            model's ``max_position_embeddings``.
         dtype: ``float32`` (default on CPU) or ``bfloat16`` / ``float16`` (default on GPU).
 
     Raises:
@@ -140,13 +141,27 @@ class CTLLMEncoder(Encoder):
             model_path, "CT-LLM", CT_LLM_REPO, ("config.json", "tokenizer.model")
         )
         self.device = resolve_device(device, "CT-LLM")
-        if batch_size < 1 or max_length < 2:
-            raise ValueError(f"batch_size ({batch_size}) >= 1 and max_length ({max_length}) >= 2")
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (batch_size, max_length))
+        if not ok or batch_size < 1 or max_length < 2:
+            raise ValueError(
+                f"batch_size ({batch_size!r}) >= 1 and max_length ({max_length!r}) >= 2 must be "
+                "integers"
+            )
         self.batch_size = batch_size
-        self.max_length = max_length
         self.dtype = dtype or ("float32" if self.device == "cpu" else "bfloat16")
-        config = json.loads((self.path / "config.json").read_text())
-        self.dim = int(config["hidden_size"])
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        cfg_path = self.path / "config.json"
+        try:
+            config = json.loads(cfg_path.read_text())
+            self.dim = int(config["hidden_size"])
+            context = int(config.get("max_position_embeddings") or max_length)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(
+                f"{cfg_path}: not a Llama config with hidden_size ({type(exc).__name__}: {exc})"
+            ) from None
+        # longer inputs would run past the positions the model was trained on
+        self.max_length = min(max_length, context)
         self._config = config
         self._model = None
         self._sp = None
@@ -179,9 +194,15 @@ class CTLLMEncoder(Encoder):
 
         if self._sp is None:
             self._load()
-        bos = self._config.get("bos_token_id", self._sp.bos_id())
-        pad = self._config.get("pad_token_id") or 0
-        ids = [[bos, *self._sp.encode(t)][: self.max_length] for t in texts]
+        vocab = self._sp.get_piece_size()
+        bos = self._config.get("bos_token_id")
+        bos = bos if isinstance(bos, int) and 0 <= bos < vocab else self._sp.bos_id()
+        pad = self._config.get("pad_token_id")
+        pad = pad if isinstance(pad, int) and 0 <= pad < vocab else 0
+        # a piece covers at least one character: a prefix of 32 x max_length characters holds
+        # every token kept, and a megabyte-long text is not tokenised whole
+        cut = 32 * self.max_length
+        ids = [[bos, *self._sp.encode(t[:cut])][: self.max_length] for t in texts]
         width = max(map(len, ids))
         input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
         mask = torch.zeros((len(ids), width), dtype=torch.long)

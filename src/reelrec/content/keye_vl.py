@@ -40,6 +40,7 @@ Deviations and limits:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,15 +80,39 @@ def sample_frame_indices(
     Raises:
         ValueError: a non-positive argument.
     """
-    if total_frames < 1 or video_fps <= 0 or fps <= 0:
-        raise ValueError(
-            f"total_frames ({total_frames}) >= 1, video_fps ({video_fps}) > 0 and fps ({fps}) > 0"
-        )
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if not _is_int(total_frames) or total_frames < 1:
+        raise ValueError(f"total_frames must be an integer >= 1, got {total_frames!r}")
+    if not (_is_pos(video_fps) and _is_pos(fps)):
+        raise ValueError(f"video_fps ({video_fps}) and fps ({fps}) must be finite and > 0")
+    if max_frames is not None and (not _is_int(max_frames) or max_frames < 1):
+        raise ValueError(f"max_frames must be an integer >= 1, got {max_frames!r}")
     n = int(total_frames / video_fps * min(fps, video_fps))
     n = max(1, min(n, total_frames, max_frames or total_frames))
     return np.unique(np.round(np.linspace(0, total_frames - 1, n)).astype(np.int64))
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
+def _is_pos(x) -> bool:
+    return isinstance(x, int | float | np.integer | np.floating) and math.isfinite(x) and x > 0
+
+
+def check_frames(frames, frame_types=None) -> np.ndarray:
+    """``frames`` as an ``(n, H, W, 3)`` uint8 array with n >= 1 and H, W >= 28.
+
+    Raises:
+        ValueError: another shape or dtype, too small, or ``frame_types`` of another length.
+    """
+    x = np.asarray(frames)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8 or len(x) == 0:
+        raise ValueError(f"frames must be (n >= 1, H, W, 3) uint8 RGB, got {x.shape} {x.dtype}")
+    if min(x.shape[1:3]) < PATCH:
+        raise ValueError(f"frames of {x.shape[1]}x{x.shape[2]} pixels: at least {PATCH}x{PATCH}")
+    if frame_types is not None and len(frame_types) != len(x):
+        raise ValueError(f"{len(frame_types)} frame types for {len(x)} frames")
+    return x
 
 
 def smart_resize(height: int, width: int, max_tokens: int, factor: int = PATCH) -> tuple[int, int]:
@@ -129,6 +154,8 @@ def frame_similarity(a: np.ndarray, b: np.ndarray, patch_cosine: float = PATCH_C
     """
     if a.shape != b.shape:
         raise ValueError(f"frames differ in shape: {a.shape} vs {b.shape}")
+    if not -1.0 <= patch_cosine <= 1.0:  # also refuses NaN
+        raise ValueError(f"patch_cosine must be in [-1, 1], got {patch_cosine}")
     pa, pb = _hsv_patches(a), _hsv_patches(b)
     na, nb = np.linalg.norm(pa, axis=1), np.linalg.norm(pb, axis=1)
     both_black = (na == 0) & (nb == 0)
@@ -187,6 +214,11 @@ def allocate_tokens(
         ValueError: even ``min_tokens`` per frame exceeds ``total`` (sample fewer frames), or a
             bad argument.
     """
+    ints = (n_slow, n_fast, total, min_tokens, max_tokens)
+    if not all(map(_is_int, ints)) or not _is_pos(fast_ratio):
+        raise ValueError(
+            f"token counts must be integers and fast_ratio finite, got {ints}, {fast_ratio}"
+        )
     if n_slow < 1 or n_fast < 0 or not 0 < fast_ratio <= 1 or not 0 < min_tokens <= max_tokens:
         raise ValueError(
             f"need n_slow >= 1, n_fast >= 0, 0 < fast_ratio <= 1, 0 < min_tokens <= max_tokens; got "
@@ -311,6 +343,10 @@ def parse_output(text: str) -> KeyeOutput:
     elif "<think>" in rest:
         thinking = rest.split("<think>", 1)[1].strip()
         return KeyeOutput("", "think", analysis=analysis, thinking=thinking, truncated=True)
+    elif "</think>" in rest:  # the chat template opened <think> in the prompt
+        thinking, rest = (x.strip() for x in rest.split("</think>", 1))
+        if mode == "unknown":
+            mode = "think" if thinking else "no_think"
     elif mode == "unknown" and analysis is None:
         mode = "no_think" if rest.strip() else "unknown"
     answers = _ANSWER.findall(rest)
@@ -342,6 +378,22 @@ def video_messages(frames: Sequence[np.ndarray], prompt: str, fps: float) -> lis
             ],
         }
     ]
+
+
+def _check_vision_config(path: Path) -> None:
+    """Refuse a checkpoint whose config has no vision part (e.g. a text-only LLM)."""
+    import json
+
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path / 'config.json'}: not readable JSON ({exc})") from None
+    if not isinstance(cfg, dict) or "vision_config" not in cfg:
+        kind = cfg.get("model_type") if isinstance(cfg, dict) else None
+        raise ValueError(
+            f"{path / 'config.json'}: no vision_config (model_type {kind!r}): not a Keye-VL "
+            f"checkpoint ({' or '.join(KEYE_REPOS)})"
+        )
 
 
 class KeyeVLAdapter:
@@ -383,6 +435,9 @@ class KeyeVLAdapter:
     ) -> None:
         if pooling not in ("video", "last"):
             raise ValueError(f"pooling must be 'video' or 'last', got {pooling!r}")
+        if not _is_int(max_new_tokens) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+        sample_frame_indices(1, 1.0, fps, max_frames)  # checks fps and max_frames now
         self.pooling = pooling
         self.fps = fps
         self.max_frames = max_frames
@@ -392,6 +447,7 @@ class KeyeVLAdapter:
             raise ValueError("give both model and processor, or neither")
         if model is None:
             path = check_model_dir(model_path, "Keye-VL", KEYE_REPOS[0], ("config.json",))
+            _check_vision_config(path)
             if device == "auto":
                 device = resolve_device("auto", "Keye-VL")
                 if device == "cpu":
@@ -455,6 +511,7 @@ class KeyeVLAdapter:
         """The model inputs (a dict of tensors on the adapter's device) for frames + prompt."""
         import inspect
 
+        frames = check_frames(frames, frame_types)
         messages = video_messages(frames, prompt, self.fps)
         text = self.processor.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True

@@ -154,6 +154,13 @@ class CleaningConfig:
             )
         if min(self.minhash_ngram, self.minhash_bands, self.minhash_rows) < 1:
             raise ValueError("minhash_ngram, minhash_bands and minhash_rows must be >= 1")
+        if self.min_mean_word_length > self.max_mean_word_length:
+            raise ValueError(
+                f"min_mean_word_length ({self.min_mean_word_length}) exceeds "
+                f"max_mean_word_length ({self.max_mean_word_length})"
+            )
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32 - 1], got {self.seed}")
         if not self.languages:
             raise ValueError("languages must name at least one language")
         if len(self.max_top_ngram_share) != 3:
@@ -507,5 +514,7 @@ def clean_texts(
     docs: Sequence[str], config: CleaningConfig | None = None
 ) -> tuple[list[str], CleaningReport]:
     """Convenience: the kept, cleaned texts of ``docs`` and the report (see :meth:`TextCleaner.clean`)."""
+    if isinstance(docs, str):
+        raise TypeError("docs must be a sequence of strings, not one string")
     kept, report = TextCleaner(config).clean(docs)
     return [t for _, t in kept], report
