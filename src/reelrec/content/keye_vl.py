@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from reelrec.content.ct_llm import check_model_dir, masked_mean, resolve_device
+from reelrec.content.encoders import optional_import
 
 KEYE_REPOS = ("Kwai-Keye/Keye-VL-1_5-8B", "Kwai-Keye/Keye-VL-8B-Preview")
 PATCH = 28  # pixels per merged patch side (14-pixel ViT patches, 2 x 2 merge)
@@ -465,12 +466,8 @@ class KeyeVLAdapter:
     def _load(self, path: Path, dtype: str | None):
         import torch
 
-        try:
-            from transformers import AutoModel, AutoProcessor
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "the keye-vl adapter needs transformers: pip install 'reelrec[llm]'"
-            ) from exc
+        transformers = optional_import("transformers", "llm", "the keye-vl adapter")
+        AutoModel, AutoProcessor = transformers.AutoModel, transformers.AutoProcessor  # noqa: N806
         dt = getattr(torch, dtype or ("bfloat16" if self.device != "cpu" else "float32"))
         try:
             model = AutoModel.from_pretrained(

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reelrec.content.encoders import optional_import
+
 
 @dataclass(frozen=True)
 class OcrLine:
@@ -51,14 +53,7 @@ class FrameOCR:
 
     def _load(self):
         if self._engine is None:
-            try:
-                from rapidocr_onnxruntime import RapidOCR
-            except ImportError as exc:
-                raise ImportError(
-                    "OCR needs rapidocr-onnxruntime (models inside the package): "
-                    "pip install 'reelrec[ocr]'"
-                ) from exc
-            self._engine = RapidOCR()
+            self._engine = optional_import("rapidocr_onnxruntime", "ocr", "OCR").RapidOCR()
         return self._engine
 
     def read(self, frame: np.ndarray) -> list[OcrLine]:

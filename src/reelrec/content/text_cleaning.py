@@ -63,6 +63,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from reelrec.content.encoders import optional_import
+
 #: rule names in the order they are applied (the keys of :attr:`CleaningReport.dropped`)
 RULES: tuple[str, ...] = (
     "bracket_ratio",
@@ -327,13 +329,8 @@ class _LanguageID:
 
     def __call__(self, text: str) -> tuple[str, float]:
         if self._model is None:
-            try:
-                from langid.langid import LanguageIdentifier, model
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ImportError(
-                    "language identification needs langid: pip install 'reelrec[cleaning]'"
-                ) from exc
-            self._model = LanguageIdentifier.from_modelstring(model, norm_probs=True)
+            lid = optional_import("langid.langid", "cleaning", "language identification")
+            self._model = lid.LanguageIdentifier.from_modelstring(lid.model, norm_probs=True)
         lang, prob = self._model.classify(text.replace("\n", " "))
         return lang, float(prob)
 
@@ -372,12 +369,7 @@ class TextCleaner:
 
     def _words(self, text: str) -> list[str]:
         if self._jieba is None:
-            try:
-                import jieba
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ImportError(
-                    "word segmentation needs jieba: pip install 'reelrec[cleaning]'"
-                ) from exc
+            jieba = optional_import("jieba", "cleaning", "word segmentation")
             jieba.setLogLevel(60)
             self._jieba = jieba
         return [w for w in self._jieba.lcut(text) if w.strip() and not all(map(is_punctuation, w))]
