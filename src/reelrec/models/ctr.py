@@ -185,8 +185,14 @@ class RankingModel(nn.Module):
 
     def loss(self, batch: CTRBatch) -> CTROutput:
         """Weighted sum of per-task losses over the rows that have a label (see module doc)."""
-        out = self(batch)
-        y = batch.labels
+        return CTROutput(*self.task_losses(self(batch), batch.labels))
+
+    def task_losses(
+        self, out: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(weighted total, {task: loss})`` of outputs ``(B, T)`` against labels ``(B, T)``
+        (NaN = unlabelled): BCE on logits for binary tasks, MSE otherwise; tasks without a
+        label in the batch are left out."""
         total = out.new_zeros(())
         parts: dict[str, float] = {}
         for t, name in enumerate(self.schema.tasks):
@@ -199,4 +205,4 @@ class RankingModel(nn.Module):
                 lt = F.mse_loss(out[ok, t], y[ok, t])
             total = total + self.task_weights[t] * lt
             parts[name] = float(lt.detach())
-        return CTROutput(total, parts)
+        return total, parts

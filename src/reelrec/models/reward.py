@@ -158,18 +158,7 @@ class PScoreModel(RankingModel):
         """Tower losses (weighted, labelled rows only) plus the P-Score loss (module doc)."""
         out, p = self.outputs_and_pscore(batch)
         y = batch.labels
-        total = out.new_zeros(())
-        parts: dict[str, float] = {}
-        for t, name in enumerate(self.schema.tasks):
-            ok = ~torch.isnan(y[:, t])
-            if not bool(ok.any()):
-                continue
-            if self.schema.binary[t]:
-                lt = F.binary_cross_entropy_with_logits(out[ok, t], y[ok, t])
-            else:
-                lt = F.mse_loss(out[ok, t], y[ok, t])
-            total = total + self.task_weights[t] * lt
-            parts[name] = float(lt.detach())
+        total, parts = self.task_losses(out, y)
         target = self.pscore_targets(y)
         known = ~torch.isnan(target)
         w = self.pscore_weights * known  # (B, T): each row's labelled objectives
