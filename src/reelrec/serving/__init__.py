@@ -1,0 +1,1 @@
+"""Serving: the retrieve -> pre-rank -> rank cascade, DCAF computation allocation."""
