@@ -355,10 +355,6 @@ def reward_function(cfg: ExperimentConfig, run_dir: Path, prep, vocab):
     Raises:
         FileNotFoundError: no trained reward model there. ConfigError: it is not a pscore model.
     """
-    from reelrec.data.ctr import RequestFeatures
-    from reelrec.models.ctr import CTRSchema
-    from reelrec.models.reward import PScoreModel
-    from reelrec.training.checkpoint import load_model
     from reelrec.training.preference import RewardFn
 
     src = Path(run_dir) / "models" / cfg.preference.reward
@@ -385,12 +381,25 @@ def reward_function(cfg: ExperimentConfig, run_dir: Path, prep, vocab):
             f"now (re-tokenized?): retrain it with `reelrec train pscore --run {run_dir} "
             "--no-resume`"
         )
+    model, features = load_ranker(src, rcfg, prep, run_dir)
+    return RewardFn(model, features, vocab)
+
+
+def load_ranker(src: Path, rcfg: ExperimentConfig, prep, run_dir: Path):
+    """The trained ranking model in ``src`` (any of ``RANKING``) in eval mode, and the
+    :class:`reelrec.data.ctr.RequestFeatures` that score any (user, video, time) with it.
+
+    Raises:
+        ValueError: the weights do not match the model the config describes.
+    """
+    from reelrec.data.ctr import RequestFeatures
+    from reelrec.training.checkpoint import load_model
+
     rdata = ranking_data(prep, rcfg, run_dir)
-    model = PScoreModel(CTRSchema.of(rdata), rcfg.ranking, rcfg.reward)
+    model = MODELS[rcfg.model].build(rcfg, rdata, run_dir)
     check_matches(model, load_tensors(src / "model.safetensors"), src / "model.safetensors")
     load_model(model, src / "model.safetensors")
-    features = RequestFeatures(rdata, prep.interactions, rcfg.features)
-    return RewardFn(model, features, vocab)
+    return model.eval(), RequestFeatures(rdata, prep.interactions, rcfg.features)
 
 
 def _train_alignment(
