@@ -11,7 +11,7 @@ $(BIN)/reelrec: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: 2.13.0 is the CPU build on this disk; an unpinned torch pulls CUDA.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,content,tokenizer,cleaning,llm,ocr]"
+	$(BIN)/pip install --quiet -e ".[dev,content,tokenizer,cleaning,llm,ocr,serve]"
 	touch $(BIN)/reelrec
 
 install: $(BIN)/reelrec

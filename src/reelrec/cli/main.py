@@ -18,6 +18,7 @@ def _commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
         evaluate,
         prepare,
         quickstart,
+        serve,
         tokenize,
         train,
     )
@@ -49,6 +50,10 @@ def _commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
         "tokenize": (
             tokenize.main,
             "semantic IDs (balanced RQ-Kmeans, RQ-Kmeans, RQ-VAE, VQ) -> RUN/tokenizer/",
+        ),
+        "serve": (
+            serve.main,
+            "HTTP service: /recommend (cascade + DCAF), /events (SQLite), /healthz, /metrics",
         ),
     }
 

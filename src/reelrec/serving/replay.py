@@ -199,20 +199,37 @@ def replay(
         for j, size in enumerate(sizes):
             top = np.sort(s[:size])[::-1][:k]
             values[i, j] = top.sum()
-        h = requests.hours[i]
-        feats[i] = (
-            np.log1p(len(requests.history[i])),
-            np.log1p(requests.impressions[i]),
+        feats[i] = request_features(
+            len(requests.history[i]),
+            requests.impressions[i],
             requests.click_rate[i],
+            rs,
+            ps,
+            requests.hours[i],
+        )
+    return ReplayResult(values, feats, rank_ms)
+
+
+def request_features(
+    history: int, impressions: int, click_rate: float, rs: np.ndarray, ps: np.ndarray, hour: int
+) -> np.ndarray:
+    """The :data:`FEATURES` of one request: ``(F,)`` float64 from its history length, the
+    user's earlier impressions and click rate, the retrieval scores ``rs`` and pre-rank scores
+    ``ps`` of its candidates (pre-rank order) and its hour of day."""
+    return np.array(
+        [
+            np.log1p(history),
+            np.log1p(impressions),
+            click_rate,
             rs.max() if len(rs) else 0.0,
             _mean(np.sort(rs)[::-1][:50]),
             _mean(ps[:50]),
             _mean(ps[50:200]),
             _mean(ps[200:800]),
-            np.sin(2 * np.pi * h / 24),
-            np.cos(2 * np.pi * h / 24),
-        )
-    return ReplayResult(values, feats, rank_ms)
+            np.sin(2 * np.pi * hour / 24),
+            np.cos(2 * np.pi * hour / 24),
+        ]
+    )
 
 
 def _mean(x: np.ndarray) -> float:

@@ -1,0 +1,354 @@
+"""The HTTP service: ``POST /recommend``, ``POST /events``, ``GET /healthz``, ``GET /metrics``.
+
+:class:`Recommender` serves one request through the cascade of :mod:`reelrec.serving.replay`
+(faiss retrieval -> dot-product pre-rank -> the run's ranker on the first ``size_j``
+candidates), with the action j chosen per request by DCAF (:mod:`reelrec.serving.allocation`):
+``argmax_j Q(i, j) - lambda c_j``, Q from the request-value model fitted at start-up on the
+validation day's requests, c_j the ranker milliseconds measured at start-up, lambda found by
+bisection on those requests for the budget (``budget_ms`` per request on average) and then
+moved by a PI controller from the ranker time measured over the last second, so the service
+holds ``capacity_ms`` of ranker time per second when traffic changes (a burst gets cheaper
+actions, not timeouts). With ``dcaf=False`` every request gets
+the default action.
+
+Users the dataset does not know, and users without history, get the most popular videos
+(``trace.cold_start``). Events are stored by :class:`reelrec.serving.store.SQLiteStore` and
+acknowledged only after their transaction commits; the next recommendation reads them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from reelrec.serving.allocation import (
+    ActionLadder,
+    PIController,
+    RequestValueModel,
+    find_multiplier,
+)
+from reelrec.serving.replay import (
+    Cascade,
+    Requests,
+    action_costs,
+    hourly_requests,
+    replay,
+    request_features,
+)
+from reelrec.serving.store import Event, SQLiteStore
+
+MAX_K = 100
+MAX_BODY_BYTES = 1_000_000
+MAX_EVENTS = 1000
+
+
+class Recommender:
+    """The cascade + DCAF over a trained run (see the module docstring).
+
+    Args:
+        run: a run folder with ``content/item_embeddings.npy`` and a trained ranker in
+            ``models/<ranker>`` (``reelrec train can``).
+        store: where events go.
+        sizes: the action ladder (candidates the ranker scores).
+        default_size: the action of ``dcaf=False`` and the budget's reference.
+        budget_ms: mean ranker milliseconds per request of the offline multiplier (default: the
+            default action's measured cost).
+        capacity_ms: ranker milliseconds per second of wall time the service may spend; the
+            PI controller moves lambda to hold it (a burst of traffic gets cheaper actions).
+        dcaf: allocate per request (else everyone gets ``default_size``).
+        calibration_requests: validation requests replayed at start-up to fit Q and lambda.
+
+    Raises:
+        FileNotFoundError: embeddings or ranker missing (says which command makes them).
+    """
+
+    def __init__(
+        self,
+        run: Path,
+        store: SQLiteStore,
+        ranker: str = "can",
+        sizes: tuple[int, ...] = (50, 100, 200, 400, 800),
+        default_size: int = 200,
+        budget_ms: float | None = None,
+        dcaf: bool = True,
+        capacity_ms: float = 500.0,
+        calibration_requests: int = 300,
+        seed: int = 0,
+    ) -> None:
+        from reelrec.cli.common import load_prepared
+        from reelrec.cli.train import _model_config, load_ranker
+        from reelrec.data.splits import positive_mask
+
+        run = Path(run)
+        for path, how in [
+            (run / "content" / "item_embeddings.npy", f"reelrec encode --run {run}"),
+            (run / "models" / ranker / "model.safetensors", f"reelrec train {ranker} --run {run}"),
+        ]:
+            if not path.exists():
+                raise FileNotFoundError(f"{path} not found: run `{how}` first")
+        if default_size not in sizes:
+            raise ValueError(f"default_size {default_size} is not one of the actions {sizes}")
+        if not capacity_ms > 0:
+            raise ValueError(f"capacity_ms must be > 0, got {capacity_ms}")
+        self.store, self.dcaf, self.sizes = store, dcaf, tuple(sizes)
+        self.capacity_ms = float(capacity_ms)
+        self.default = self.sizes.index(default_size)
+        prep = load_prepared(run)
+        inter = prep.interactions.reset_index(drop=True)
+        positive = positive_mask(inter, prep.protocol)
+        cfg = _model_config(run / "models" / ranker)
+        model, features = load_ranker(run / "models" / ranker, cfg, prep, run)
+        task = list(cfg.ranking.tasks).index("click") if "click" in cfg.ranking.tasks else 0
+
+        def score(users, items, times, hours) -> np.ndarray:
+            import torch
+
+            with torch.no_grad():
+                batch = features.batch(users, items, times, hours)
+                return model.predict(batch)[:, task].float().numpy()
+
+        ids = np.load(run / "content" / "item_ids.npy")
+        self.cascade = Cascade(ids, np.load(run / "content" / "item_embeddings.npy"), score)
+        self.known_videos = set(inter["item_id"].unique().tolist())
+        self.known_user = features.known_user
+        # each user's logged impressions and click rate (request features of the value model)
+        g = inter.groupby("user_id")["click"].agg(["size", "mean"])
+        self.activity = {
+            int(u): (int(n), float(r))
+            for u, n, r in zip(g.index, g["size"], g["mean"], strict=True)
+        }
+        uid = inter["user_id"].to_numpy()
+        item = inter["item_id"].to_numpy()
+        self.logged: dict[int, list[int]] = {}
+        for u, v in zip(uid[positive], item[positive], strict=True):
+            self.logged.setdefault(int(u), []).append(int(v))
+        counts = inter.loc[positive, "item_id"].value_counts()
+        self.popular = counts.index.to_numpy(dtype=np.int64)[:MAX_K]
+        # calibration on the validation day: action costs, Q model, lambda
+        valid = hourly_requests(inter, positive, split=1)
+        pick = np.random.default_rng(seed).permutation(len(valid))[:calibration_requests]
+        valid = Requests(
+            valid.users[pick],
+            valid.times[pick],
+            valid.hours[pick],
+            [valid.history[i] for i in pick],
+            valid.impressions[pick],
+            valid.click_rate[pick],
+        )
+        costs = action_costs(valid, self.cascade, sizes)
+        self.ladder = ActionLadder(self.sizes, tuple(float(c) for c in costs))
+        res = replay(valid, self.cascade, sizes, progress=False)
+        self.value_model = RequestValueModel().fit(res.features, res.values)
+        costs = self.ladder.cost_array
+        self.budget_ms = float(budget_ms if budget_ms is not None else costs[self.default])
+        q = self.value_model.predict(res.features)
+        self.lam0 = find_multiplier(q, costs, self.budget_ms * len(q))
+        self.controller: PIController | None = None
+        self.window: deque[tuple[float, float]] = deque()  # (time, ranker ms) of the last second
+        self.lock = threading.Lock()
+        self.stats = {"requests": 0, "cold_start": 0, "events": 0, "rank_ms": 0.0}
+        self.actions = dict.fromkeys(self.sizes, 0)
+
+    def lam(self) -> float:
+        """The current Lagrange multiplier (the controller's, once traffic has been seen)."""
+        return self.controller.lam if self.controller else self.lam0
+
+    def _feedback(self, now: float, rank_ms: float) -> None:
+        """Record ranker time; once per request, move lambda from the ranker milliseconds of
+        the last second against ``capacity_ms``."""
+        with self.lock:
+            self.window.append((now, rank_ms))
+            while self.window and self.window[0][0] < now - 1.0:
+                self.window.popleft()
+            if len(self.window) < 5:
+                return
+            if self.controller is None:
+                self.controller = PIController(target=self.capacity_ms, lam0=max(self.lam0, 1e-3))
+            self.controller.update(sum(ms for _, ms in self.window))
+
+    def history(self, user_id: int, limit: int = 200) -> np.ndarray:
+        """Logged positives then stored positive events, the latest ``limit``."""
+        h = self.logged.get(user_id, []) + self.store.history(user_id, limit)
+        return np.asarray(h[-limit:], dtype=np.int64)
+
+    def recommend(self, user_id: int, k: int, now_ms: int | None = None) -> dict:
+        """Top ``k`` videos with scores and the trace (see the module docstring)."""
+        t0 = time.perf_counter()
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        hist = self.history(user_id)
+        trace: dict = {"user_known": self.known_user(user_id), "history": len(hist)}
+        if len(hist) == 0:
+            items = [v for v in self.popular if int(v) not in set(hist.tolist())][:k]
+            with self.lock:
+                self.stats["requests"] += 1
+                self.stats["cold_start"] += 1
+            trace |= {"cold_start": True, "stages": {"popular": len(items)}}
+            trace["ms"] = {"total": 1e3 * (time.perf_counter() - t0)}
+            return {
+                "user_id": user_id,
+                "items": [{"video_id": int(v), "score": None} for v in items],
+                "trace": trace,
+            }
+        t1 = time.perf_counter()
+        cand, rs, ps = self.cascade.candidates(hist)
+        t2 = time.perf_counter()
+        hour = (now_ms // 3_600_000) % 24
+        costs = self.ladder.cost_array
+        if self.dcaf:
+            imp, rate = self.activity.get(user_id, (0, 0.0))
+            feats = request_features(len(hist), imp, rate, rs, ps, hour)[None, :]
+            q = self.value_model.predict(feats)[0]
+            lam = self.lam()
+            gain = q - lam * costs
+            j = int(gain.argmax()) if gain.max() >= 0 else 0
+        else:
+            q, lam, j = None, None, self.default
+        size = self.sizes[j]
+        ranked = cand[:size]
+        t3 = time.perf_counter()
+        m = len(ranked)
+        scores = self.cascade.score_fn(
+            np.full(m, user_id), ranked, np.full(m, now_ms), np.full(m, hour)
+        )
+        t4 = time.perf_counter()
+        order = np.argsort(-scores, kind="stable")[:k]
+        rank_ms = 1e3 * (t4 - t3)
+        self._feedback(time.monotonic(), rank_ms)
+        with self.lock:
+            self.stats["requests"] += 1
+            self.stats["rank_ms"] += rank_ms
+            self.actions[size] += 1
+        trace |= {
+            "cold_start": False,
+            "stages": {"retrieve": len(cand), "prerank": len(cand), "rank": m},
+            "dcaf": {
+                "enabled": self.dcaf,
+                "action": size,
+                "lambda": lam,
+                "q": None if q is None else [round(float(x), 4) for x in q],
+            },
+            "ms": {
+                "history": 1e3 * (t1 - t0),
+                "retrieve_prerank": 1e3 * (t2 - t1),
+                "rank": rank_ms,
+                "total": 1e3 * (time.perf_counter() - t0),
+            },
+        }
+        items = [{"video_id": int(ranked[i]), "score": float(scores[i])} for i in order]
+        return {"user_id": user_id, "items": items, "trace": trace}
+
+    def add_events(self, events: list[Event]) -> int:
+        """Store ``events`` (all or none) after checking their videos.
+
+        Raises:
+            KeyError: a video id the catalogue does not know (names it; nothing stored).
+        """
+        unknown = [e.video_id for e in events if e.video_id not in self.known_videos]
+        if unknown:
+            raise KeyError(f"unknown video_id(s) {unknown[:10]}: nothing stored")
+        n = self.store.append(events)
+        with self.lock:
+            self.stats["events"] += n
+        return n
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition of the counters, the multiplier and the actions."""
+        with self.lock:
+            s = dict(self.stats)
+            actions = dict(self.actions)
+            rate = sum(ms for _, ms in self.window)
+        lines = [
+            "# HELP reelrec_requests_total Recommendations served.",
+            "# TYPE reelrec_requests_total counter",
+            f"reelrec_requests_total {s['requests']}",
+            "# HELP reelrec_cold_start_total Recommendations served from the popular fallback.",
+            "# TYPE reelrec_cold_start_total counter",
+            f"reelrec_cold_start_total {s['cold_start']}",
+            "# HELP reelrec_events_total Feedback events stored.",
+            "# TYPE reelrec_events_total counter",
+            f"reelrec_events_total {s['events']}",
+            "# HELP reelrec_rank_ms_total Ranker milliseconds spent.",
+            "# TYPE reelrec_rank_ms_total counter",
+            f"reelrec_rank_ms_total {s['rank_ms']:.3f}",
+            "# HELP reelrec_rank_ms_last_second Ranker milliseconds in the last second.",
+            "# TYPE reelrec_rank_ms_last_second gauge",
+            f"reelrec_rank_ms_last_second {rate:.3f}",
+            "# HELP reelrec_dcaf_lambda The DCAF Lagrange multiplier.",
+            "# TYPE reelrec_dcaf_lambda gauge",
+            f"reelrec_dcaf_lambda {self.lam():.6g}",
+            "# HELP reelrec_actions_total Requests per DCAF action (candidates ranked).",
+            "# TYPE reelrec_actions_total counter",
+        ]
+        lines += [f'reelrec_actions_total{{candidates="{a}"}} {n}' for a, n in actions.items()]
+        return "\n".join(lines) + "\n"
+
+
+class RecommendIn(BaseModel):
+    """Body of ``POST /recommend``."""
+
+    user_id: int = Field(ge=0)
+    k: int = Field(default=10, ge=1, le=MAX_K)
+
+
+class EventIn(BaseModel):
+    """One event of ``POST /events``."""
+
+    user_id: int = Field(ge=0)
+    video_id: int = Field(ge=0)
+    timestamp_ms: int = Field(ge=0)
+    play_time_ms: int = Field(default=0, ge=0, le=86_400_000)
+    like: bool = False
+
+
+class EventsIn(BaseModel):
+    """Body of ``POST /events``: 1..1000 events, stored all or none."""
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+def create_app(recommender: Recommender):
+    """The FastAPI application around ``recommender`` (OpenAPI at ``/docs``, ``/openapi.json``)."""
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
+    app = FastAPI(
+        title="reelrec",
+        description="Short-video recommendation: retrieve -> pre-rank -> rank with DCAF",
+    )
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
+            return JSONResponse(
+                status_code=413, content={"detail": f"body over {MAX_BODY_BYTES} bytes"}
+            )
+        return await call_next(request)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok", "events": recommender.store.count()}
+
+    @app.post("/recommend")
+    def recommend(body: RecommendIn) -> dict:
+        return recommender.recommend(body.user_id, body.k)
+
+    @app.post("/events")
+    def events(body: EventsIn) -> dict:
+        evs = [Event(**e.model_dump()) for e in body.events]
+        try:
+            n = recommender.add_events(evs)
+        except KeyError as exc:
+            raise HTTPException(status_code=422, detail=str(exc.args[0])) from None
+        return {"stored": n}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> str:
+        return recommender.metrics_text()
+
+    return app

@@ -1,0 +1,179 @@
+"""The HTTP service on real KuaiRand (item2vec embeddings + a 1-epoch CAN ranker trained here):
+FastAPI's test client for the API and bad input, and one real uvicorn process on loopback that
+is killed during a stream of events."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from reelrec.cli import main  # noqa: E402
+from reelrec.serving.service import Recommender, create_app  # noqa: E402
+from reelrec.serving.store import SQLiteStore  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def serving_run(kuairand_prepared):
+    run = kuairand_prepared("serve")
+    assert main.main(["encode", "--run", str(run), "--encoder", "item2vec"]) == 0
+    argv = ["train", "can", "--run", str(run), "--train.epochs=1", "--train.progress=false"]
+    assert main.main(argv) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def rec(serving_run, tmp_path_factory):
+    store = SQLiteStore(tmp_path_factory.mktemp("store") / "events.sqlite")
+    return Recommender(serving_run, store, calibration_requests=60)
+
+
+@pytest.fixture(scope="module")
+def client(rec):
+    return TestClient(create_app(rec))
+
+
+def known_user(rec) -> int:
+    return next(u for u, h in rec.logged.items() if len(h) >= 5)
+
+
+def test_recommend_returns_ranked_videos_and_a_trace(client, rec):
+    r = client.post("/recommend", json={"user_id": known_user(rec), "k": 10})
+    assert r.status_code == 200
+    body = r.json()
+    scores = [x["score"] for x in body["items"]]
+    assert len(scores) == 10 and scores == sorted(scores, reverse=True)
+    tr = body["trace"]
+    assert tr["cold_start"] is False and tr["stages"]["retrieve"] == 800
+    assert tr["stages"]["rank"] == tr["dcaf"]["action"] in rec.sizes
+    assert len(tr["dcaf"]["q"]) == len(rec.sizes) and tr["dcaf"]["lambda"] >= 0
+    assert {"retrieve_prerank", "rank", "total"} <= set(tr["ms"])
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert "/recommend" in client.get("/openapi.json").json()["paths"]
+
+
+def test_cold_start_then_events_are_seen(client, rec):
+    new_user = 10**12
+    r = client.post("/recommend", json={"user_id": new_user, "k": 5}).json()
+    assert r["trace"]["cold_start"] is True and r["trace"]["user_known"] is False
+    assert [x["video_id"] for x in r["items"]] == [int(v) for v in rec.popular[:5]]
+    liked = r["items"][0]["video_id"]
+    before = rec.store.count()
+    ev = {"user_id": new_user, "video_id": liked, "timestamp_ms": 1, "like": True}
+    assert client.post("/events", json={"events": [ev]}).json() == {"stored": 1}
+    assert rec.store.count() == before + 1
+    r = client.post("/recommend", json={"user_id": new_user, "k": 5}).json()
+    assert r["trace"]["cold_start"] is False and r["trace"]["history"] == 1
+    assert liked not in [x["video_id"] for x in r["items"]]  # seen videos are not retrieved
+
+
+def test_bad_input_is_a_clear_4xx_and_nothing_is_stored(client, rec):
+    before = rec.store.count()
+    unknown = {"user_id": 1, "video_id": 123456789, "timestamp_ms": 1}
+    good = {"user_id": 1, "video_id": int(rec.popular[0]), "timestamp_ms": 1}
+    r = client.post("/events", json={"events": [good, unknown]})
+    assert r.status_code == 422 and "123456789" in r.json()["detail"]
+    assert rec.store.count() == before  # all or none
+    for body in ({"user_id": 1, "k": 0}, {"user_id": 1, "k": 101}, {"user_id": -1}, {"k": 3}):
+        assert client.post("/recommend", json=body).status_code == 422
+    bad = client.post("/recommend", content=b"{bad", headers={"content-type": "application/json"})
+    assert bad.status_code == 422
+    assert client.post("/events", json={"events": []}).status_code == 422
+    assert client.post("/events", json={"events": [good] * 1001}).status_code == 422
+    huge = b'{"events": [' + b" " * 1_100_000 + b"]}"
+    r = client.post("/events", content=huge, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert rec.store.count() == before
+
+
+def test_metrics_and_dcaf_off(client, rec, serving_run, tmp_path):
+    text = client.get("/metrics").text
+    assert "reelrec_requests_total" in text and "reelrec_dcaf_lambda" in text
+    assert 'reelrec_actions_total{candidates="800"}' in text
+    off = Recommender(
+        serving_run, SQLiteStore(tmp_path / "e.sqlite"), dcaf=False, calibration_requests=30
+    )
+    tr = off.recommend(known_user(off), 10)["trace"]
+    assert tr["dcaf"]["enabled"] is False and tr["stages"]["rank"] == 200
+
+
+def test_controller_cuts_compute_when_over_capacity(serving_run, tmp_path):
+    rec = Recommender(
+        serving_run, SQLiteStore(tmp_path / "e.sqlite"), capacity_ms=0.5, calibration_requests=30
+    )
+    user = known_user(rec)
+    first = [rec.recommend(user, 10)["trace"]["dcaf"]["action"] for _ in range(5)]
+    for _ in range(40):
+        last = rec.recommend(user, 10)["trace"]["dcaf"]["action"]
+    assert rec.lam() > rec.lam0 and last == 50 and max(first) >= last
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_acknowledged_events_survive_a_killed_server(serving_run, rec, tmp_path):
+    port, db = free_port(), tmp_path / "events.sqlite"
+    cmd = [sys.executable, "-c", "from reelrec.cli.main import console_main; console_main()"]
+    cmd += ["serve", str(serving_run), "--port", str(port), "--db", str(db)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.time() < deadline, "server did not start"
+                time.sleep(0.3)
+        video = int(rec.popular[0])
+        acked: list[int] = []
+        stop = threading.Event()
+
+        def stream():
+            ts = 0
+            while not stop.is_set():
+                ts += 1
+                ev = {"user_id": 7, "video_id": video, "timestamp_ms": ts, "play_time_ms": ts}
+                data = json.dumps({"events": [ev]}).encode()
+                req = urllib.request.Request(
+                    url + "/events", data=data, headers={"content-type": "application/json"}
+                )
+                try:
+                    with urllib.request.urlopen(req, timeout=5) as r:
+                        if r.status == 200:
+                            acked.append(ts)
+                except OSError:
+                    return
+
+        t = threading.Thread(target=stream)
+        t.start()
+        while len(acked) < 30:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)  # no shutdown: whatever was acknowledged must be there
+        proc.wait(timeout=10)
+        stop.set()
+        t.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stored = {e.play_time_ms for e in SQLiteStore(db).events()}
+    assert len(acked) >= 30
+    assert set(acked) <= stored
