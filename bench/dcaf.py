@@ -131,16 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     budgets = np.linspace(n * costs[0], n * costs[-1], args.points)
     dcaf = curve_points(q_pred, rt.values, costs, budgets)
     oracle = curve_points(rt.values, rt.values, costs, budgets)
-    savings = {}
+    savings, oracle_savings = {}, {}
     for j, size in enumerate(args.sizes):
-        c = compute_at_value(dcaf, uniform[j][1])
-        savings[str(size)] = None if c is None else 1.0 - c / uniform[j][0]
+        for curve, into in ((dcaf, savings), (oracle, oracle_savings)):
+            c = compute_at_value(curve, uniform[j][1])
+            into[str(size)] = None if c is None else 1.0 - c / uniform[j][0]
     head = savings.get(str(DEFAULT_SIZE))
     corr = [float(np.corrcoef(q_pred[:, j], rt.values[:, j])[0, 1]) for j in range(len(costs))]
     out = {
         "compute_saving_at_equal_value": head,
         "curve": {"dcaf": dcaf, "uniform": uniform, "oracle": oracle},
         "saving_by_uniform_action": savings,
+        "oracle_saving_by_uniform_action": oracle_savings,
         "default_action": DEFAULT_SIZE,
         "actions": args.sizes,
         "action_cost_ms": costs.tolist(),
