@@ -117,7 +117,8 @@ class Recommender:
         self.known_videos = set(inter["item_id"].unique().tolist())
         self.known_user = features.known_user
         # each user's logged impressions and click rate (request features of the value model)
-        g = inter.groupby("user_id")["click"].agg(["size", "mean"])
+        clicks = inter["click"] if "click" in inter else inter["user_id"] * 0.0
+        g = clicks.groupby(inter["user_id"]).agg(["size", "mean"])
         self.activity = {
             int(u): (int(n), float(r))
             for u, n, r in zip(g.index, g["size"], g["mean"], strict=True)
