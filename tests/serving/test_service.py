@@ -96,7 +96,39 @@ def test_bad_input_is_a_clear_4xx_and_nothing_is_stored(client, rec):
     huge = b'{"events": [' + b" " * 1_100_000 + b"]}"
     r = client.post("/events", content=huge, headers={"content-type": "application/json"})
     assert r.status_code == 413
+
+    def chunked():  # no content-length: the limit counts the bytes as they arrive
+        yield b'{"events": [' + json.dumps(good).encode()
+        yield b" " * 1_100_000
+        yield b"]}"
+
+    r = client.post("/events", content=chunked(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    head = {"content-type": "application/json"}
+    for raw in (b'{"user_id": NaN}', b'{"user_id": 1, "k": Infinity}'):
+        assert client.post("/recommend", content=raw, headers=head).status_code == 422
+    for body in ({"user_id": 2**70}, {"user_id": True}, {"user_id": "111"}, {"user_id": 1, "x": 1}):
+        r = client.post("/recommend", json=body)
+        assert r.status_code == 422 and "input" not in r.json()["detail"][0]
+    assert (
+        client.post("/events", json={"events": [good | {"timestamp_ms": 2**63}]}).status_code == 422
+    )
     assert rec.store.count() == before
+
+
+def test_cli_errors_are_one_line(serving_run, tmp_path, capsys):
+    (tmp_path / "adir").mkdir()
+    argv = ["serve", str(serving_run), "--port", str(free_port())]
+    assert main.main([*argv, "--db", str(tmp_path / "adir")]) == 2
+    assert "unable to open database file" in capsys.readouterr().err
+    assert main.main(["serve", str(tmp_path / "typo")]) == 2
+    assert "reelrec encode" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main.main(["serve", str(serving_run), "--port", str(port)]) == 2
+        assert "cannot listen on" in capsys.readouterr().err
 
 
 def test_metrics_and_dcaf_off(client, rec, serving_run, tmp_path):

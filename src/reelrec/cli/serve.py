@@ -41,14 +41,40 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``reelrec serve`` until interrupted; returns the exit status."""
     args = build_parser().parse_args(argv)
+    import socket
+    import sqlite3
+
     import uvicorn
 
+    from reelrec.config import ConfigError
     from reelrec.serving.service import Recommender, create_app
     from reelrec.serving.store import SQLiteStore
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
-    store = SQLiteStore(args.db or args.run / "serving" / "events.sqlite")
+    for name in ("budget_ms", "capacity_ms"):
+        v = getattr(args, name)
+        if v is not None and not v > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+    for path, how in [
+        (args.run / "content" / "item_embeddings.npy", f"reelrec encode --run {args.run}"),
+        (
+            args.run / "models" / args.ranker / "model.safetensors",
+            f"reelrec train {args.ranker} --run {args.run}",
+        ),
+    ]:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run `{how}` first")
+    with socket.socket() as probe:  # a taken port is found now, not after a minute of start-up
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    db = args.db or args.run / "serving" / "events.sqlite"
+    try:
+        store = SQLiteStore(db)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"--db {db}: {exc} (a SQLite file in a writable folder)") from None
     rec = Recommender(
         args.run,
         store,

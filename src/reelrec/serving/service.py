@@ -24,7 +24,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from reelrec.serving.allocation import (
     ActionLadder,
@@ -198,7 +198,7 @@ class Recommender:
         t1 = time.perf_counter()
         cand, rs, ps = self.cascade.candidates(hist)
         t2 = time.perf_counter()
-        hour = (now_ms // 3_600_000) % 24
+        hour = (now_ms // 3_600_000 + 8) % 24  # KuaiRand hours are Beijing time (UTC+8)
         costs = self.ladder.cost_array
         if self.dcaf:
             imp, rate = self.activity.get(user_id, (0, 0.0))
@@ -289,19 +289,26 @@ class Recommender:
         return "\n".join(lines) + "\n"
 
 
-class RecommendIn(BaseModel):
-    """Body of ``POST /recommend``."""
+#: ids and times are stored as SQLite INTEGER (signed 64-bit)
+MAX_INT = 2**63 - 1
+_STRICT = ConfigDict(strict=True, extra="forbid")
 
-    user_id: int = Field(ge=0)
+
+class RecommendIn(BaseModel):
+    """Body of ``POST /recommend`` (strict JSON types, no other fields)."""
+
+    model_config = _STRICT
+    user_id: int = Field(ge=0, le=MAX_INT)
     k: int = Field(default=10, ge=1, le=MAX_K)
 
 
 class EventIn(BaseModel):
-    """One event of ``POST /events``."""
+    """One event of ``POST /events`` (strict JSON types, no other fields)."""
 
-    user_id: int = Field(ge=0)
-    video_id: int = Field(ge=0)
-    timestamp_ms: int = Field(ge=0)
+    model_config = _STRICT
+    user_id: int = Field(ge=0, le=MAX_INT)
+    video_id: int = Field(ge=0, le=MAX_INT)
+    timestamp_ms: int = Field(ge=0, le=MAX_INT)
     play_time_ms: int = Field(default=0, ge=0, le=86_400_000)
     like: bool = False
 
@@ -309,12 +316,14 @@ class EventIn(BaseModel):
 class EventsIn(BaseModel):
     """Body of ``POST /events``: 1..1000 events, stored all or none."""
 
+    model_config = _STRICT
     events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
 def create_app(recommender: Recommender):
     """The FastAPI application around ``recommender`` (OpenAPI at ``/docs``, ``/openapi.json``)."""
     from fastapi import FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse
 
     app = FastAPI(
@@ -329,7 +338,32 @@ def create_app(recommender: Recommender):
             return JSONResponse(
                 status_code=413, content={"detail": f"body over {MAX_BODY_BYTES} bytes"}
             )
+        too_big = JSONResponse(
+            status_code=413, content={"detail": f"body over {MAX_BODY_BYTES} bytes"}
+        )
+        if size is None:  # chunked: count the bytes as they arrive, stop reading past the limit
+            receive, seen = request._receive, [0]
+
+            async def limited():
+                message = await receive()
+                seen[0] += len(message.get("body", b""))
+                if seen[0] > MAX_BODY_BYTES:
+                    raise ValueError("body too large")  # FastAPI answers 400; replaced below
+                return message
+
+            request._receive = limited
+            response = await call_next(request)
+            return too_big if seen[0] > MAX_BODY_BYTES else response
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        # the field and the reason, not the input (it may be huge, or NaN, which JSON cannot hold)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()[:20]
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
 
     @app.get("/healthz")
     def healthz() -> dict:
