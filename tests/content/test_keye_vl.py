@@ -227,3 +227,16 @@ def test_numeric_arguments_are_checked():
         allocate_tokens(1, 0, fast_ratio=nan)
     with pytest.raises(ValueError, match="patch_cosine"):
         frame_similarity(scene(0), scene(0), patch_cosine=nan)
+
+
+def test_saved_checkpoint_loads_through_the_adapter(tiny_vl, tmp_path, monkeypatch):
+    # the weights go through save_pretrained / AutoModel.from_pretrained as a real checkpoint
+    # would; the processor is the fake (a real one needs the checkpoint's tokenizer files)
+    tiny_vl.save_pretrained(tmp_path / "ckpt")
+    monkeypatch.setattr(
+        transformers.AutoProcessor, "from_pretrained", lambda *a, **k: TinyVideoProcessor()
+    )
+    loaded = KeyeVLAdapter(tmp_path / "ckpt", device="cpu")
+    memory = KeyeVLAdapter(model=tiny_vl, processor=TinyVideoProcessor(), device="cpu")
+    frames = np.stack([scene(0, 56, 56), scene(1, 56, 56)])
+    np.testing.assert_allclose(loaded.embed(frames), memory.embed(frames), atol=1e-5)
