@@ -36,7 +36,7 @@ from retrieval import ensure_semantic_ids  # noqa: E402
 
 from reelrec.cli.common import load_prepared  # noqa: E402
 from reelrec.cli.registry import resolve_config  # noqa: E402
-from reelrec.cli.train import _model_config, load_ranker, train_model  # noqa: E402
+from reelrec.cli.train import train_model  # noqa: E402
 from reelrec.data.splits import positive_mask  # noqa: E402
 from reelrec.io import atomic_path, atomic_write_json, run_metadata  # noqa: E402
 from reelrec.serving.allocation import (  # noqa: E402
@@ -45,28 +45,18 @@ from reelrec.serving.allocation import (  # noqa: E402
     find_multiplier,
     total_cost,
 )
-from reelrec.serving.replay import FEATURES, Cascade, action_costs, hourly_requests, replay  # noqa: E402
+from reelrec.serving.replay import (  # noqa: E402
+    FEATURES,
+    Cascade,
+    action_costs,
+    hourly_requests,
+    ranker_scores,
+    replay,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "dcaf.json"
 DEFAULT_SIZE = 200
-
-
-def ranker_scores(run: Path, prep, name: str = "can", task: str = "click"):
-    """``score_fn`` of the trained ranker ``RUN/models/name``: predicted ``task`` probability."""
-    import torch
-
-    src = run / "models" / name
-    cfg = _model_config(src)
-    model, features = load_ranker(src, cfg, prep, run)
-    t = list(cfg.ranking.tasks).index(task)
-
-    def score(users, items, times, hours) -> np.ndarray:
-        batch = features.batch(users, items, times, hours)
-        with torch.no_grad():
-            return model.predict(batch)[:, t].float().numpy()
-
-    return score
 
 
 def curve_points(q_pred, q_true, costs, budgets) -> list[list[float]]:
@@ -118,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     positive = positive_mask(inter, prep.protocol)
     ids = np.load(run / "content" / "item_ids.npy")
     emb = np.load(run / "content" / "item_embeddings.npy")
-    cascade = Cascade(ids, emb, ranker_scores(run, prep), retrieve=max(args.sizes))
+    cascade = Cascade(ids, emb, ranker_scores(run, prep)[0], retrieve=max(args.sizes))
     valid = hourly_requests(inter, positive, split=1)
     test = hourly_requests(inter, positive, split=2)
     print(f"requests: {len(valid):,} validation, {len(test):,} test; actions {args.sizes}")

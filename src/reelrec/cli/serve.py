@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from reelrec.config import ConfigError
+    from reelrec.serving.replay import check_run
     from reelrec.serving.service import Recommender, create_app
     from reelrec.serving.store import SQLiteStore
 
@@ -56,15 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         v = getattr(args, name)
         if v is not None and not v > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {v}")
-    for path, how in [
-        (args.run / "content" / "item_embeddings.npy", f"reelrec encode --run {args.run}"),
-        (
-            args.run / "models" / args.ranker / "model.safetensors",
-            f"reelrec train {args.ranker} --run {args.run}",
-        ),
-    ]:
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found: run `{how}` first")
+    check_run(args.run, args.ranker)
     with socket.socket() as probe:  # a taken port is found now, not after a minute of start-up
         try:
             probe.bind((args.host, args.port))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -61,6 +62,50 @@ class Requests:
 
     def __len__(self) -> int:
         return len(self.users)
+
+    def subset(self, idx: np.ndarray) -> Requests:
+        """The requests at positions ``idx`` (int array)."""
+        return Requests(
+            self.users[idx],
+            self.times[idx],
+            self.hours[idx],
+            [self.history[i] for i in idx],
+            self.impressions[idx],
+            self.click_rate[idx],
+        )
+
+
+def check_run(run: Path, ranker: str) -> None:
+    """Raise ``FileNotFoundError`` naming the command that makes what the cascade needs from
+    ``run``: item embeddings (``reelrec encode``) and a trained ranker (``reelrec train``)."""
+    for path, how in [
+        (run / "content" / "item_embeddings.npy", f"reelrec encode --run {run}"),
+        (run / "models" / ranker / "model.safetensors", f"reelrec train {ranker} --run {run}"),
+    ]:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run `{how}` first")
+
+
+def ranker_scores(run: Path, prep, name: str = "can", task: str = "click"):
+    """The ``score_fn`` of :class:`Cascade` for the trained ranker ``run/models/name``: its
+    predicted ``task`` probability (the first task when it has no ``task``), ``(M,)`` float32.
+
+    Also returns the ranker's :class:`reelrec.data.ctr.RequestFeatures` (``known_user``).
+    """
+    import torch
+
+    from reelrec.cli.train import _model_config, load_ranker
+
+    cfg = _model_config(run / "models" / name)
+    model, features = load_ranker(run / "models" / name, cfg, prep, run)
+    tasks = list(cfg.ranking.tasks)
+    t = tasks.index(task) if task in tasks else 0
+
+    def score(users, items, times, hours) -> np.ndarray:
+        with torch.no_grad():
+            return model.predict(features.batch(users, items, times, hours))[:, t].float().numpy()
+
+    return score, features
 
 
 def hourly_requests(inter: pd.DataFrame, positive: np.ndarray, split: int) -> Requests:

@@ -34,9 +34,10 @@ from reelrec.serving.allocation import (
 )
 from reelrec.serving.replay import (
     Cascade,
-    Requests,
     action_costs,
+    check_run,
     hourly_requests,
+    ranker_scores,
     replay,
     request_features,
 )
@@ -81,16 +82,10 @@ class Recommender:
         seed: int = 0,
     ) -> None:
         from reelrec.cli.common import load_prepared
-        from reelrec.cli.train import _model_config, load_ranker
         from reelrec.data.splits import positive_mask
 
         run = Path(run)
-        for path, how in [
-            (run / "content" / "item_embeddings.npy", f"reelrec encode --run {run}"),
-            (run / "models" / ranker / "model.safetensors", f"reelrec train {ranker} --run {run}"),
-        ]:
-            if not path.exists():
-                raise FileNotFoundError(f"{path} not found: run `{how}` first")
+        check_run(run, ranker)
         if default_size not in sizes:
             raise ValueError(f"default_size {default_size} is not one of the actions {sizes}")
         if not capacity_ms > 0:
@@ -101,17 +96,7 @@ class Recommender:
         prep = load_prepared(run)
         inter = prep.interactions.reset_index(drop=True)
         positive = positive_mask(inter, prep.protocol)
-        cfg = _model_config(run / "models" / ranker)
-        model, features = load_ranker(run / "models" / ranker, cfg, prep, run)
-        task = list(cfg.ranking.tasks).index("click") if "click" in cfg.ranking.tasks else 0
-
-        def score(users, items, times, hours) -> np.ndarray:
-            import torch
-
-            with torch.no_grad():
-                batch = features.batch(users, items, times, hours)
-                return model.predict(batch)[:, task].float().numpy()
-
+        score, features = ranker_scores(run, prep, ranker, task="click")
         ids = np.load(run / "content" / "item_ids.npy")
         self.cascade = Cascade(ids, np.load(run / "content" / "item_embeddings.npy"), score)
         self.known_videos = set(inter["item_id"].unique().tolist())
@@ -133,14 +118,7 @@ class Recommender:
         # calibration on the validation day: action costs, Q model, lambda
         valid = hourly_requests(inter, positive, split=1)
         pick = np.random.default_rng(seed).permutation(len(valid))[:calibration_requests]
-        valid = Requests(
-            valid.users[pick],
-            valid.times[pick],
-            valid.hours[pick],
-            [valid.history[i] for i in pick],
-            valid.impressions[pick],
-            valid.click_rate[pick],
-        )
+        valid = valid.subset(pick)
         costs = action_costs(valid, self.cascade, sizes)
         self.ladder = ActionLadder(self.sizes, tuple(float(c) for c in costs))
         res = replay(valid, self.cascade, sizes, progress=False)
@@ -178,7 +156,14 @@ class Recommender:
         return np.asarray(h[-limit:], dtype=np.int64)
 
     def recommend(self, user_id: int, k: int, now_ms: int | None = None) -> dict:
-        """Top ``k`` videos with scores and the trace (see the module docstring)."""
+        """Top ``k`` videos for ``user_id`` at ``now_ms`` (ms since the epoch; default now).
+
+        Returns:
+            ``{"user_id", "items": [{"video_id", "score"}] (best first; score = the ranker's
+            click probability, None on the popular fallback), "trace": {"user_known",
+            "history", "cold_start", "stages" (candidates per stage), "dcaf" (action, lambda,
+            Q per action), "ms" (milliseconds per stage)}}``.
+        """
         t0 = time.perf_counter()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         hist = self.history(user_id)
@@ -331,30 +316,33 @@ def create_app(recommender: Recommender):
         description="Short-video recommendation: retrieve -> pre-rank -> rank with DCAF",
     )
 
+    def too_big() -> JSONResponse:
+        return JSONResponse(
+            status_code=413, content={"detail": f"body over {MAX_BODY_BYTES} bytes"}
+        )
+
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
         size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
-            return JSONResponse(
-                status_code=413, content={"detail": f"body over {MAX_BODY_BYTES} bytes"}
+        if size is not None:
+            return (
+                too_big()
+                if not size.isdigit() or int(size) > MAX_BODY_BYTES
+                else (await call_next(request))
             )
-        too_big = JSONResponse(
-            status_code=413, content={"detail": f"body over {MAX_BODY_BYTES} bytes"}
-        )
-        if size is None:  # chunked: count the bytes as they arrive, stop reading past the limit
-            receive, seen = request._receive, [0]
+        # chunked: count the bytes as they arrive and stop reading past the limit
+        receive, seen = request._receive, [0]
 
-            async def limited():
-                message = await receive()
-                seen[0] += len(message.get("body", b""))
-                if seen[0] > MAX_BODY_BYTES:
-                    raise ValueError("body too large")  # FastAPI answers 400; replaced below
-                return message
+        async def limited():
+            message = await receive()
+            seen[0] += len(message.get("body", b""))
+            if seen[0] > MAX_BODY_BYTES:
+                raise ValueError("body too large")  # FastAPI answers 400; replaced below
+            return message
 
-            request._receive = limited
-            response = await call_next(request)
-            return too_big if seen[0] > MAX_BODY_BYTES else response
-        return await call_next(request)
+        request._receive = limited
+        response = await call_next(request)
+        return too_big() if seen[0] > MAX_BODY_BYTES else response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
