@@ -72,17 +72,61 @@ def test_ladder_is_checked():
 
 
 def test_controller_moves_the_multiplier_with_load():
-    pi = PIController(target=100.0, lam0=1.0, kp=0.5, ki=0.1)
-    up = pi.update(150.0)  # 50% over budget: e = 0.5 -> 1 + 0.5 * 0.5 + 0.1 * 0.5 = 1.3
-    assert up == pytest.approx(1.3)
-    assert pi.update(150.0) > up  # the integral keeps pushing while over budget
-    pi2 = PIController(target=100.0, lam0=1.0)
-    assert pi2.update(50.0) < 1.0  # under budget: cheaper multiplier, more compute
-    for _ in range(1000):
-        lam = pi2.update(0.0)
-    assert lam == 0.0  # never negative
+    pi = PIController(target=100.0, lam0=0.1, lam_max=1.0, kp=1.0, ki=0.5, period_s=0.2)
+    assert pi.lam == pytest.approx(0.1)
+    pi.observe(0.0, 30.0)
+    # 0.2 s later: 30 + 30 = 60 over max(0.2 s, period) -> 300 per second, e = 2 (first update:
+    # no proportional term) -> log lambda rises by ki * e = 1.0
+    assert pi.observe(0.2, 30.0) == pytest.approx(0.1 * np.exp(1.0))
+    for k in range(2, 200):
+        lam = pi.observe(0.2 * k, 30.0)  # 150 per second: 50% over budget for ever
+    assert lam == pytest.approx(1.0)  # clipped at lam_max (every request already cheapest)
+    for k in range(200, 400):
+        lam = pi.observe(0.2 * k, 0.0)  # no load: lambda falls to the floor, reported as 0
+    assert lam == 0.0
+    assert pi.rate(0.2 * 400) == 0.0
     with pytest.raises(ValueError):
-        PIController(target=0.0)
+        PIController(target=0.0, lam0=0.0, lam_max=1.0)
+    with pytest.raises(ValueError):
+        PIController(target=1.0, lam0=0.0, lam_max=0.0)
+    with pytest.raises(ValueError, match="cost"):
+        pi.observe(100.0, float("nan"))
+
+
+def test_controller_brings_a_burst_back_to_budget():
+    """Closed loop on a simulated clock: Poisson requests with diminishing-returns values pick
+    their action at the controller's multiplier; traffic triples at t = 10 s. The cost per
+    second must settle at the budget in both regimes (the fixed multiplier of the steady state
+    would spend about 1.7 times the budget in the burst)."""
+    rng = np.random.default_rng(0)
+    sizes = np.array([50, 100, 200, 400, 800])
+    costs = np.array([2.25, 3.34, 5.78, 11.1, 23.4])  # ranker ms measured on KuaiRand
+    q = rng.lognormal(0.0, 0.5, 2000)[:, None] * np.log(sizes)[None, :] / 3
+    budget_rate = 200.0
+    lam0 = find_multiplier(q, costs, 5.78 * len(q))
+    pi = PIController(budget_rate, lam0, find_multiplier(q, costs, costs[0] * len(q)))
+
+    def serve(until: float, qps: float, t: float, log: list) -> float:
+        while t < until:
+            t += rng.exponential(1.0 / qps)
+            j = choose_actions(q[rng.integers(len(q))][None, :], costs, pi.lam)[0]
+            pi.observe(t, costs[j])
+            log.append((t, costs[j]))
+        return t
+
+    log: list = []
+    t = serve(10.0, 20.0, 0.0, log)
+    lam_steady = pi.lam
+    t = serve(25.0, 60.0, t, log)
+    times, spent = np.array(log).T
+
+    def rate(lo: float, hi: float) -> float:
+        return spent[(times >= lo) & (times < hi)].sum() / (hi - lo)
+
+    assert rate(5.0, 10.0) == pytest.approx(budget_rate, rel=0.15)
+    assert rate(13.0, 25.0) == pytest.approx(budget_rate, rel=0.1)
+    fixed = choose_actions(q, costs, lam_steady)
+    assert 60.0 * costs[fixed].mean() > 1.4 * budget_rate  # without the controller: over
 
 
 def test_value_model_recovers_a_linear_value_and_is_monotone():

@@ -142,15 +142,26 @@ def test_metrics_and_dcaf_off(client, rec, serving_run, tmp_path):
     assert tr["dcaf"]["enabled"] is False and tr["stages"]["rank"] == 200
 
 
-def test_controller_cuts_compute_when_over_capacity(serving_run, tmp_path):
+@pytest.mark.parametrize("signal_", ["cost", "cpu"])
+def test_controller_cuts_compute_when_over_capacity(serving_run, tmp_path, signal_):
+    clock = iter(0.05 * i for i in range(10_000))  # 20 requests per simulated second
     rec = Recommender(
-        serving_run, SQLiteStore(tmp_path / "e.sqlite"), capacity_ms=0.5, calibration_requests=30
+        serving_run,
+        SQLiteStore(tmp_path / "e.sqlite"),
+        capacity_ms=0.5,
+        calibration_requests=30,
+        load_signal=signal_,
+        clock=lambda: next(clock),
     )
     user = known_user(rec)
-    first = [rec.recommend(user, 10)["trace"]["dcaf"]["action"] for _ in range(5)]
+    first = rec.recommend(user, 10)["trace"]["dcaf"]["action"]
     for _ in range(40):
-        last = rec.recommend(user, 10)["trace"]["dcaf"]["action"]
-    assert rec.lam() > rec.lam0 and last == 50 and max(first) >= last
+        tr = rec.recommend(user, 10)["trace"]
+    assert rec.lam() > rec.lam0 and tr["dcaf"]["action"] == 50 and first > 50
+    assert tr["dcaf"]["cost_ms"] == rec.ladder.costs[0] and tr["ms"]["rank_cpu"] > 0
+    assert "reelrec_load_ms_per_second" in rec.metrics_text()
+    with pytest.raises(ValueError, match="load_signal"):
+        Recommender(serving_run, SQLiteStore(tmp_path / "f.sqlite"), load_signal="wall")
 
 
 def free_port() -> int:

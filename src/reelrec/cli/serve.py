@@ -33,6 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=500.0,
         help="ranker ms per second the service may spend; DCAF's controller holds it (500)",
     )
+    p.add_argument(
+        "--load-signal",
+        choices=("cost", "cpu"),
+        default="cost",
+        help="what the controller holds at --capacity-ms: the start-up cost of each served "
+        "action (cost, default) or the ranker's measured CPU time per call (cpu)",
+    )
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads per ranker call (1: requests run in parallel on the server's "
+        "thread pool, and the cpu signal sees a call's whole CPU time)",
+    )
     p.add_argument("--default-size", type=int, default=200, help="action without DCAF (200)")
     p.add_argument("--no-dcaf", action="store_true", help="every request gets --default-size")
     return p
@@ -57,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         v = getattr(args, name)
         if v is not None and not v > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+    if args.torch_threads < 1:
+        raise ConfigError(f"--torch-threads must be >= 1, got {args.torch_threads}")
     check_run(args.run, args.ranker)
     with socket.socket() as probe:  # a taken port is found now, not after a minute of start-up
         try:
@@ -68,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         store = SQLiteStore(db)
     except sqlite3.Error as exc:
         raise ConfigError(f"--db {db}: {exc} (a SQLite file in a writable folder)") from None
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
     rec = Recommender(
         args.run,
         store,
@@ -76,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         budget_ms=args.budget_ms,
         dcaf=not args.no_dcaf,
         capacity_ms=args.capacity_ms,
+        load_signal=args.load_signal,
     )
     print(
         f"serving {args.run} on http://{args.host}:{args.port} (DCAF {'off' if args.no_dcaf else 'on'}, "
-        f"budget {rec.budget_ms:.2f} ranker ms per request, action costs "
+        f"budget {rec.budget_ms:.2f} ranker ms per request, capacity {rec.capacity_ms:g} ms/s of "
+        f"{args.load_signal}, action costs "
         f"{dict(zip(rec.sizes, [round(c, 2) for c in rec.ladder.costs], strict=True))} ms)",
         flush=True,
     )

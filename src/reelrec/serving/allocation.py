@@ -13,7 +13,8 @@ by bisection (Algorithm 1): :func:`find_multiplier`.
 
 Online (Section 4): lambda is computed from logged requests and then moved by a feedback
 controller from the measured load so that the system holds its budget when traffic changes
-(:class:`PIController`, the paper's "MaxPower" control with a PID; here proportional-integral).
+(:class:`PIController`, the paper's "MaxPower" control with a PID; here proportional-integral
+on log lambda, updated five times a second from the cost of the last second).
 Q is predicted per request from its features by :class:`RequestValueModel`.
 
 Deviations: the paper lets a request get no action at all (x_ij = 0 for every j) when every
@@ -25,7 +26,8 @@ ridge regression per action with a monotone fix (the paper does not prescribe on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -155,44 +157,96 @@ def find_multiplier(
     return hi
 
 
-@dataclass
 class PIController:
     """Moves the Lagrange multiplier from the measured cost rate (Section 4, load control).
 
-    ``lam = max(0, lam0 + kp * e + ki * sum(e))`` with ``e = (measured - target) / target``
-    (positive when over budget: the multiplier rises, requests get cheaper actions). The
-    integral is clamped to ``[-windup, windup]``.
+    Every ``period_s`` seconds of (caller-supplied) time, the cost observed over the last
+    ``window_s`` seconds gives the rate r and the relative error ``e = (r - target) / target``
+    (clipped to [-1, 3]; positive when over budget). The controller is a proportional-integral
+    law in velocity form on ``log lambda``::
 
-    Attributes:
-        target: the budget rate (cost per second, or per window).
-        lam0: the offline multiplier (from :func:`find_multiplier` on logged requests).
-        kp, ki: gains, in multiplier units per unit of relative error.
-        windup: bound of the accumulated error.
+        log lambda += kp * (e - e_prev) + ki * e,   clipped to [log lam_min, log lam_max]
+
+    so that one gain works across the decades lambda spans, and the clip is the anti-windup.
+    ``lam_max`` is the multiplier at which every logged request already takes the cheapest
+    action (raising it further changes nothing); below ``lam_min = lam_max * floor`` lambda is
+    reported as 0 (every request's best action).
+
+    Args:
+        target: the budget rate (cost per second, the unit of the action costs), > 0.
+        lam0: the offline multiplier (:func:`find_multiplier` on logged requests), >= 0.
+        lam_max: see above, > 0 (``find_multiplier`` with the budget of the cheapest action).
+        kp, ki: gains (>= 0), in log-multiplier units per unit of relative error.
+        window_s: seconds of cost the rate is measured over. period_s: seconds between
+            updates.
+        floor: ``lam_min / lam_max``, in (0, 1).
+
+    Raises:
+        ValueError: a non-finite or out-of-range argument.
+
+    Source: DCAF Section 4 (the paper's PID on the system's measured load); the log-space
+    velocity form and the clip are ours, tuned on a simulated 3x burst.
     """
 
-    target: float
-    lam0: float = 0.0
-    kp: float = 0.5
-    ki: float = 0.1
-    windup: float = 50.0
-    integral: float = field(default=0.0, init=False)
-    lam: float = field(default=0.0, init=False)
+    def __init__(
+        self,
+        target: float,
+        lam0: float,
+        lam_max: float,
+        kp: float = 1.0,
+        ki: float = 0.5,
+        window_s: float = 1.0,
+        period_s: float = 0.2,
+        floor: float = 1e-3,
+    ) -> None:
+        for name, v in (("target", target), ("lam_max", lam_max), ("window_s", window_s)):
+            if not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be finite and > 0, got {v}")
+        if not (math.isfinite(lam0) and lam0 >= 0 and kp >= 0 and ki >= 0 and period_s > 0):
+            raise ValueError("lam0, kp, ki must be finite and >= 0, period_s > 0")
+        if not 0 < floor < 1:
+            raise ValueError(f"floor must be in (0, 1), got {floor}")
+        self.target, self.kp, self.ki = float(target), float(kp), float(ki)
+        self.window_s, self.period_s = float(window_s), float(period_s)
+        self.log_lo, self.log_hi = math.log(lam_max * floor), math.log(lam_max)
+        self.log_lam = float(
+            np.clip(math.log(max(lam0, lam_max * floor)), self.log_lo, self.log_hi)
+        )
+        self.events: deque[tuple[float, float]] = deque()
+        self.start: float | None = None
+        self.last_update: float | None = None
+        self.e_prev: float | None = None
 
-    def __post_init__(self) -> None:
-        if not math.isfinite(self.target) or self.target <= 0:
-            raise ValueError(f"target must be finite and > 0, got {self.target}")
-        if self.lam0 < 0 or self.kp < 0 or self.ki < 0 or self.windup <= 0:
-            raise ValueError("lam0, kp, ki must be >= 0 and windup > 0")
-        self.lam = self.lam0
+    @property
+    def lam(self) -> float:
+        """The current multiplier (0 at the floor)."""
+        return 0.0 if self.log_lam <= self.log_lo else math.exp(self.log_lam)
 
-    def update(self, measured: float) -> float:
-        """Feed one measurement of the cost rate; returns the new multiplier."""
-        if not math.isfinite(measured) or measured < 0:
-            raise ValueError(f"measured cost must be finite and >= 0, got {measured}")
-        err = (measured - self.target) / self.target
-        self.integral = float(np.clip(self.integral + err, -self.windup, self.windup))
-        scale = max(self.lam0, 1e-6)  # gains act relative to the offline multiplier
-        self.lam = max(0.0, self.lam0 + scale * (self.kp * err + self.ki * self.integral))
+    def rate(self, now: float) -> float:
+        """Cost per second over the last ``window_s`` seconds (or since the first observation)."""
+        while self.events and self.events[0][0] < now - self.window_s:
+            self.events.popleft()
+        span = min(self.window_s, now - self.start) if self.start is not None else 0.0
+        return sum(c for _, c in self.events) / max(span, self.period_s)
+
+    def observe(self, now: float, cost: float) -> float:
+        """Record the ``cost`` of one request served at time ``now`` (seconds, monotone); once
+        per period, update. Returns the multiplier.
+
+        Raises:
+            ValueError: ``cost`` negative or not finite.
+        """
+        if not math.isfinite(cost) or cost < 0:
+            raise ValueError(f"cost must be finite and >= 0, got {cost}")
+        if self.start is None:
+            self.start = self.last_update = now
+        self.events.append((now, float(cost)))
+        if now - self.last_update >= self.period_s:
+            self.last_update = now
+            e = float(np.clip((self.rate(now) - self.target) / self.target, -1.0, 3.0))
+            step = self.ki * e + (self.kp * (e - self.e_prev) if self.e_prev is not None else 0.0)
+            self.log_lam = float(np.clip(self.log_lam + step, self.log_lo, self.log_hi))
+            self.e_prev = e
         return self.lam
 
 

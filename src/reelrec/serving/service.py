@@ -6,10 +6,13 @@ candidates), with the action j chosen per request by DCAF (:mod:`reelrec.serving
 ``argmax_j Q(i, j) - lambda c_j``, Q from the request-value model fitted at start-up on the
 validation day's requests, c_j the ranker milliseconds measured at start-up, lambda found by
 bisection on those requests for the budget (``budget_ms`` per request on average) and then
-moved by a PI controller from the ranker time measured over the last second, so the service
-holds ``capacity_ms`` of ranker time per second when traffic changes (a burst gets cheaper
-actions, not timeouts). With ``dcaf=False`` every request gets
-the default action.
+moved by a PI controller from the load of the last second, so the service holds
+``capacity_ms`` of ranker time per second when traffic changes (a burst gets cheaper actions,
+not timeouts). The load is, per request served, either the start-up cost of its action
+(``load_signal="cost"``, the default: the sum DCAF's budget constrains, which contention on
+shared cores does not inflate) or the CPU time the ranker call took on its thread
+(``"cpu"``; ``reelrec serve`` runs torch on one thread per call so that this is the call's
+whole CPU time). With ``dcaf=False`` every request gets the default action.
 
 Users the dataset does not know, and users without history, get the most popular videos
 (``trace.cold_start``). Events are stored by :class:`reelrec.serving.store.SQLiteStore` and
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +64,16 @@ class Recommender:
             default action's measured cost).
         capacity_ms: ranker milliseconds per second of wall time the service may spend; the
             PI controller moves lambda to hold it (a burst of traffic gets cheaper actions).
+        load_signal: ``"cost"`` (start-up cost of each served action) or ``"cpu"`` (ranker
+            CPU milliseconds measured per call): what the controller holds at ``capacity_ms``.
+        clock: seconds, monotone (``time.monotonic``; tests pass a simulated clock).
         dcaf: allocate per request (else everyone gets ``default_size``).
         calibration_requests: validation requests replayed at start-up to fit Q and lambda.
 
     Raises:
         FileNotFoundError: embeddings or ranker missing (says which command makes them).
+        ValueError: ``default_size`` not an action, ``capacity_ms`` <= 0, unknown
+            ``load_signal``.
     """
 
     def __init__(
@@ -80,6 +88,8 @@ class Recommender:
         capacity_ms: float = 500.0,
         calibration_requests: int = 300,
         seed: int = 0,
+        load_signal: str = "cost",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         from reelrec.cli.common import load_prepared
         from reelrec.data.splits import positive_mask
@@ -90,6 +100,9 @@ class Recommender:
             raise ValueError(f"default_size {default_size} is not one of the actions {sizes}")
         if not capacity_ms > 0:
             raise ValueError(f"capacity_ms must be > 0, got {capacity_ms}")
+        if load_signal not in ("cost", "cpu"):
+            raise ValueError(f"load_signal must be 'cost' or 'cpu', got {load_signal!r}")
+        self.load_signal, self.clock = load_signal, clock
         self.store, self.dcaf, self.sizes = store, dcaf, tuple(sizes)
         self.capacity_ms = float(capacity_ms)
         self.default = self.sizes.index(default_size)
@@ -127,28 +140,17 @@ class Recommender:
         self.budget_ms = float(budget_ms if budget_ms is not None else costs[self.default])
         q = self.value_model.predict(res.features)
         self.lam0 = find_multiplier(q, costs, self.budget_ms * len(q))
-        self.controller: PIController | None = None
-        self.window: deque[tuple[float, float]] = deque()  # (time, ranker ms) of the last second
+        # the multiplier above which every calibration request takes the cheapest action
+        lam_max = max(find_multiplier(q, costs, costs[0] * len(q)), 1e-9)
+        self.controller = PIController(self.capacity_ms, self.lam0, lam_max)
         self.lock = threading.Lock()
         self.stats = {"requests": 0, "cold_start": 0, "events": 0, "rank_ms": 0.0}
+        self.stats |= {"rank_cpu_ms": 0.0, "cost_ms": 0.0}
         self.actions = dict.fromkeys(self.sizes, 0)
 
     def lam(self) -> float:
-        """The current Lagrange multiplier (the controller's, once traffic has been seen)."""
-        return self.controller.lam if self.controller else self.lam0
-
-    def _feedback(self, now: float, rank_ms: float) -> None:
-        """Record ranker time; once per request, move lambda from the ranker milliseconds of
-        the last second against ``capacity_ms``."""
-        with self.lock:
-            self.window.append((now, rank_ms))
-            while self.window and self.window[0][0] < now - 1.0:
-                self.window.popleft()
-            if len(self.window) < 5:
-                return
-            if self.controller is None:
-                self.controller = PIController(target=self.capacity_ms, lam0=max(self.lam0, 1e-3))
-            self.controller.update(sum(ms for _, ms in self.window))
+        """The current Lagrange multiplier (the controller's; ``lam0`` before any traffic)."""
+        return self.controller.lam
 
     def history(self, user_id: int, limit: int = 200) -> np.ndarray:
         """Logged positives then stored positive events, the latest ``limit``."""
@@ -196,18 +198,22 @@ class Recommender:
             q, lam, j = None, None, self.default
         size = self.sizes[j]
         ranked = cand[:size]
-        t3 = time.perf_counter()
+        t3, c3 = time.perf_counter(), time.thread_time()
         m = len(ranked)
         scores = self.cascade.score_fn(
             np.full(m, user_id), ranked, np.full(m, now_ms), np.full(m, hour)
         )
-        t4 = time.perf_counter()
+        t4, c4 = time.perf_counter(), time.thread_time()
         order = np.argsort(-scores, kind="stable")[:k]
-        rank_ms = 1e3 * (t4 - t3)
-        self._feedback(time.monotonic(), rank_ms)
+        rank_ms, rank_cpu_ms, cost_ms = 1e3 * (t4 - t3), 1e3 * (c4 - c3), float(costs[j])
         with self.lock:
+            self.controller.observe(
+                self.clock(), cost_ms if self.load_signal == "cost" else rank_cpu_ms
+            )
             self.stats["requests"] += 1
             self.stats["rank_ms"] += rank_ms
+            self.stats["rank_cpu_ms"] += rank_cpu_ms
+            self.stats["cost_ms"] += cost_ms
             self.actions[size] += 1
         trace |= {
             "cold_start": False,
@@ -215,6 +221,7 @@ class Recommender:
             "dcaf": {
                 "enabled": self.dcaf,
                 "action": size,
+                "cost_ms": cost_ms,
                 "lambda": lam,
                 "q": None if q is None else [round(float(x), 4) for x in q],
             },
@@ -222,6 +229,7 @@ class Recommender:
                 "history": 1e3 * (t1 - t0),
                 "retrieve_prerank": 1e3 * (t2 - t1),
                 "rank": rank_ms,
+                "rank_cpu": rank_cpu_ms,
                 "total": 1e3 * (time.perf_counter() - t0),
             },
         }
@@ -247,7 +255,7 @@ class Recommender:
         with self.lock:
             s = dict(self.stats)
             actions = dict(self.actions)
-            rate = sum(ms for _, ms in self.window)
+            rate = self.controller.rate(self.clock())
         lines = [
             "# HELP reelrec_requests_total Recommendations served.",
             "# TYPE reelrec_requests_total counter",
@@ -261,9 +269,18 @@ class Recommender:
             "# HELP reelrec_rank_ms_total Ranker milliseconds spent.",
             "# TYPE reelrec_rank_ms_total counter",
             f"reelrec_rank_ms_total {s['rank_ms']:.3f}",
-            "# HELP reelrec_rank_ms_last_second Ranker milliseconds in the last second.",
-            "# TYPE reelrec_rank_ms_last_second gauge",
-            f"reelrec_rank_ms_last_second {rate:.3f}",
+            "# HELP reelrec_rank_cpu_ms_total Ranker CPU milliseconds (thread time).",
+            "# TYPE reelrec_rank_cpu_ms_total counter",
+            f"reelrec_rank_cpu_ms_total {s['rank_cpu_ms']:.3f}",
+            "# HELP reelrec_cost_ms_total Start-up cost of the actions served (ms).",
+            "# TYPE reelrec_cost_ms_total counter",
+            f"reelrec_cost_ms_total {s['cost_ms']:.3f}",
+            f"# HELP reelrec_load_ms_per_second Load the controller holds ({self.load_signal}).",
+            "# TYPE reelrec_load_ms_per_second gauge",
+            f"reelrec_load_ms_per_second {rate:.3f}",
+            "# HELP reelrec_capacity_ms_per_second The load the controller aims at.",
+            "# TYPE reelrec_capacity_ms_per_second gauge",
+            f"reelrec_capacity_ms_per_second {self.capacity_ms:g}",
             "# HELP reelrec_dcaf_lambda The DCAF Lagrange multiplier.",
             "# TYPE reelrec_dcaf_lambda gauge",
             f"reelrec_dcaf_lambda {self.lam():.6g}",
