@@ -1,24 +1,30 @@
-"""A bounded load test of ``reelrec serve`` on loopback, DCAF on and off, steady and bursty.
+"""A bounded load test of ``reelrec serve`` on loopback: DCAF on and off, steady, burst, saturated.
 
-Usage: python bench/serve_load.py [--run runs/bench-dcaf/kuairand] [--capacity-ms 300]
+Usage: python bench/serve_load.py [--run runs/bench-dcaf/kuairand] [--capacity-ms 200]
+       [--steady-qps 20] [--burst-qps 60] [--load-signal cost|cpu] [--out FILE.json]
 
-For each of DCAF on / off, a fresh ``reelrec serve RUN`` process (the run of
-``bench/dcaf.py``: item2vec + CAN) is started on a free loopback port; then, with a fixed number
-of requests and stopping by itself:
+For each of DCAF on / off, a fresh ``reelrec serve RUN`` process (the run of ``bench/dcaf.py``:
+item2vec + CAN) is started on a free loopback port with ``--capacity-ms`` (ranker milliseconds
+per second the controller holds). Then, with a fixed number of requests and stopping by itself:
 
-* ``steady``: 300 ``POST /recommend`` from 2 client threads (known users, k = 10);
-* ``burst``: 600 requests from 8 client threads (4x the concurrency).
+* open loop, as users send requests whatever the server's state (Poisson arrivals, seeded,
+  from a pool of 64 client threads; latency counted from each request's *scheduled* time, so
+  a server falling behind shows as latency, not as a slower client): ``steady`` 8 s at
+  ``--steady-qps``, ``burst`` 12 s at ``--burst-qps`` (3x), ``after`` 8 s at ``--steady-qps``;
+* closed loop, ``saturated``: 400 requests from 8 client threads back to back (the most this
+  machine serves).
 
-Reported per row: QPS, p50/p95/p99 latency (ms, client side, 10 s timeout), errors (non-200 or
-timeouts), the mean candidates ranked (``trace.stages.rank``) and the ranker milliseconds per
-second of wall time in the first and the last 3 seconds of the scenario (from the responses'
-traces), beside the service's capacity (``--capacity-ms``): with DCAF the controller should
-bring the burst's rate back towards the capacity with fewer candidates; without DCAF every
-request ranks 200 candidates and latency grows instead.
+Each row: offered and answered QPS, p50/p95/p99 latency (ms), errors (non-200 or over the 10 s
+timeout), mean candidates ranked, the mean value of an answer (the sum of the ranker's click
+probabilities of the 10 videos shown, the value of ``bench/dcaf.py``), and the load per second from the responses' traces: the
+start-up cost of the actions served (what ``--load-signal cost`` holds), the ranker's CPU
+time and its wall time, over the whole phase and over its last 3 seconds (the burst's last
+3 s show whether the controller brought the load back to capacity). A per-second timeline of
+both settings is plotted to ``serve_load.png``.
 
 Writes ``bench/results/serve_load.json``: ``{"rows": [{"scenario", "dcaf", "requests", "qps",
-"p50_ms", "p95_ms", "p99_ms", "errors", ...}], ...}``. Client and server share the machine's
-cores: the numbers are loopback numbers of this machine, not of a deployment.
+"p50_ms", "p95_ms", "p99_ms", "errors", ...}], "timeline": ..., ...}``. Client and server share
+the machine's cores: these are loopback numbers of this machine, not of a deployment.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import sys
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +47,9 @@ from reelrec.io import atomic_write_json, run_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "serve_load.json"
-SCENARIOS = {"steady": (300, 2), "burst": (600, 8)}
+PHASES = (("steady", 8.0, "steady"), ("burst", 12.0, "burst"), ("after", 8.0, "steady"))
+SATURATED = (400, 8)  # requests, client threads
+TIMEOUT_S = 10.0
 
 
 def free_port() -> int:
@@ -50,11 +59,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(run: Path, dcaf: bool, capacity: float, db: Path) -> tuple[subprocess.Popen, str]:
+def start(
+    run: Path, dcaf: bool, capacity: float, signal: str, db: Path
+) -> tuple[subprocess.Popen, str]:
     """A ``reelrec serve`` process and its URL, once ``/healthz`` answers."""
     port = free_port()
     cmd = [sys.executable, "-c", "from reelrec.cli.main import console_main; console_main()"]
-    cmd += ["serve", str(run), "--port", str(port), "--db", str(db)]
+    cmd += ["serve", str(run), "--port", str(port), "--db", str(db), "--load-signal", signal]
     cmd += ["--capacity-ms", str(capacity)] + ([] if dcaf else ["--no-dcaf"])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ)
     url = f"http://127.0.0.1:{port}"
@@ -70,69 +81,189 @@ def start(run: Path, dcaf: bool, capacity: float, db: Path) -> tuple[subprocess.
             time.sleep(0.3)
 
 
-def load(url: str, users: list[int], requests: int, threads: int) -> dict:
-    """Send ``requests`` recommendations from ``threads`` threads; latency and trace stats."""
-    lat, ranked, rank_ms, stamps, errors = [], [], [], [], [0]
+def send(url: str, user: int) -> dict | None:
+    """One ``POST /recommend``; its answer, or None on an error or timeout."""
+    body = json.dumps({"user_id": user, "k": 10}).encode()
+    req = urllib.request.Request(
+        url + "/recommend", data=body, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as r:
+            return json.loads(r.read()) if r.status == 200 else None
+    except OSError:
+        return None
+
+
+def record(answer: dict | None, scheduled: float, done: float) -> dict:
+    """One request's outcome (times in seconds from the start of the test; value = the sum
+    of the ranker's click probabilities of the videos shown, as in ``bench/dcaf.py``)."""
+    if answer is None:
+        return {"ok": False, "scheduled": scheduled, "done": done}
+    trace = answer["trace"]
+    return {
+        "value": float(sum(x["score"] or 0.0 for x in answer["items"])),
+        "ok": True,
+        "scheduled": scheduled,
+        "done": done,
+        "latency_ms": 1e3 * (done - scheduled),
+        "ranked": trace["stages"].get("rank", 0),
+        "cost_ms": (trace.get("dcaf") or {}).get("cost_ms", 0.0),
+        "cpu_ms": trace["ms"].get("rank_cpu", 0.0),
+        "wall_ms": trace["ms"].get("rank", 0.0),
+        "lambda": (trace.get("dcaf") or {}).get("lambda"),
+    }
+
+
+def open_loop(url: str, users: list[int], rates: dict[str, float], seed: int = 0) -> list[dict]:
+    """Send Poisson arrivals phase by phase (:data:`PHASES`); one record per request."""
+    rng = np.random.default_rng(seed)
+    schedule, t = [], 0.0
+    for name, seconds, rate_key in PHASES:
+        end = t + seconds
+        while True:
+            t += rng.exponential(1.0 / rates[rate_key])
+            if t >= end:
+                t = end
+                break
+            schedule.append((name, t))
+    out: list[dict] = [{} for _ in schedule]
+    t0 = time.perf_counter()
+
+    def one(i: int) -> None:
+        name, at = schedule[i]
+        trace = send(url, users[i % len(users)])
+        out[i] = {"phase": name, **record(trace, at, time.perf_counter() - t0)}
+
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        for i, (_, at) in enumerate(schedule):
+            delay = at - (time.perf_counter() - t0)
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(one, i)
+    return out
+
+
+def closed_loop(url: str, users: list[int], requests: int, threads: int) -> list[dict]:
+    """``requests`` recommendations from ``threads`` threads back to back."""
+    out: list[dict] = []
     lock = threading.Lock()
     counter = iter(range(requests))
     t0 = time.perf_counter()
 
     def worker() -> None:
         for i in counter:
-            body = json.dumps({"user_id": users[i % len(users)], "k": 10}).encode()
-            req = urllib.request.Request(
-                url + "/recommend", data=body, headers={"content-type": "application/json"}
-            )
-            s = time.perf_counter()
-            try:
-                with urllib.request.urlopen(req, timeout=10) as r:
-                    out = json.loads(r.read())
-                    ok = r.status == 200
-            except OSError:
-                ok = False
-            e = time.perf_counter()
+            s = time.perf_counter() - t0
+            trace = send(url, users[i % len(users)])
+            r = {"phase": "saturated", **record(trace, s, time.perf_counter() - t0)}
             with lock:
-                if not ok:
-                    errors[0] += 1
-                    continue
-                lat.append(1e3 * (e - s))
-                tr = out["trace"]
-                ranked.append(tr["stages"].get("rank", 0))
-                rank_ms.append(tr["ms"].get("rank", 0.0))
-                stamps.append(e - t0)
+                out.append(r)
 
     pool = [threading.Thread(target=worker) for _ in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
         t.join()
-    wall = time.perf_counter() - t0
-    stamps, rank_ms = np.asarray(stamps), np.asarray(rank_ms)
+    return out
 
-    def rate(lo: float, hi: float) -> float:
-        m = (stamps >= lo) & (stamps < hi)
-        return float(rank_ms[m].sum() / max(hi - lo, 1e-9))
 
+def summarise(recs: list[dict], scenario: str, offered: float | None) -> dict:
+    """One row of the results table from the records of one phase."""
+    ok = [r for r in recs if r["ok"]]
+    lo = min(r["scheduled"] for r in recs)
+    hi = max(r["done"] for r in recs)
+    lat = np.array([r["latency_ms"] for r in ok]) if ok else np.array([np.nan])
+
+    def per_second(key: str, a: float, b: float) -> float:
+        return float(sum(r[key] for r in ok if a <= r["done"] < b) / max(b - a, 1e-9))
+
+    last = max(hi - 3.0, lo)
+    lams = [r["lambda"] for r in sorted(ok, key=lambda r: r["done"]) if r["lambda"] is not None]
     return {
-        "requests": requests,
-        "threads": threads,
-        "qps": len(lat) / wall,
+        "scenario": scenario,
+        "requests": len(recs),
+        "offered_qps": offered,
+        "qps": len(ok) / max(hi - lo, 1e-9),
         "p50_ms": float(np.percentile(lat, 50)),
         "p95_ms": float(np.percentile(lat, 95)),
         "p99_ms": float(np.percentile(lat, 99)),
-        "errors": errors[0],
-        "mean_candidates_ranked": float(np.mean(ranked)),
-        "rank_ms_per_s_first_3s": rate(0.0, 3.0),
-        "rank_ms_per_s_last_3s": rate(max(wall - 3.0, 0.0), wall),
-        "seconds": wall,
+        "errors": len(recs) - len(ok),
+        "mean_candidates_ranked": float(np.mean([r["ranked"] for r in ok])) if ok else 0.0,
+        "mean_value": float(np.mean([r["value"] for r in ok])) if ok else 0.0,
+        "cost_ms_per_s": per_second("cost_ms", lo, hi),
+        "cost_ms_per_s_last_3s": per_second("cost_ms", last, hi),
+        "rank_cpu_ms_per_s": per_second("cpu_ms", lo, hi),
+        "rank_cpu_ms_per_s_last_3s": per_second("cpu_ms", last, hi),
+        "rank_wall_ms_per_s": per_second("wall_ms", lo, hi),
+        "lambda_last": lams[-1] if lams else None,
+        "seconds": hi - lo,
     }
+
+
+def timeline(recs: list[dict]) -> list[dict]:
+    """Per second of completion time: load, candidates ranked and latency."""
+    end = int(np.ceil(max(r["done"] for r in recs)))
+    rows = []
+    for s in range(end):
+        b = [r for r in recs if r["ok"] and s <= r["done"] < s + 1]
+        rows.append(
+            {
+                "second": s,
+                "answered": len(b),
+                "cost_ms": float(sum(r["cost_ms"] for r in b)),
+                "cpu_ms": float(sum(r["cpu_ms"] for r in b)),
+                "mean_candidates": float(np.mean([r["ranked"] for r in b])) if b else None,
+                "p95_ms": float(np.percentile([r["latency_ms"] for r in b], 95)) if b else None,
+            }
+        )
+    return rows
+
+
+def plot(tl: dict[str, list[dict]], capacity: float, path: Path) -> None:
+    """Three panels over time: load per second against capacity, candidates, p95 latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
+    for (name, rows), color in zip(tl.items(), ("tab:blue", "tab:orange"), strict=False):
+        x = [r["second"] + 0.5 for r in rows]
+        axes[0].plot(x, [r["cost_ms"] for r in rows], color=color, label=f"{name}: action cost")
+        axes[0].plot(
+            x, [r["cpu_ms"] for r in rows], color=color, ls=":", label=f"{name}: ranker CPU"
+        )
+        axes[1].plot(x, [r["mean_candidates"] for r in rows], color=color, label=name)
+        axes[2].plot(x, [r["p95_ms"] for r in rows], color=color, label=name)
+    axes[0].axhline(capacity, color="k", lw=0.8, ls="--", label="capacity")
+    t = 0.0
+    for name, seconds, _ in PHASES:
+        if name == "burst":
+            for ax in axes:
+                ax.axvspan(t, t + seconds, color="0.9", zorder=0)
+        t += seconds
+    axes[0].set_ylabel("ranker ms per second")
+    axes[1].set_ylabel("candidates ranked")
+    axes[2].set_ylabel("p95 latency (ms)")
+    axes[2].set_xlabel("seconds (burst shaded)")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.suptitle("reelrec serve under a 3x burst: DCAF vs a fixed action")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the load test; returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=ROOT / "runs" / "bench-dcaf" / "kuairand")
-    p.add_argument("--capacity-ms", type=float, default=300.0)
+    p.add_argument("--capacity-ms", type=float, default=200.0)
+    p.add_argument("--steady-qps", type=float, default=20.0)
+    p.add_argument("--burst-qps", type=float, default=60.0)
+    p.add_argument("--load-signal", choices=("cost", "cpu"), default="cost")
+    p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if not (args.run / "models" / "can" / "model.safetensors").exists():
         sys.exit(f"{args.run}: no CAN ranker; run `python bench/dcaf.py` first")
@@ -140,38 +271,57 @@ def main(argv: list[str] | None = None) -> int:
 
     inter = pd.read_parquet(args.run / "data" / "interactions.parquet", columns=["user_id"])
     users = inter["user_id"].value_counts().index[:200].astype(int).tolist()
-    rows = []
+    rates = {"steady": args.steady_qps, "burst": args.burst_qps}
+    rows, tl = [], {}
     for dcaf in (True, False):
-        db = args.run / "serving" / f"load-{'dcaf' if dcaf else 'fixed'}.sqlite"
+        name = "dcaf" if dcaf else "fixed"
+        db = args.run / "serving" / f"load-{name}.sqlite"
         db.unlink(missing_ok=True)
-        proc, url = start(args.run, dcaf, args.capacity_ms, db)
+        proc, url = start(args.run, dcaf, args.capacity_ms, args.load_signal, db)
         try:
-            load(url, users, 20, 1)  # warm-up
-            for name, (n, threads) in SCENARIOS.items():
-                r = {"scenario": name, "dcaf": dcaf, **load(url, users, n, threads)}
-                rows.append(r)
-                print(
-                    f"{name:>6} dcaf={dcaf!s:<5} {r['qps']:6.1f} qps  p50 {r['p50_ms']:6.1f}  "
-                    f"p95 {r['p95_ms']:6.1f}  p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}  "
-                    f"ranked {r['mean_candidates_ranked']:.0f}  rank ms/s "
-                    f"{r['rank_ms_per_s_first_3s']:.0f} -> {r['rank_ms_per_s_last_3s']:.0f}",
-                    flush=True,
-                )
+            closed_loop(url, users, 20, 1)  # warm-up
+            recs = open_loop(url, users, rates)
+            tl[name] = timeline(recs)
+            sat = closed_loop(url, users, *SATURATED)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+        for phase, _, rate_key in PHASES:
+            part = [r for r in recs if r["phase"] == phase]
+            rows.append({**summarise(part, phase, rates[rate_key]), "dcaf": dcaf})
+        rows.append({**summarise(sat, "saturated", None), "dcaf": dcaf, "threads": SATURATED[1]})
+        for r in rows[-4:]:
+            print(
+                f"{r['scenario']:>9} dcaf={dcaf!s:<5} {r['qps']:6.1f} qps  p50 {r['p50_ms']:6.1f}"
+                f"  p95 {r['p95_ms']:6.1f}  p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}  "
+                f"ranked {r['mean_candidates_ranked']:4.0f}  value {r['mean_value']:.3f}  cost ms/s {r['cost_ms_per_s']:5.0f} "
+                f"(last 3 s {r['cost_ms_per_s_last_3s']:5.0f})  cpu ms/s "
+                f"{r['rank_cpu_ms_per_s']:5.0f}",
+                flush=True,
+            )
+    png = args.out.with_suffix(".png")
+    plot(tl, args.capacity_ms, png)
+    cmd = (
+        f".venv/bin/python bench/serve_load.py --capacity-ms {args.capacity_ms:g} --steady-qps "
+        f"{args.steady_qps:g} --burst-qps {args.burst_qps:g} --load-signal {args.load_signal}"
+    )
     atomic_write_json(
-        RESULTS,
+        args.out,
         {
             "rows": rows,
+            "timeline": tl,
             "capacity_ms_per_s": args.capacity_ms,
-            "scenarios": {k: {"requests": n, "threads": t} for k, (n, t) in SCENARIOS.items()},
+            "load_signal": args.load_signal,
+            "phases": [
+                {"scenario": n, "seconds": s, "offered_qps": rates[k]} for n, s, k in PHASES
+            ],
+            "saturated": {"requests": SATURATED[0], "threads": SATURATED[1]},
             "machine": f"{os.cpu_count()} CPU cores, client and server on the same machine",
-            "command": f".venv/bin/python bench/serve_load.py --capacity-ms {args.capacity_ms:g}",
+            "command": cmd + ("" if args.out == RESULTS else f" --out {args.out}"),
             **run_metadata(),
         },
     )
-    print(f"-> {RESULTS}")
+    print(f"-> {args.out}, {png}")
     return 0
 
 

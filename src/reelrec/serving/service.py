@@ -140,8 +140,9 @@ class Recommender:
         self.budget_ms = float(budget_ms if budget_ms is not None else costs[self.default])
         q = self.value_model.predict(res.features)
         self.lam0 = find_multiplier(q, costs, self.budget_ms * len(q))
-        # the multiplier above which every calibration request takes the cheapest action
-        lam_max = max(find_multiplier(q, costs, costs[0] * len(q)), 1e-9)
+        # 4x the multiplier above which every calibration request takes the cheapest action
+        # (live requests outside the calibration sample may need more)
+        lam_max = 4.0 * max(find_multiplier(q, costs, costs[0] * len(q)), 1e-9)
         self.controller = PIController(self.capacity_ms, self.lam0, lam_max)
         self.lock = threading.Lock()
         self.stats = {"requests": 0, "cold_start": 0, "events": 0, "rank_ms": 0.0}
