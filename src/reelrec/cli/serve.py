@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget-ms",
         type=float,
         default=None,
-        help="mean ranker ms per request DCAF holds (default: the cost of --default-size)",
+        help="mean ranker ms per request of the start-up Lagrange multiplier, used until the "
+        "controller has seen traffic (default: the cost of --default-size)",
     )
     p.add_argument(
         "--capacity-ms",

@@ -60,8 +60,8 @@ class Recommender:
         store: where events go.
         sizes: the action ladder (candidates the ranker scores).
         default_size: the action of ``dcaf=False`` and the budget's reference.
-        budget_ms: mean ranker milliseconds per request of the offline multiplier (default: the
-            default action's measured cost).
+        budget_ms: mean ranker milliseconds per request of the offline multiplier, the
+            controller's starting point (default: the default action's measured cost).
         capacity_ms: ranker milliseconds per second of wall time the service may spend; the
             PI controller moves lambda to hold it (a burst of traffic gets cheaper actions).
         load_signal: ``"cost"`` (start-up cost of each served action) or ``"cpu"`` (ranker
