@@ -129,6 +129,29 @@ def test_cli_errors_are_one_line(serving_run, tmp_path, capsys):
         port = taken.getsockname()[1]
         assert main.main(["serve", str(serving_run), "--port", str(port)]) == 2
         assert "cannot listen on" in capsys.readouterr().err
+    pytest.importorskip("redis")
+    assert main.main([*argv, "--redis-url", "redis://127.0.0.1:1/0"]) == 2
+    assert "--redis-url: Redis at redis://127.0.0.1:1/0 does not answer" in capsys.readouterr().err
+    assert main.main([*argv, "--redis-url", "redis://x", "--db", str(tmp_path / "e.db")]) == 2
+    assert "give one" in capsys.readouterr().err
+
+
+def test_processes_sharing_redis_share_histories(client, rec):
+    fakeredis = pytest.importorskip("fakeredis")
+    from reelrec.serving.store import RedisStore
+
+    server = fakeredis.FakeServer()
+    sqlite, rec.store = rec.store, RedisStore(client=fakeredis.FakeRedis(server=server))
+    try:
+        user, video = 10**12 + 7, int(rec.popular[3])
+        ev = {"user_id": user, "video_id": video, "timestamp_ms": 1, "play_time_ms": 4000}
+        assert client.post("/events", json={"events": [ev]}).json() == {"stored": 1}
+        other = RedisStore(client=fakeredis.FakeRedis(server=server))  # another process
+        assert other.history(user, 10) == [video] and sqlite.history(user, 10) == []
+        tr = client.post("/recommend", json={"user_id": user, "k": 5}).json()["trace"]
+        assert tr["cold_start"] is False and tr["history"] == 1
+    finally:
+        rec.store = sqlite
 
 
 def test_metrics_and_dcaf_off(client, rec, serving_run, tmp_path):

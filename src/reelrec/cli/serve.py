@@ -12,7 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reelrec serve",
         description="Serve a trained run: POST /recommend {user_id, k} (retrieve -> pre-rank -> "
         "rank, candidates per request set by DCAF), POST /events {events: [...]} (stored in "
-        "SQLite before they are acknowledged), GET /healthz, GET /metrics (Prometheus text), "
+        "SQLite, or Redis with --redis-url, before they are acknowledged), GET /healthz, GET /metrics (Prometheus text), "
         "OpenAPI at /docs. Needs RUN/content/item_embeddings.npy (reelrec encode) and a ranker "
         "(reelrec train can).",
     )
@@ -20,6 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (8000)")
     p.add_argument("--db", type=Path, default=None, help="event store (RUN/serving/events.sqlite)")
+    p.add_argument(
+        "--redis-url",
+        default=None,
+        help="store events in Redis instead of --db (redis://host:6379/0), so that several "
+        "reelrec serve processes share the users' histories",
+    )
     p.add_argument("--ranker", default="can", help="model folder under RUN/models (can)")
     p.add_argument(
         "--budget-ms",
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from reelrec.config import ConfigError
     from reelrec.serving.replay import check_run
     from reelrec.serving.service import Recommender, create_app
-    from reelrec.serving.store import SQLiteStore
+    from reelrec.serving.store import RedisStore, SQLiteStore
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
@@ -80,11 +86,21 @@ def main(argv: list[str] | None = None) -> int:
             probe.bind((args.host, args.port))
         except OSError as exc:
             raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    if args.redis_url is not None and args.db is not None:
+        raise ConfigError("--db and --redis-url name two stores: give one")
     db = args.db or args.run / "serving" / "events.sqlite"
-    try:
-        store = SQLiteStore(db)
-    except sqlite3.Error as exc:
-        raise ConfigError(f"--db {db}: {exc} (a SQLite file in a writable folder)") from None
+    if args.redis_url is not None:
+        try:
+            store = RedisStore(args.redis_url)
+        except (ConnectionError, ValueError) as exc:  # ValueError: a malformed URL
+            raise ConfigError(f"--redis-url: {exc}") from None
+        where = f"Redis {args.redis_url} (durability: appendfsync {store.durability()})"
+    else:
+        try:
+            store = SQLiteStore(db)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"--db {db}: {exc} (a SQLite file in a writable folder)") from None
+        where = f"SQLite {db}"
     import torch
 
     torch.set_num_threads(args.torch_threads)
@@ -101,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"serving {args.run} on http://{args.host}:{args.port} (DCAF {'off' if args.no_dcaf else 'on'}, "
         f"budget {rec.budget_ms:.2f} ranker ms per request, capacity {rec.capacity_ms:g} ms/s of "
-        f"{args.load_signal}, action costs "
+        f"{args.load_signal}, events in {where}, action costs "
         f"{dict(zip(rec.sizes, [round(c, 2) for c in rec.ladder.costs], strict=True))} ms)",
         flush=True,
     )

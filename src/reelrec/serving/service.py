@@ -15,7 +15,8 @@ shared cores does not inflate) or the CPU time the ranker call took on its threa
 whole CPU time). With ``dcaf=False`` every request gets the default action.
 
 Users the dataset does not know, and users without history, get the most popular videos
-(``trace.cold_start``). Events are stored by :class:`reelrec.serving.store.SQLiteStore` and
+(``trace.cold_start``). Events are stored by a :class:`reelrec.serving.store.EventStore`
+(SQLite by default, or Redis shared by several processes) and
 acknowledged only after their transaction commits; the next recommendation reads them.
 """
 
@@ -44,7 +45,7 @@ from reelrec.serving.replay import (
     replay,
     request_features,
 )
-from reelrec.serving.store import Event, SQLiteStore
+from reelrec.serving.store import Event, EventStore
 
 MAX_K = 100
 MAX_BODY_BYTES = 1_000_000
@@ -57,7 +58,8 @@ class Recommender:
     Args:
         run: a run folder with ``content/item_embeddings.npy`` and a trained ranker in
             ``models/<ranker>`` (``reelrec train can``).
-        store: where events go.
+        store: where events go (:class:`~reelrec.serving.store.SQLiteStore` or
+            :class:`~reelrec.serving.store.RedisStore`).
         sizes: the action ladder (candidates the ranker scores).
         default_size: the action of ``dcaf=False`` and the budget's reference.
         budget_ms: mean ranker milliseconds per request of the offline multiplier, the
@@ -79,7 +81,7 @@ class Recommender:
     def __init__(
         self,
         run: Path,
-        store: SQLiteStore,
+        store: EventStore,
         ranker: str = "can",
         sizes: tuple[int, ...] = (50, 100, 200, 400, 800),
         default_size: int = 200,

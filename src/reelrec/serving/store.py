@@ -3,12 +3,15 @@
 :class:`EventStore` is the interface the service needs (append events, read a user's recent
 history); :class:`SQLiteStore` is the embedded default: one SQLite file in WAL mode with
 ``synchronous=FULL``, each append one transaction committed before the service acknowledges it,
-so an event the client saw acknowledged survives a killed process. A Redis implementation
-(shared by several workers) fits the same three methods.
+so an event the client saw acknowledged survives a killed process. :class:`RedisStore` keeps
+the same data in Redis, so that several ``reelrec serve`` processes (behind one load balancer)
+share the users' histories; its durability is the Redis server's (``appendonly yes`` with
+``appendfsync always`` for the guarantee SQLite gives).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -126,3 +129,80 @@ class SQLiteStore(EventStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class RedisStore(EventStore):
+    """Events in Redis, shared by several service processes; thread-safe.
+
+    Keys (``prefix`` ``reelrec`` by default): ``{prefix}:events`` (list of JSON events, in
+    arrival order), ``{prefix}:history:{user_id}`` (list of positive video ids, the latest
+    ``max_history`` kept) and ``{prefix}:count``. One ``append`` is one MULTI/EXEC
+    transaction: other clients see all of a batch or none of it.
+
+    Args:
+        url: ``redis://host:port/db`` (or ``client``: a ready ``redis.Redis``, e.g. fakeredis
+            in tests).
+        min_play_ms: an event joins the user's history when liked or played this long.
+        max_history: positive videos kept per user.
+
+    Raises:
+        ConnectionError: the server does not answer PING (names the URL).
+        ImportError: the ``redis`` package is missing (``pip install 'reelrec[serve]'``).
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        min_play_ms: int = 3000,
+        max_history: int = 1000,
+        prefix: str = "reelrec",
+        client=None,
+    ) -> None:
+        if client is None:
+            import redis
+
+            client = redis.Redis.from_url(url, socket_connect_timeout=5)
+        self.url, self.min_play_ms, self.max_history = url, min_play_ms, max_history
+        self.prefix, self._r = prefix, client
+        try:
+            self._r.ping()
+        except Exception as exc:  # redis.ConnectionError, timeouts, auth errors
+            raise ConnectionError(f"Redis at {url} does not answer: {exc}") from None
+
+    def durability(self) -> str:
+        """The server's ``appendfsync`` setting ("always" = every acknowledged write is on
+        disk), or "unknown" where CONFIG is not allowed."""
+        try:
+            cfg = self._r.config_get("appendonly")
+            if cfg.get("appendonly") != "yes":
+                return "no append-only file"
+            return str(self._r.config_get("appendfsync").get("appendfsync", "unknown"))
+        except Exception:
+            return "unknown"
+
+    def append(self, events: list[Event]) -> int:
+        pipe = self._r.pipeline(transaction=True)
+        for e in events:
+            pipe.rpush(f"{self.prefix}:events", json.dumps(e.__dict__))
+            if e.like or e.play_time_ms >= self.min_play_ms:
+                key = f"{self.prefix}:history:{e.user_id}"
+                pipe.rpush(key, e.video_id)
+                pipe.ltrim(key, -self.max_history, -1)
+        pipe.incrby(f"{self.prefix}:count", len(events))
+        pipe.execute()
+        return len(events)
+
+    def history(self, user_id: int, limit: int) -> list[int]:
+        if limit <= 0:
+            return []
+        return [int(v) for v in self._r.lrange(f"{self.prefix}:history:{user_id}", -limit, -1)]
+
+    def count(self) -> int:
+        return int(self._r.get(f"{self.prefix}:count") or 0)
+
+    def events(self) -> list[Event]:
+        """Every stored event, in arrival order."""
+        return [Event(**json.loads(x)) for x in self._r.lrange(f"{self.prefix}:events", 0, -1)]
+
+    def close(self) -> None:
+        self._r.close()

@@ -1,0 +1,58 @@
+"""The event stores on their own: SQLite on a temporary file, Redis on fakeredis's in-process
+server (a fixture built in code; no Redis server is needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from reelrec.serving.store import Event, RedisStore, SQLiteStore
+
+fakeredis = pytest.importorskip("fakeredis")
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request, tmp_path):
+    """A function returning a new handle on one shared store (two processes' view)."""
+    if request.param == "sqlite":
+        return lambda: SQLiteStore(tmp_path / "events.sqlite")
+    server = fakeredis.FakeServer()
+    return lambda: RedisStore("redis://fake", client=fakeredis.FakeRedis(server=server))
+
+
+def test_positive_events_form_the_history(make_store):
+    store = make_store()
+    events = [
+        Event(1, 10, 100, play_time_ms=5000),  # played >= 3 s: positive
+        Event(1, 11, 101, play_time_ms=100),  # skipped: stored, not in the history
+        Event(1, 12, 102, like=True),  # liked: positive
+        Event(2, 13, 103, like=True),
+    ]
+    assert store.append(events) == 4
+    assert store.count() == 4
+    assert store.history(1, 10) == [10, 12]  # oldest first
+    assert store.history(1, 1) == [12]  # the latest
+    assert store.history(3, 10) == []
+    assert store.events() == events
+    store.close()
+
+
+def test_a_second_handle_sees_the_first_ones_events(make_store):
+    a, b = make_store(), make_store()  # e.g. two `reelrec serve` processes
+    a.append([Event(7, 70, 1, like=True)])
+    assert b.history(7, 5) == [70] and b.count() == 1
+    b.append([Event(7, 71, 2, like=True)])
+    assert a.history(7, 5) == [70, 71]
+
+
+def test_redis_keeps_the_latest_history_only():
+    store = RedisStore(client=fakeredis.FakeRedis(), max_history=3)
+    store.append([Event(1, v, v, like=True) for v in range(10)])
+    assert store.history(1, 100) == [7, 8, 9] and store.count() == 10
+    assert store.history(1, 0) == []
+    assert store.durability() in ("unknown", "always", "everysec", "no", "no append-only file")
+
+
+def test_redis_that_does_not_answer_is_a_clear_error():
+    pytest.importorskip("redis")
+    with pytest.raises(ConnectionError, match="redis://127.0.0.1:1/0 does not answer"):
+        RedisStore("redis://127.0.0.1:1/0")
