@@ -129,6 +129,10 @@ def test_cli_errors_are_one_line(serving_run, tmp_path, capsys):
         port = taken.getsockname()[1]
         assert main.main(["serve", str(serving_run), "--port", str(port)]) == 2
         assert "cannot listen on" in capsys.readouterr().err
+    assert main.main([*argv, "--capacity-ms", "inf"]) == 2
+    assert "--capacity-ms must be a finite number > 0" in capsys.readouterr().err
+    assert main.main([*argv, "--default-size", "300"]) == 2
+    assert "--default-size must be one of the actions" in capsys.readouterr().err
     pytest.importorskip("redis")
     assert main.main([*argv, "--redis-url", "redis://127.0.0.1:1/0"]) == 2
     assert "--redis-url: Redis at redis://127.0.0.1:1/0 does not answer" in capsys.readouterr().err

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+#: the DCAF action ladder: candidates the ranker scores
+SIZES = (50, 100, 200, 400, 800)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``reelrec serve``."""
@@ -54,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads per ranker call (1: requests run in parallel on the server's "
         "thread pool, and the cpu signal sees a call's whole CPU time)",
     )
-    p.add_argument("--default-size", type=int, default=200, help="action without DCAF (200)")
+    p.add_argument(
+        "--default-size",
+        type=int,
+        default=200,
+        help="action without DCAF, one of 50 / 100 / 200 / 400 / 800 (200)",
+    )
     p.add_argument("--no-dcaf", action="store_true", help="every request gets --default-size")
     return p
 
@@ -62,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``reelrec serve`` until interrupted; returns the exit status."""
     args = build_parser().parse_args(argv)
+    import math
     import socket
     import sqlite3
 
@@ -76,8 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     for name in ("budget_ms", "capacity_ms"):
         v = getattr(args, name)
-        if v is not None and not v > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number > 0, got {v}")
+    if args.default_size not in SIZES:
+        raise ConfigError(
+            f"--default-size must be one of the actions {SIZES}, got {args.default_size}"
+        )
     if args.torch_threads < 1:
         raise ConfigError(f"--torch-threads must be >= 1, got {args.torch_threads}")
     check_run(args.run, args.ranker)
@@ -108,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         args.run,
         store,
         ranker=args.ranker,
+        sizes=SIZES,
         default_size=args.default_size,
         budget_ms=args.budget_ms,
         dcaf=not args.no_dcaf,
