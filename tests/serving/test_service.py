@@ -91,6 +91,10 @@ def test_bad_input_is_a_clear_4xx_and_nothing_is_stored(client, rec):
         assert client.post("/recommend", json=body).status_code == 422
     bad = client.post("/recommend", content=b"{bad", headers={"content-type": "application/json"})
     assert bad.status_code == 422
+    for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+        head = {"content-type": kind} if kind else {}
+        r = client.post("/recommend", content=b'{"user_id": 1}', headers=head)
+        assert r.status_code == 415 and "application/json" in r.json()["detail"]
     assert client.post("/events", json={"events": []}).status_code == 422
     assert client.post("/events", json={"events": [good] * 1001}).status_code == 422
     huge = b'{"events": [' + b" " * 1_100_000 + b"]}"
@@ -154,6 +158,28 @@ def test_processes_sharing_redis_share_histories(client, rec):
         assert other.history(user, 10) == [video] and sqlite.history(user, 10) == []
         tr = client.post("/recommend", json={"user_id": user, "k": 5}).json()["trace"]
         assert tr["cold_start"] is False and tr["history"] == 1
+    finally:
+        rec.store = sqlite
+
+
+def test_a_store_that_is_down_is_503_and_recommendations_go_on(client, rec):
+    fakeredis = pytest.importorskip("fakeredis")
+    from reelrec.serving.store import RedisStore
+
+    server = fakeredis.FakeServer()
+    sqlite, rec.store = rec.store, RedisStore(client=fakeredis.FakeRedis(server=server))
+    try:
+        server.connected = False  # Redis goes away
+        ev = {"user_id": 5, "video_id": int(rec.popular[0]), "timestamp_ms": 1, "like": True}
+        r = client.post("/events", json={"events": [ev]})
+        assert r.status_code == 503 and "event store" in r.json()["detail"]
+        assert client.get("/healthz").status_code == 503
+        r = client.post("/recommend", json={"user_id": known_user(rec), "k": 5})
+        assert r.status_code == 200 and r.json()["trace"]["store_unavailable"] is True
+        assert len(r.json()["items"]) == 5  # from the logged history
+        server.connected = True  # back
+        assert client.post("/events", json={"events": [ev]}).json() == {"stored": 1}
+        assert client.get("/healthz").json()["events"] == 1
     finally:
         rec.store = sqlite
 

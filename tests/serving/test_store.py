@@ -3,9 +3,11 @@ server (a fixture built in code; no Redis server is needed)."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
-from reelrec.serving.store import Event, RedisStore, SQLiteStore
+from reelrec.serving.store import Event, RedisStore, SQLiteStore, StoreUnavailable
 
 fakeredis = pytest.importorskip("fakeredis")
 
@@ -56,3 +58,25 @@ def test_redis_that_does_not_answer_is_a_clear_error():
     pytest.importorskip("redis")
     with pytest.raises(ConnectionError, match="redis://127.0.0.1:1/0 does not answer"):
         RedisStore("redis://127.0.0.1:1/0")
+
+
+def test_sqlite_locked_by_another_process_fails_fast_and_reads_go_on(tmp_path):
+    store = SQLiteStore(tmp_path / "e.sqlite", busy_s=0.1)
+    store.append([Event(1, 10, 1, like=True)])
+    other = sqlite3.connect(tmp_path / "e.sqlite", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # e.g. someone in the sqlite3 shell
+    with pytest.raises(StoreUnavailable, match="locked"):
+        store.append([Event(1, 11, 2, like=True)])
+    assert store.history(1, 10) == [10] and store.count() == 1  # WAL: readers go on
+    other.execute("ROLLBACK")
+    store.append([Event(1, 11, 2, like=True)])
+    assert store.history(1, 10) == [10, 11]
+
+
+def test_redis_errors_are_store_unavailable():
+    server = fakeredis.FakeServer()
+    store = RedisStore(client=fakeredis.FakeRedis(server=server))
+    server.connected = False
+    for call in (lambda: store.append([Event(1, 2, 3)]), lambda: store.history(1, 5), store.count):
+        with pytest.raises(StoreUnavailable, match="event store Redis"):
+            call()

@@ -128,11 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if os.environ.get("REELREC_DEBUG"):
             raise
-        print(
-            f"reelrec {argv[0]}: interrupted; every file is written to a temp name and renamed, "
-            "so nothing is half-written",
-            file=sys.stderr,
+        what = (
+            "every acknowledged event is in the store"
+            if argv and argv[0] == "serve"
+            else "every file is written to a temp name and renamed, so nothing is half-written"
         )
+        print(f"reelrec {argv[0]}: interrupted; {what}", file=sys.stderr)
         return 130
 
 

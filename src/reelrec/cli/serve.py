@@ -94,11 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.torch_threads < 1:
         raise ConfigError(f"--torch-threads must be >= 1, got {args.torch_threads}")
     check_run(args.run, args.ranker)
-    with socket.socket() as probe:  # a taken port is found now, not after a minute of start-up
-        try:
-            probe.bind((args.host, args.port))
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    # a taken port is found now, not after the start-up; SO_REUSEADDR as uvicorn sets it, so
+    # that a restart right after a crash is not refused for the sockets left in TIME-WAIT
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            args.host, args.port, type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(addr)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {why}") from None
     if args.redis_url is not None and args.db is not None:
         raise ConfigError("--db and --redis-url name two stores: give one")
     db = args.db or args.run / "serving" / "events.sqlite"
@@ -111,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         try:
             store = SQLiteStore(db)
-        except sqlite3.Error as exc:
-            raise ConfigError(f"--db {db}: {exc} (a SQLite file in a writable folder)") from None
+        except (sqlite3.Error, OSError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"--db {db}: {why} (a SQLite file in a writable folder)") from None
         where = f"SQLite {db}"
     import torch
 

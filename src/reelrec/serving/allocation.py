@@ -229,6 +229,25 @@ class PIController:
         span = min(self.window_s, now - self.start) if self.start is not None else 0.0
         return sum(c for _, c in self.events) / max(span, self.period_s)
 
+    def advance(self, now: float) -> float:
+        """Run the updates due by ``now`` (one per elapsed period, at most 50: 10 s at the
+        default period), with the load observed so far; returns the multiplier. Idle time thus
+        lowers lambda even when no request arrives."""
+        if self.last_update is None:
+            return self.lam
+        due = int((now - self.last_update) / self.period_s)
+        for k in range(1, min(due, 50) + 1):
+            self._update(self.last_update + k * self.period_s)
+        if due:
+            self.last_update += due * self.period_s
+        return self.lam
+
+    def _update(self, t: float) -> None:
+        e = float(np.clip((self.rate(t) - self.target) / self.target, -1.0, 3.0))
+        step = self.ki * e + (self.kp * (e - self.e_prev) if self.e_prev is not None else 0.0)
+        self.log_lam = float(np.clip(self.log_lam + step, self.log_lo, self.log_hi))
+        self.e_prev = e
+
     def observe(self, now: float, cost: float) -> float:
         """Record the ``cost`` of one request served at time ``now`` (seconds, monotone); once
         per period, update. Returns the multiplier.
@@ -240,13 +259,8 @@ class PIController:
             raise ValueError(f"cost must be finite and >= 0, got {cost}")
         if self.start is None:
             self.start = self.last_update = now
+        self.advance(now)
         self.events.append((now, float(cost)))
-        if now - self.last_update >= self.period_s:
-            self.last_update = now
-            e = float(np.clip((self.rate(now) - self.target) / self.target, -1.0, 3.0))
-            step = self.ki * e + (self.kp * (e - self.e_prev) if self.e_prev is not None else 0.0)
-            self.log_lam = float(np.clip(self.log_lam + step, self.log_lo, self.log_hi))
-            self.e_prev = e
         return self.lam
 
 

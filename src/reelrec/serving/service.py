@@ -45,7 +45,7 @@ from reelrec.serving.replay import (
     replay,
     request_features,
 )
-from reelrec.serving.store import Event, EventStore
+from reelrec.serving.store import Event, EventStore, StoreUnavailable
 
 MAX_K = 100
 MAX_BODY_BYTES = 1_000_000
@@ -141,7 +141,14 @@ class Recommender:
         costs = self.ladder.cost_array
         self.budget_ms = float(budget_ms if budget_ms is not None else costs[self.default])
         q = self.value_model.predict(res.features)
-        self.lam0 = find_multiplier(q, costs, self.budget_ms * len(q))
+        if not (np.isfinite(self.budget_ms) and self.budget_ms >= costs[0]):
+            raise ValueError(
+                f"budget_ms must be at least the cheapest action's measured cost "
+                f"({costs[0]:.2f} ms per request), got {self.budget_ms:g}"
+            )
+        # a budget above the dearest action binds nothing: lambda 0 (no overflow for huge ones)
+        b = min(self.budget_ms, float(costs[-1])) * len(q)
+        self.lam0 = find_multiplier(q, costs, b)
         # 4x the multiplier above which every calibration request takes the cheapest action
         # (live requests outside the calibration sample may need more)
         lam_max = 4.0 * max(find_multiplier(q, costs, costs[0] * len(q)), 1e-9)
@@ -155,10 +162,15 @@ class Recommender:
         """The current Lagrange multiplier (the controller's; ``lam0`` before any traffic)."""
         return self.controller.lam
 
-    def history(self, user_id: int, limit: int = 200) -> np.ndarray:
-        """Logged positives then stored positive events, the latest ``limit``."""
-        h = self.logged.get(user_id, []) + self.store.history(user_id, limit)
-        return np.asarray(h[-limit:], dtype=np.int64)
+    def history(self, user_id: int, limit: int = 200) -> tuple[np.ndarray, bool]:
+        """Logged positives then stored positive events, the latest ``limit``; and whether
+        the store answered (when it cannot, the logged positives alone)."""
+        try:
+            stored, ok = self.store.history(user_id, limit), True
+        except StoreUnavailable:
+            stored, ok = [], False
+        h = self.logged.get(user_id, []) + stored
+        return np.asarray(h[-limit:], dtype=np.int64), ok
 
     def recommend(self, user_id: int, k: int, now_ms: int | None = None) -> dict:
         """Top ``k`` videos for ``user_id`` at ``now_ms`` (ms since the epoch; default now).
@@ -171,8 +183,10 @@ class Recommender:
         """
         t0 = time.perf_counter()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        hist = self.history(user_id)
+        hist, store_ok = self.history(user_id)
         trace: dict = {"user_known": self.known_user(user_id), "history": len(hist)}
+        if not store_ok:
+            trace["store_unavailable"] = True  # recent events missing from the history
         if len(hist) == 0:
             items = [v for v in self.popular if int(v) not in set(hist.tolist())][:k]
             with self.lock:
@@ -194,7 +208,8 @@ class Recommender:
             imp, rate = self.activity.get(user_id, (0, 0.0))
             feats = request_features(len(hist), imp, rate, rs, ps, hour)[None, :]
             q = self.value_model.predict(feats)[0]
-            lam = self.lam()
+            with self.lock:
+                lam = self.controller.advance(self.clock())
             gain = q - lam * costs
             j = int(gain.argmax()) if gain.max() >= 0 else 0
         else:
@@ -258,7 +273,9 @@ class Recommender:
         with self.lock:
             s = dict(self.stats)
             actions = dict(self.actions)
-            rate = self.controller.rate(self.clock())
+            now = self.clock()
+            lam = self.controller.advance(now)
+            rate = self.controller.rate(now)
         lines = [
             "# HELP reelrec_requests_total Recommendations served.",
             "# TYPE reelrec_requests_total counter",
@@ -286,7 +303,7 @@ class Recommender:
             f"reelrec_capacity_ms_per_second {self.capacity_ms:g}",
             "# HELP reelrec_dcaf_lambda The DCAF Lagrange multiplier.",
             "# TYPE reelrec_dcaf_lambda gauge",
-            f"reelrec_dcaf_lambda {self.lam():.6g}",
+            f"reelrec_dcaf_lambda {lam:.6g}",
             "# HELP reelrec_actions_total Requests per DCAF action (candidates ranked).",
             "# TYPE reelrec_actions_total counter",
         ]
@@ -343,6 +360,13 @@ def create_app(recommender: Recommender):
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
+        if request.method == "POST":
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind != "application/json" and not kind.endswith("+json"):
+                return JSONResponse(
+                    status_code=415,
+                    content={"detail": f"content-type must be application/json, got {kind!r}"},
+                )
         size = request.headers.get("content-length")
         if size is not None:
             return (
@@ -373,9 +397,13 @@ def create_app(recommender: Recommender):
         ]
         return JSONResponse(status_code=422, content={"detail": errors})
 
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(request: Request, exc: StoreUnavailable):
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"status": "ok", "events": recommender.store.count()}
+        return {"status": "ok", "events": recommender.store.count()}  # 503 when the store is down
 
     @app.post("/recommend")
     def recommend(body: RecommendIn) -> dict:

@@ -14,8 +14,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached or is busy (Redis down, SQLite locked by another process):
+    the service answers 503 for events and recommends from the logged history only."""
 
 
 @dataclass(frozen=True)
@@ -35,14 +41,15 @@ class Event:
 
 
 class EventStore:
-    """Interface of the service's store."""
+    """Interface of the service's store. Each method raises :class:`StoreUnavailable` when
+    the backend cannot answer (nothing is stored half-way)."""
 
     def append(self, events: list[Event]) -> int:
         """Store ``events`` atomically (all or none); returns how many were stored."""
         raise NotImplementedError
 
     def history(self, user_id: int, limit: int) -> list[int]:
-        """The ``limit`` latest positive video ids of ``user_id`` (oldest first)."""
+        """The ``limit`` (>= 0) latest positive video ids of ``user_id`` (oldest first)."""
         raise NotImplementedError
 
     def count(self) -> int:
@@ -54,22 +61,29 @@ class EventStore:
 
 
 class SQLiteStore(EventStore):
-    """Events in one SQLite file (WAL, ``synchronous=FULL``); thread-safe.
+    """Events in one SQLite file (WAL, ``synchronous=FULL``); thread-safe. Writes and reads
+    use two connections, so that reading a history never waits behind a write (WAL readers
+    do not block on writers).
 
     Args:
         path: the database file (created with its table when missing).
         min_play_ms: an event joins the user's history when liked or played this long.
+        busy_s: how long a write waits for another process's lock before
+            :class:`StoreUnavailable`.
 
     Raises:
         sqlite3.DatabaseError: the file is not a SQLite database.
+        OSError: the folder cannot be created.
     """
 
-    def __init__(self, path: Path | str, min_play_ms: int = 3000) -> None:
+    def __init__(self, path: Path | str, min_play_ms: int = 3000, busy_s: float = 2.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.min_play_ms = min_play_ms
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock, self._read_lock = threading.Lock(), threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=busy_s
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
@@ -78,6 +92,9 @@ class SQLiteStore(EventStore):
             " NULL, liked INTEGER NOT NULL, positive INTEGER NOT NULL)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS by_user ON events (user_id, positive, id)")
+        self._read = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=busy_s
+        )
 
     def append(self, events: list[Event]) -> int:
         rows = [
@@ -92,7 +109,10 @@ class SQLiteStore(EventStore):
             for e in events
         ]
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # locked by another process past busy_s
+                raise StoreUnavailable(f"event store {self.path}: {exc}") from None
             try:
                 self._db.executemany(
                     "INSERT INTO events (user_id, video_id, timestamp_ms, play_time_ms, liked,"
@@ -100,35 +120,44 @@ class SQLiteStore(EventStore):
                     rows,
                 )
                 self._db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise StoreUnavailable(f"event store {self.path}: {exc}") from None
                 raise
         return len(rows)
 
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._read_lock:
+            try:
+                return self._read.execute(sql, args).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"event store {self.path}: {exc}") from None
+
     def history(self, user_id: int, limit: int) -> list[int]:
-        with self._lock:
-            cur = self._db.execute(
-                "SELECT video_id FROM events WHERE user_id = ? AND positive = 1 "
-                "ORDER BY id DESC LIMIT ?",
-                (user_id, limit),
-            )
-            return [r[0] for r in cur.fetchall()][::-1]
+        if limit <= 0:  # SQLite reads a negative LIMIT as none
+            return []
+        rows = self._query(
+            "SELECT video_id FROM events WHERE user_id = ? AND positive = 1 "
+            "ORDER BY id DESC LIMIT ?",
+            (user_id, limit),
+        )
+        return [r[0] for r in rows][::-1]
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        return int(self._query("SELECT COUNT(*) FROM events")[0][0])
 
     def events(self) -> list[Event]:
         """Every stored event, in insertion order."""
-        with self._lock:
-            cur = self._db.execute(
-                "SELECT user_id, video_id, timestamp_ms, play_time_ms, liked FROM events ORDER BY id"
-            )
-            return [Event(u, v, t, p, bool(k)) for u, v, t, p, k in cur.fetchall()]
+        rows = self._query(
+            "SELECT user_id, video_id, timestamp_ms, play_time_ms, liked FROM events ORDER BY id"
+        )
+        return [Event(u, v, t, p, bool(k)) for u, v, t, p, k in rows]
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._read.close()
 
 
 class RedisStore(EventStore):
@@ -146,7 +175,8 @@ class RedisStore(EventStore):
         max_history: positive videos kept per user.
 
     Raises:
-        ConnectionError: the server does not answer PING (names the URL).
+        ConnectionError: the server does not answer PING (names the URL). Later, any Redis
+            error of a call is :class:`StoreUnavailable`.
         ImportError: the ``redis`` package is missing (``pip install 'reelrec[serve]'``).
     """
 
@@ -158,10 +188,11 @@ class RedisStore(EventStore):
         prefix: str = "reelrec",
         client=None,
     ) -> None:
-        if client is None:
-            import redis
+        import redis
 
-            client = redis.Redis.from_url(url, socket_connect_timeout=5)
+        self._errors = (redis.RedisError, OSError)
+        if client is None:
+            client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
         self.url, self.min_play_ms, self.max_history = url, min_play_ms, max_history
         self.prefix, self._r = prefix, client
         try:
@@ -180,6 +211,13 @@ class RedisStore(EventStore):
         except Exception:
             return "unknown"
 
+    @contextmanager
+    def _guard(self):
+        try:
+            yield
+        except self._errors as exc:
+            raise StoreUnavailable(f"event store Redis {self.url}: {exc}") from None
+
     def append(self, events: list[Event]) -> int:
         pipe = self._r.pipeline(transaction=True)
         for e in events:
@@ -189,20 +227,26 @@ class RedisStore(EventStore):
                 pipe.rpush(key, e.video_id)
                 pipe.ltrim(key, -self.max_history, -1)
         pipe.incrby(f"{self.prefix}:count", len(events))
-        pipe.execute()
+        with self._guard():
+            pipe.execute()
         return len(events)
 
     def history(self, user_id: int, limit: int) -> list[int]:
         if limit <= 0:
             return []
-        return [int(v) for v in self._r.lrange(f"{self.prefix}:history:{user_id}", -limit, -1)]
+        with self._guard():
+            hist = self._r.lrange(f"{self.prefix}:history:{user_id}", -limit, -1)
+        return [int(v) for v in hist]
 
     def count(self) -> int:
-        return int(self._r.get(f"{self.prefix}:count") or 0)
+        with self._guard():
+            return int(self._r.get(f"{self.prefix}:count") or 0)
 
     def events(self) -> list[Event]:
         """Every stored event, in arrival order."""
-        return [Event(**json.loads(x)) for x in self._r.lrange(f"{self.prefix}:events", 0, -1)]
+        with self._guard():
+            raw = self._r.lrange(f"{self.prefix}:events", 0, -1)
+        return [Event(**json.loads(x)) for x in raw]
 
     def close(self) -> None:
         self._r.close()
