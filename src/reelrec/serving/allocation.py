@@ -168,14 +168,15 @@ class PIController:
         log lambda += kp * (e - e_prev) + ki * e,   clipped to [log lam_min, log lam_max]
 
     so that one gain works across the decades lambda spans, and the clip is the anti-windup.
-    ``lam_max`` is the multiplier at which every logged request already takes the cheapest
-    action (raising it further changes nothing); below ``lam_min = lam_max * floor`` lambda is
-    reported as 0 (every request's best action).
+    ``lam_max`` is the ceiling: about the multiplier at which every logged request already
+    takes the cheapest action (raising it further changes little); below
+    ``lam_min = lam_max * floor`` lambda is reported as 0 (every request's best action).
 
     Args:
         target: the budget rate (cost per second, the unit of the action costs), > 0.
         lam0: the offline multiplier (:func:`find_multiplier` on logged requests), >= 0.
-        lam_max: see above, > 0 (``find_multiplier`` with the budget of the cheapest action).
+        lam_max: see above, > 0 (from ``find_multiplier`` with the budget of the cheapest
+            action; the service takes four times that, for requests unlike the logged ones).
         kp, ki: gains (>= 0), in log-multiplier units per unit of relative error.
         window_s: seconds of cost the rate is measured over. period_s: seconds between
             updates.
@@ -236,10 +237,11 @@ class PIController:
         if self.last_update is None:
             return self.lam
         due = int((now - self.last_update) / self.period_s)
+        if due <= 0:  # not yet (or a clock that went back)
+            return self.lam
         for k in range(1, min(due, 50) + 1):
             self._update(self.last_update + k * self.period_s)
-        if due:
-            self.last_update += due * self.period_s
+        self.last_update += due * self.period_s
         return self.lam
 
     def _update(self, t: float) -> None:
