@@ -78,6 +78,13 @@ def test_cold_start_then_events_are_seen(client, rec):
     r = client.post("/recommend", json={"user_id": new_user, "k": 5}).json()
     assert r["trace"]["cold_start"] is False and r["trace"]["history"] == 1
     assert liked not in [x["video_id"] for x in r["items"]]  # seen videos are not retrieved
+    assert r["trace"]["history_embedded"] == 1
+    # a like of a video item2vec has no vector for: not a cold start, but flagged
+    bare = next(v for v in sorted(rec.known_videos) if v not in rec.cascade.row)
+    ev = {"user_id": new_user + 1, "video_id": bare, "timestamp_ms": 1, "like": True}
+    assert client.post("/events", json={"events": [ev]}).json() == {"stored": 1}
+    tr = client.post("/recommend", json={"user_id": new_user + 1, "k": 5}).json()["trace"]
+    assert tr["cold_start"] is False and tr["history"] == 1 and tr["history_embedded"] == 0
 
 
 def test_bad_input_is_a_clear_4xx_and_nothing_is_stored(client, rec):

@@ -144,5 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     uvicorn.run(create_app(rec), host=args.host, port=args.port, log_level="warning")
+    s = rec.stats
+    print(
+        f"stopped after {s['requests']} recommendations ({s['cold_start']} cold start) and "
+        f"{s['events']} events stored",
+        flush=True,
+    )
     store.close()
     return 0

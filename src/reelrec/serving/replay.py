@@ -78,6 +78,12 @@ class Requests:
 def check_run(run: Path, ranker: str) -> None:
     """Raise ``FileNotFoundError`` naming the command that makes what the cascade needs from
     ``run``: item embeddings (``reelrec encode``) and a trained ranker (``reelrec train``)."""
+    if not Path(run).is_dir():
+        raise FileNotFoundError(
+            f"run folder {run} not found: make it with `reelrec prepare --dataset kuairand "
+            f"--out {run}`, then `reelrec encode --run {run}` and `reelrec train {ranker} --run "
+            f"{run}`"
+        )
     for path, how in [
         (run / "content" / "item_embeddings.npy", f"reelrec encode --run {run}"),
         (run / "models" / ranker / "model.safetensors", f"reelrec train {ranker} --run {run}"),

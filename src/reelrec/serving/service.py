@@ -177,14 +177,18 @@ class Recommender:
 
         Returns:
             ``{"user_id", "items": [{"video_id", "score"}] (best first; score = the ranker's
-            click probability, None on the popular fallback), "trace": {"user_known",
-            "history", "cold_start", "stages" (candidates per stage), "dcaf" (action, lambda,
-            Q per action), "ms" (milliseconds per stage)}}``.
+            click probability, None on the popular fallback), "trace": {"user_known" (in the
+            logged data), "history" (positives: logged + stored events), "history_embedded",
+            "cold_start", "stages" (candidates per stage), "dcaf" (enabled, action, cost_ms,
+            lambda, q: Q per action), "ms" (history, retrieve_prerank, rank, rank_cpu,
+            total)}}``; a cold start has ``stages: {"popular": k}`` and no ``dcaf``.
         """
         t0 = time.perf_counter()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         hist, store_ok = self.history(user_id)
         trace: dict = {"user_known": self.known_user(user_id), "history": len(hist)}
+        # history videos with an embedding; 0: retrieval starts from the catalogue's mean
+        trace["history_embedded"] = sum(int(v) in self.cascade.row for v in hist)
         if not store_ok:
             trace["store_unavailable"] = True  # recent events missing from the history
         if len(hist) == 0:
