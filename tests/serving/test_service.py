@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -69,7 +70,14 @@ def test_cold_start_then_events_are_seen(client, rec):
     new_user = 10**12
     r = client.post("/recommend", json={"user_id": new_user, "k": 5}).json()
     assert r["trace"]["cold_start"] is True and r["trace"]["user_known"] is False
-    assert [x["video_id"] for x in r["items"]] == [int(v) for v in rec.popular[:5]]
+    assert r["trace"]["fallback"] == "cold_start" and r["trace"]["dcaf"]["cost_ms"] == 0.0
+    shown = [x["video_id"] for x in r["items"]]
+    assert shown == [int(v) for v in rec.popular[:5]]
+    assert set(shown) <= rec.known_videos  # raw catalogue ids, not internal indices (C22)
+    assert {"user_id": new_user, "reason": "cold_start", "items": shown}.items() <= (
+        rec.store.fallbacks()[-1].items()
+    )
+    assert 'reelrec_fallback_total{reason="cold_start"}' in client.get("/metrics").text
     liked = r["items"][0]["video_id"]
     before = rec.store.count()
     ev = {"user_id": new_user, "video_id": liked, "timestamp_ms": 1, "like": True}
@@ -85,6 +93,23 @@ def test_cold_start_then_events_are_seen(client, rec):
     assert client.post("/events", json={"events": [ev]}).json() == {"stored": 1}
     tr = client.post("/recommend", json={"user_id": new_user + 1, "k": 5}).json()["trace"]
     assert tr["cold_start"] is False and tr["history"] == 1 and tr["history_embedded"] == 0
+
+
+def test_users_without_candidates_get_the_fallback(client, rec, monkeypatch):
+    user, real = known_user(rec), rec.cascade.candidates
+    empty = np.zeros(0, dtype=np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
+    monkeypatch.setattr(rec.cascade, "candidates", lambda hist: empty)  # every video seen
+    tr = client.post("/recommend", json={"user_id": user, "k": 4}).json()
+    assert tr["trace"]["fallback"] == "no_candidates" and tr["trace"]["cold_start"] is False
+    assert len(tr["items"]) == 4 and all(x["score"] is None for x in tr["items"])
+    # three candidates for k = 4: ranked ones first, then one popular video not among them
+    three = tuple(a[:3] for a in real(rec.history(user)[0]))
+    monkeypatch.setattr(rec.cascade, "candidates", lambda hist: three)
+    r = client.post("/recommend", json={"user_id": user, "k": 4}).json()
+    ids = [x["video_id"] for x in r["items"]]
+    assert r["trace"]["fallback"] == "topped_up" and len(set(ids)) == 4
+    assert set(ids[:3]) == set(three[0].tolist()) and r["items"][3]["score"] is None
+    assert rec.store.fallbacks()[-1]["reason"] == "topped_up"
 
 
 def test_bad_input_is_a_clear_4xx_and_nothing_is_stored(client, rec):
@@ -118,6 +143,9 @@ def test_bad_input_is_a_clear_4xx_and_nothing_is_stored(client, rec):
     head = {"content-type": "application/json"}
     for raw in (b'{"user_id": NaN}', b'{"user_id": 1, "k": Infinity}'):
         assert client.post("/recommend", content=raw, headers=head).status_code == 422
+    for body in ({"user_id": ""}, {"user_id": "u" * 10_000}):  # case C22's malformed ids
+        r = client.post("/recommend", json=body)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "user_id"]
     for body in ({"user_id": 2**70}, {"user_id": True}, {"user_id": "111"}, {"user_id": 1, "x": 1}):
         r = client.post("/recommend", json=body)
         assert r.status_code == 422 and "input" not in r.json()["detail"][0]

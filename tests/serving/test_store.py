@@ -35,6 +35,11 @@ def test_positive_events_form_the_history(make_store):
     assert store.history(1, 1) == [12]  # the latest
     assert store.history(3, 10) == []
     assert store.events() == events
+    store.record_fallback(9, 1000, "cold_start", [1002, 1003])
+    assert store.fallbacks() == [
+        {"user_id": 9, "timestamp_ms": 1000, "reason": "cold_start", "items": [1002, 1003]}
+    ]
+    assert store.count() == 4  # a fallback is not an event
     store.close()
 
 

@@ -15,7 +15,11 @@ shared cores does not inflate) or the CPU time the ranker call took on its threa
 whole CPU time). With ``dcaf=False`` every request gets the default action.
 
 Users the dataset does not know, and users without history, get the most popular videos
-(``trace.cold_start``). Events are stored by a :class:`reelrec.serving.store.EventStore`
+(``trace.fallback = "cold_start"``); so does a user for whom retrieval finds no unseen
+candidate (``"no_candidates"``), and an answer with fewer than k ranked candidates is topped
+up from them (``"topped_up"``). Fallbacks are raw video ids (never internal indices: case C22
+of ``shared/cases``), counted in ``/metrics`` and recorded in the store with their reason;
+they cost no ranker time and are observed as such by the DCAF controller. Events are stored by a :class:`reelrec.serving.store.EventStore`
 (SQLite by default, or Redis shared by several processes) and
 acknowledged only after their transaction commits; the next recommendation reads them.
 """
@@ -50,6 +54,37 @@ from reelrec.serving.store import Event, EventStore, StoreUnavailable
 MAX_K = 100
 MAX_BODY_BYTES = 1_000_000
 MAX_EVENTS = 1000
+FALLBACKS = ("cold_start", "no_candidates", "topped_up")
+
+
+def popularity(item_ids: np.ndarray) -> np.ndarray:
+    """Raw video ids by how often they occur in ``item_ids`` (each occurrence counts, case
+    C07), most first, ties by the lower id.
+
+    Args:
+        item_ids: ``(N,)`` int raw video ids of positive interactions.
+
+    Returns:
+        ``(V,)`` int64 raw ids (the distinct ones), most popular first.
+    """
+    ids, counts = np.unique(np.asarray(item_ids, dtype=np.int64), return_counts=True)
+    return ids[np.lexsort((ids, -counts))]
+
+
+def fill_from_popular(popular: np.ndarray, seen: set[int], k: int, taken=()) -> list[int]:
+    """``k`` raw ids from ``popular`` (most popular first): unseen ones first; when fewer than
+    ``k`` are unseen, seen ones follow, so that a user who has watched every video still gets
+    an answer. Ids in ``taken`` (already in the answer) are never repeated.
+
+    Source: case C22 (a cold-start fallback must return raw ids, for unknown users and for
+    users with no candidate left).
+    """
+    taken = {int(v) for v in taken}
+    fresh = [int(v) for v in popular if int(v) not in seen and int(v) not in taken]
+    if len(fresh) >= k:
+        return fresh[:k]
+    again = [int(v) for v in popular if int(v) in seen and int(v) not in taken]
+    return (fresh + again)[:k]
 
 
 class Recommender:
@@ -128,8 +163,7 @@ class Recommender:
         self.logged: dict[int, list[int]] = {}
         for u, v in zip(uid[positive], item[positive], strict=True):
             self.logged.setdefault(int(u), []).append(int(v))
-        counts = inter.loc[positive, "item_id"].value_counts()
-        self.popular = counts.index.to_numpy(dtype=np.int64)[:MAX_K]
+        self.popular = popularity(inter.loc[positive, "item_id"].to_numpy())
         # calibration on the validation day: action costs, Q model, lambda
         valid = hourly_requests(inter, positive, split=1)
         pick = np.random.default_rng(seed).permutation(len(valid))[:calibration_requests]
@@ -156,6 +190,7 @@ class Recommender:
         self.lock = threading.Lock()
         self.stats = {"requests": 0, "cold_start": 0, "events": 0, "rank_ms": 0.0}
         self.stats |= {"rank_cpu_ms": 0.0, "cost_ms": 0.0}
+        self.fallbacks = dict.fromkeys(FALLBACKS, 0)
         self.actions = dict.fromkeys(self.sizes, 0)
 
     def lam(self) -> float:
@@ -177,11 +212,12 @@ class Recommender:
 
         Returns:
             ``{"user_id", "items": [{"video_id", "score"}] (best first; score = the ranker's
-            click probability, None on the popular fallback), "trace": {"user_known" (in the
+            click probability, None for a popular fallback), "trace": {"user_known" (in the
             logged data), "history" (positives: logged + stored events), "history_embedded",
-            "cold_start", "stages" (candidates per stage), "dcaf" (enabled, action, cost_ms,
-            lambda, q: Q per action), "ms" (history, retrieve_prerank, rank, rank_cpu,
-            total)}}``; a cold start has ``stages: {"popular": k}`` and no ``dcaf``.
+            "cold_start", "fallback" (None, or one of :data:`FALLBACKS`), "stages" (candidates
+            per stage), "dcaf" (enabled, action, cost_ms, lambda, q: Q per action), "ms"
+            (history, retrieve_prerank, rank, rank_cpu, total)}}``; a fallback without ranking
+            has ``stages: {"popular": n}`` and DCAF action None at cost 0.
         """
         t0 = time.perf_counter()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -192,20 +228,12 @@ class Recommender:
         if not store_ok:
             trace["store_unavailable"] = True  # recent events missing from the history
         if len(hist) == 0:
-            items = [v for v in self.popular if int(v) not in set(hist.tolist())][:k]
-            with self.lock:
-                self.stats["requests"] += 1
-                self.stats["cold_start"] += 1
-            trace |= {"cold_start": True, "stages": {"popular": len(items)}}
-            trace["ms"] = {"total": 1e3 * (time.perf_counter() - t0)}
-            return {
-                "user_id": user_id,
-                "items": [{"video_id": int(v), "score": None} for v in items],
-                "trace": trace,
-            }
+            return self._fallback(user_id, k, hist, "cold_start", trace, t0, now_ms)
         t1 = time.perf_counter()
         cand, rs, ps = self.cascade.candidates(hist)
         t2 = time.perf_counter()
+        if len(cand) == 0:
+            return self._fallback(user_id, k, hist, "no_candidates", trace, t0, now_ms)
         hour = (now_ms // 3_600_000 + 8) % 24  # KuaiRand hours are Beijing time (UTC+8)
         costs = self.ladder.cost_array
         if self.dcaf:
@@ -237,8 +265,17 @@ class Recommender:
             self.stats["rank_cpu_ms"] += rank_cpu_ms
             self.stats["cost_ms"] += cost_ms
             self.actions[size] += 1
+        items = [{"video_id": int(ranked[i]), "score": float(scores[i])} for i in order]
+        fallback = None
+        if len(items) < k:  # fewer candidates than asked for: top up from popularity
+            fallback = "topped_up"
+            seen = {int(v) for v in hist}
+            more = fill_from_popular(self.popular, seen, k - len(items), taken=ranked)
+            items += [{"video_id": v, "score": None} for v in more]
+            self._record_fallback(user_id, now_ms, fallback, more, trace)
         trace |= {
             "cold_start": False,
+            "fallback": fallback,
             "stages": {"retrieve": len(cand), "prerank": len(cand), "rank": m},
             "dcaf": {
                 "enabled": self.dcaf,
@@ -255,8 +292,50 @@ class Recommender:
                 "total": 1e3 * (time.perf_counter() - t0),
             },
         }
-        items = [{"video_id": int(ranked[i]), "score": float(scores[i])} for i in order]
         return {"user_id": user_id, "items": items, "trace": trace}
+
+    def _record_fallback(
+        self, user_id: int, now_ms: int, reason: str, items: list[int], trace: dict
+    ) -> None:
+        """Count a fallback and record it in the store (best effort: a store that cannot
+        answer is flagged in the trace, the answer goes out)."""
+        with self.lock:
+            self.fallbacks[reason] += 1
+        try:
+            self.store.record_fallback(user_id, now_ms, reason, items)
+        except StoreUnavailable:
+            trace["store_unavailable"] = True
+
+    def _fallback(
+        self,
+        user_id: int,
+        k: int,
+        hist: np.ndarray,
+        reason: str,
+        trace: dict,
+        t0: float,
+        now_ms: int,
+    ) -> dict:
+        """The popular answer of a request the cascade cannot serve (no ranker time: the
+        controller observes cost 0, so the request is still in the budget's accounting)."""
+        items = fill_from_popular(self.popular, {int(v) for v in hist}, k)
+        with self.lock:
+            lam = self.controller.observe(self.clock(), 0.0)
+            self.stats["requests"] += 1
+            self.stats["cold_start"] += reason == "cold_start"
+        self._record_fallback(user_id, now_ms, reason, items, trace)
+        trace |= {
+            "cold_start": reason == "cold_start",
+            "fallback": reason,
+            "stages": {"popular": len(items)},
+            "dcaf": {"enabled": self.dcaf, "action": None, "cost_ms": 0.0, "lambda": lam},
+            "ms": {"total": 1e3 * (time.perf_counter() - t0)},
+        }
+        return {
+            "user_id": user_id,
+            "items": [{"video_id": v, "score": None} for v in items],
+            "trace": trace,
+        }
 
     def add_events(self, events: list[Event]) -> int:
         """Store ``events`` (all or none) after checking their videos.
@@ -277,6 +356,7 @@ class Recommender:
         with self.lock:
             s = dict(self.stats)
             actions = dict(self.actions)
+            fallbacks = dict(self.fallbacks)
             now = self.clock()
             lam = self.controller.advance(now)
             rate = self.controller.rate(now)
@@ -284,9 +364,12 @@ class Recommender:
             "# HELP reelrec_requests_total Recommendations served.",
             "# TYPE reelrec_requests_total counter",
             f"reelrec_requests_total {s['requests']}",
-            "# HELP reelrec_cold_start_total Recommendations served from the popular fallback.",
+            "# HELP reelrec_cold_start_total Recommendations to users without history.",
             "# TYPE reelrec_cold_start_total counter",
             f"reelrec_cold_start_total {s['cold_start']}",
+            "# HELP reelrec_fallback_total Answers (partly) from the popular fallback, by reason.",
+            "# TYPE reelrec_fallback_total counter",
+            *[f'reelrec_fallback_total{{reason="{r}"}} {n}' for r, n in fallbacks.items()],
             "# HELP reelrec_events_total Feedback events stored.",
             "# TYPE reelrec_events_total counter",
             f"reelrec_events_total {s['events']}",

@@ -56,6 +56,15 @@ class EventStore:
         """Events stored."""
         raise NotImplementedError
 
+    def record_fallback(self, user_id: int, timestamp_ms: int, reason: str, items: list[int]):
+        """Record a request answered from the popular fallback, with its reason and the raw
+        video ids shown."""
+        raise NotImplementedError
+
+    def fallbacks(self) -> list[dict]:
+        """The recorded fallbacks, oldest first: ``{user_id, timestamp_ms, reason, items}``."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release the store."""
 
@@ -92,6 +101,10 @@ class SQLiteStore(EventStore):
             " NULL, liked INTEGER NOT NULL, positive INTEGER NOT NULL)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS by_user ON events (user_id, positive, id)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS fallbacks (id INTEGER PRIMARY KEY, user_id INTEGER NOT "
+            "NULL, timestamp_ms INTEGER NOT NULL, reason TEXT NOT NULL, items TEXT NOT NULL)"
+        )
         self._read = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=busy_s
         )
@@ -126,6 +139,24 @@ class SQLiteStore(EventStore):
                     raise StoreUnavailable(f"event store {self.path}: {exc}") from None
                 raise
         return len(rows)
+
+    def record_fallback(self, user_id: int, timestamp_ms: int, reason: str, items: list[int]):
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO fallbacks (user_id, timestamp_ms, reason, items) "
+                    "VALUES (?, ?, ?, ?)",
+                    (user_id, timestamp_ms, reason, json.dumps([int(v) for v in items])),
+                )
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"event store {self.path}: {exc}") from None
+
+    def fallbacks(self) -> list[dict]:
+        rows = self._query("SELECT user_id, timestamp_ms, reason, items FROM fallbacks ORDER BY id")
+        return [
+            {"user_id": u, "timestamp_ms": t, "reason": r, "items": json.loads(i)}
+            for u, t, r, i in rows
+        ]
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._read_lock:
@@ -165,8 +196,8 @@ class RedisStore(EventStore):
 
     Keys (``prefix`` ``reelrec`` by default): ``{prefix}:events`` (list of JSON events, in
     arrival order), ``{prefix}:history:{user_id}`` (list of positive video ids, the latest
-    ``max_history`` kept) and ``{prefix}:count``. One ``append`` is one MULTI/EXEC
-    transaction: other clients see all of a batch or none of it.
+    ``max_history`` kept), ``{prefix}:count`` and ``{prefix}:fallbacks`` (JSON records). One
+    ``append`` is one MULTI/EXEC transaction: other clients see all of a batch or none of it.
 
     Args:
         url: ``redis://host:port/db`` (or ``client``: a ready ``redis.Redis``, e.g. fakeredis
@@ -241,6 +272,17 @@ class RedisStore(EventStore):
     def count(self) -> int:
         with self._guard():
             return int(self._r.get(f"{self.prefix}:count") or 0)
+
+    def record_fallback(self, user_id: int, timestamp_ms: int, reason: str, items: list[int]):
+        rec = {"user_id": user_id, "timestamp_ms": timestamp_ms, "reason": reason}
+        with self._guard():
+            self._r.rpush(
+                f"{self.prefix}:fallbacks", json.dumps(rec | {"items": [int(v) for v in items]})
+            )
+
+    def fallbacks(self) -> list[dict]:
+        with self._guard():
+            return [json.loads(x) for x in self._r.lrange(f"{self.prefix}:fallbacks", 0, -1)]
 
     def events(self) -> list[Event]:
         """Every stored event, in arrival order."""
