@@ -74,6 +74,7 @@ def test_cold_start_then_events_are_seen(client, rec):
     shown = [x["video_id"] for x in r["items"]]
     assert shown == [int(v) for v in rec.popular[:5]]
     assert set(shown) <= rec.known_videos  # raw catalogue ids, not internal indices (C22)
+    rec.flush()  # fallback records are written by a background thread
     assert {"user_id": new_user, "reason": "cold_start", "items": shown}.items() <= (
         rec.store.fallbacks()[-1].items()
     )
@@ -109,6 +110,7 @@ def test_users_without_candidates_get_the_fallback(client, rec, monkeypatch):
     ids = [x["video_id"] for x in r["items"]]
     assert r["trace"]["fallback"] == "topped_up" and len(set(ids)) == 4
     assert set(ids[:3]) == set(three[0].tolist()) and r["items"][3]["score"] is None
+    rec.flush()
     assert rec.store.fallbacks()[-1]["reason"] == "topped_up"
 
 

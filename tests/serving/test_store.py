@@ -72,16 +72,48 @@ def test_sqlite_locked_by_another_process_fails_fast_and_reads_go_on(tmp_path):
     other.execute("BEGIN EXCLUSIVE")  # e.g. someone in the sqlite3 shell
     with pytest.raises(StoreUnavailable, match="locked"):
         store.append([Event(1, 11, 2, like=True)])
+    with pytest.raises(StoreUnavailable):  # what /healthz asks: a write cannot start
+        store.check()
+    with pytest.raises(StoreUnavailable):
+        store.record_fallback(1, 3, "cold_start", [10])
     assert store.history(1, 10) == [10] and store.count() == 1  # WAL: readers go on
     other.execute("ROLLBACK")
+    store.check()
     store.append([Event(1, 11, 2, like=True)])
-    assert store.history(1, 10) == [10, 11]
+    assert store.history(1, 10) == [10, 11] and store.fallbacks() == []
+
+
+def test_sqlite_writers_of_this_process_wait_busy_s_in_all(tmp_path):
+    """Queued writers do not add up their waits: each gives up busy_s after it asked."""
+    import threading
+    import time
+
+    store = SQLiteStore(tmp_path / "e.sqlite", busy_s=1.0)
+    other = sqlite3.connect(tmp_path / "e.sqlite", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    waited: list[float] = []
+
+    def write() -> None:
+        t = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.append([Event(1, 2, 3)])
+        waited.append(time.monotonic() - t)
+
+    pool = [threading.Thread(target=write) for _ in range(4)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    other.execute("ROLLBACK")
+    # one after the other they would wait 1, 2, 3, 4 s; with one deadline each, about 1 s
+    assert len(waited) == 4 and max(waited) < 2.5
 
 
 def test_redis_errors_are_store_unavailable():
     server = fakeredis.FakeServer()
     store = RedisStore(client=fakeredis.FakeRedis(server=server))
     server.connected = False
-    for call in (lambda: store.append([Event(1, 2, 3)]), lambda: store.history(1, 5), store.count):
+    calls = (lambda: store.append([Event(1, 2, 3)]), lambda: store.history(1, 5), store.count)
+    for call in (*calls, store.check):
         with pytest.raises(StoreUnavailable, match="event store Redis"):
             call()

@@ -26,6 +26,7 @@ acknowledged only after their transaction commits; the next recommendation reads
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -191,6 +192,9 @@ class Recommender:
         self.stats = {"requests": 0, "cold_start": 0, "events": 0, "rank_ms": 0.0}
         self.stats |= {"rank_cpu_ms": 0.0, "cost_ms": 0.0}
         self.fallbacks = dict.fromkeys(FALLBACKS, 0)
+        self.stats["fallback_records_lost"] = 0
+        self._fallback_queue: queue.Queue = queue.Queue(maxsize=10_000)
+        threading.Thread(target=self._record_loop, name="fallback-records", daemon=True).start()
         self.actions = dict.fromkeys(self.sizes, 0)
 
     def lam(self) -> float:
@@ -297,14 +301,31 @@ class Recommender:
     def _record_fallback(
         self, user_id: int, now_ms: int, reason: str, items: list[int], trace: dict
     ) -> None:
-        """Count a fallback and record it in the store (best effort: a store that cannot
-        answer is flagged in the trace, the answer goes out)."""
+        """Count a fallback and queue its record for the store: a background thread writes
+        it, so that a slow or locked store never delays an answer (records it cannot write,
+        or that overflow the queue of 10,000, are counted as lost in ``/metrics``)."""
         with self.lock:
             self.fallbacks[reason] += 1
         try:
-            self.store.record_fallback(user_id, now_ms, reason, items)
-        except StoreUnavailable:
-            trace["store_unavailable"] = True
+            self._fallback_queue.put_nowait((user_id, now_ms, reason, items))
+        except queue.Full:
+            with self.lock:
+                self.stats["fallback_records_lost"] += 1
+
+    def _record_loop(self) -> None:
+        while True:
+            record = self._fallback_queue.get()
+            try:
+                self.store.record_fallback(*record)
+            except Exception:  # StoreUnavailable, or a store closed at shutdown
+                with self.lock:
+                    self.stats["fallback_records_lost"] += 1
+            finally:
+                self._fallback_queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued fallback record has been written (or lost)."""
+        self._fallback_queue.join()
 
     def _fallback(
         self,
@@ -370,6 +391,9 @@ class Recommender:
             "# HELP reelrec_fallback_total Answers (partly) from the popular fallback, by reason.",
             "# TYPE reelrec_fallback_total counter",
             *[f'reelrec_fallback_total{{reason="{r}"}} {n}' for r, n in fallbacks.items()],
+            "# HELP reelrec_fallback_records_lost_total Fallback records the store did not take.",
+            "# TYPE reelrec_fallback_records_lost_total counter",
+            f"reelrec_fallback_records_lost_total {s['fallback_records_lost']}",
             "# HELP reelrec_events_total Feedback events stored.",
             "# TYPE reelrec_events_total counter",
             f"reelrec_events_total {s['events']}",
@@ -490,7 +514,8 @@ def create_app(recommender: Recommender):
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"status": "ok", "events": recommender.store.count()}  # 503 when the store is down
+        recommender.store.check()  # StoreUnavailable -> 503: the store could not take a write
+        return {"status": "ok", "events": recommender.store.count()}
 
     @app.post("/recommend")
     def recommend(body: RecommendIn) -> dict:

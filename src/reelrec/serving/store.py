@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,10 @@ class EventStore:
         """Events stored."""
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Raise :class:`StoreUnavailable` when the store could not take a write now."""
+        raise NotImplementedError
+
     def record_fallback(self, user_id: int, timestamp_ms: int, reason: str, items: list[int]):
         """Record a request answered from the popular fallback, with its reason and the raw
         video ids shown."""
@@ -77,8 +82,8 @@ class SQLiteStore(EventStore):
     Args:
         path: the database file (created with its table when missing).
         min_play_ms: an event joins the user's history when liked or played this long.
-        busy_s: how long a write waits for another process's lock before
-            :class:`StoreUnavailable`.
+        busy_s: how long a write waits, for this process's other writers and another
+            process's lock together, before :class:`StoreUnavailable`.
 
     Raises:
         sqlite3.DatabaseError: the file is not a SQLite database.
@@ -88,7 +93,7 @@ class SQLiteStore(EventStore):
     def __init__(self, path: Path | str, min_play_ms: int = 3000, busy_s: float = 2.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.min_play_ms = min_play_ms
+        self.min_play_ms, self.busy_s = min_play_ms, busy_s
         self._lock, self._read_lock = threading.Lock(), threading.Lock()
         self._db = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=busy_s
@@ -121,35 +126,55 @@ class SQLiteStore(EventStore):
             )
             for e in events
         ]
-        with self._lock:
+        self._write(
+            lambda db: db.executemany(
+                "INSERT INTO events (user_id, video_id, timestamp_ms, play_time_ms, liked,"
+                " positive) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        )
+        return len(rows)
+
+    def _write(self, fn, wait_s: float | None = None) -> None:
+        """One write transaction running ``fn(connection)`` (None: take the write lock and
+        let go). Waits at most ``wait_s`` (``busy_s``) in all, for this process's other writers
+        and for other processes' locks together, then raises :class:`StoreUnavailable`."""
+        wait_s = self.busy_s if wait_s is None else wait_s
+        deadline = time.monotonic() + wait_s
+        if not self._lock.acquire(timeout=wait_s):
+            raise StoreUnavailable(f"event store {self.path}: busy (writers queued > {wait_s} s)")
+        try:
+            left_ms = max(int(1e3 * (deadline - time.monotonic())), 0)
+            self._db.execute(f"PRAGMA busy_timeout = {left_ms}")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:  # locked by another process past busy_s
+            except sqlite3.OperationalError as exc:  # locked by another process past the wait
                 raise StoreUnavailable(f"event store {self.path}: {exc}") from None
             try:
-                self._db.executemany(
-                    "INSERT INTO events (user_id, video_id, timestamp_ms, play_time_ms, liked,"
-                    " positive) VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                self._db.execute("COMMIT")
+                if fn is not None:
+                    fn(self._db)
+                self._db.execute("COMMIT" if fn is not None else "ROLLBACK")
             except BaseException as exc:
                 self._db.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.OperationalError):
                     raise StoreUnavailable(f"event store {self.path}: {exc}") from None
                 raise
-        return len(rows)
+        finally:
+            self._lock.release()
+
+    def check(self) -> None:
+        """Raise :class:`StoreUnavailable` when a write could not start within 0.5 s (the
+        file locked by another process): what ``GET /healthz`` asks."""
+        self._write(None, wait_s=0.5)
 
     def record_fallback(self, user_id: int, timestamp_ms: int, reason: str, items: list[int]):
-        with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT INTO fallbacks (user_id, timestamp_ms, reason, items) "
-                    "VALUES (?, ?, ?, ?)",
-                    (user_id, timestamp_ms, reason, json.dumps([int(v) for v in items])),
-                )
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"event store {self.path}: {exc}") from None
+        row = (user_id, timestamp_ms, reason, json.dumps([int(v) for v in items]))
+        self._write(
+            lambda db: db.execute(
+                "INSERT INTO fallbacks (user_id, timestamp_ms, reason, items) VALUES (?, ?, ?, ?)",
+                row,
+            )
+        )
 
     def fallbacks(self) -> list[dict]:
         rows = self._query("SELECT user_id, timestamp_ms, reason, items FROM fallbacks ORDER BY id")
@@ -272,6 +297,10 @@ class RedisStore(EventStore):
     def count(self) -> int:
         with self._guard():
             return int(self._r.get(f"{self.prefix}:count") or 0)
+
+    def check(self) -> None:
+        with self._guard():
+            self._r.ping()
 
     def record_fallback(self, user_id: int, timestamp_ms: int, reason: str, items: list[int]):
         rec = {"user_id": user_id, "timestamp_ms": timestamp_ms, "reason": reason}
