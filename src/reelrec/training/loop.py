@@ -261,7 +261,7 @@ def fit(
                         out = train.loss(proxy, m, gen, device)
                     if not torch.isfinite(out.loss):
                         raise ValueError(
-                            f"training loss is {float(out.loss)} at epoch {epoch}, step "
+                            f"training loss is {float(out.loss.detach())} at epoch {epoch}, step "
                             f"{steps + 1}: the weights diverged; lower train.lr or set "
                             f"train.grad_clip (the last good epoch is kept in "
                             f"{out_dir / 'checkpoint'})"
