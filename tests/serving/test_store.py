@@ -83,32 +83,6 @@ def test_sqlite_locked_by_another_process_fails_fast_and_reads_go_on(tmp_path):
     assert store.history(1, 10) == [10, 11] and store.fallbacks() == []
 
 
-def test_sqlite_writers_of_this_process_wait_busy_s_in_all(tmp_path):
-    """Queued writers do not add up their waits: each gives up busy_s after it asked."""
-    import threading
-    import time
-
-    store = SQLiteStore(tmp_path / "e.sqlite", busy_s=1.0)
-    other = sqlite3.connect(tmp_path / "e.sqlite", isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
-    waited: list[float] = []
-
-    def write() -> None:
-        t = time.monotonic()
-        with pytest.raises(StoreUnavailable):
-            store.append([Event(1, 2, 3)])
-        waited.append(time.monotonic() - t)
-
-    pool = [threading.Thread(target=write) for _ in range(4)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    other.execute("ROLLBACK")
-    # one after the other they would wait 1, 2, 3, 4 s; with one deadline each, about 1 s
-    assert len(waited) == 4 and max(waited) < 2.5
-
-
 def test_redis_errors_are_store_unavailable():
     server = fakeredis.FakeServer()
     store = RedisStore(client=fakeredis.FakeRedis(server=server))
