@@ -276,7 +276,7 @@ class Recommender:
             seen = {int(v) for v in hist}
             more = fill_from_popular(self.popular, seen, k - len(items), taken=ranked)
             items += [{"video_id": v, "score": None} for v in more]
-            self._record_fallback(user_id, now_ms, fallback, more, trace)
+            self._record_fallback(user_id, now_ms, fallback, more)
         trace |= {
             "cold_start": False,
             "fallback": fallback,
@@ -298,9 +298,7 @@ class Recommender:
         }
         return {"user_id": user_id, "items": items, "trace": trace}
 
-    def _record_fallback(
-        self, user_id: int, now_ms: int, reason: str, items: list[int], trace: dict
-    ) -> None:
+    def _record_fallback(self, user_id: int, now_ms: int, reason: str, items: list[int]) -> None:
         """Count a fallback and queue its record for the store: a background thread writes
         it, so that a slow or locked store never delays an answer (records it cannot write,
         or that overflow the queue of 10,000, are counted as lost in ``/metrics``)."""
@@ -344,7 +342,7 @@ class Recommender:
             lam = self.controller.observe(self.clock(), 0.0)
             self.stats["requests"] += 1
             self.stats["cold_start"] += reason == "cold_start"
-        self._record_fallback(user_id, now_ms, reason, items, trace)
+        self._record_fallback(user_id, now_ms, reason, items)
         trace |= {
             "cold_start": reason == "cold_start",
             "fallback": reason,
