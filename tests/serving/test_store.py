@@ -56,7 +56,7 @@ def test_redis_keeps_the_latest_history_only():
     store.append([Event(1, v, v, like=True) for v in range(10)])
     assert store.history(1, 100) == [7, 8, 9] and store.count() == 10
     assert store.history(1, 0) == []
-    assert store.durability() in ("unknown", "always", "everysec", "no", "no append-only file")
+    assert store.durability() == "unknown"  # fakeredis has no CONFIG, like a managed Redis
 
 
 def test_redis_that_does_not_answer_is_a_clear_error():
