@@ -35,9 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from retrieval import ensure_semantic_ids  # noqa: E402
 
-from reelrec.cli.registry import resolve_config  # noqa: E402
-from reelrec.cli.train import train_model  # noqa: E402
 from reelrec.io import atomic_write_json  # noqa: E402
+from reelrec.run import Run, resolve_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "alignment.json"
@@ -66,7 +65,7 @@ def trained(run: Path, name: str, preset: str, overrides: list[str]) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     cfg = resolve_config(preset, [f"--name={name}", *overrides])
-    return train_model(run, cfg, resume=True)
+    return Run(run).train(cfg, resume=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,11 +34,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from retrieval import ensure_semantic_ids  # noqa: E402
 
-from reelrec.cli.common import load_prepared  # noqa: E402
-from reelrec.cli.registry import resolve_config  # noqa: E402
-from reelrec.cli.train import train_model  # noqa: E402
 from reelrec.data.splits import positive_mask  # noqa: E402
 from reelrec.io import atomic_path, atomic_write_json, run_metadata  # noqa: E402
+from reelrec.run import Run, resolve_config  # noqa: E402
 from reelrec.serving.allocation import (  # noqa: E402
     RequestValueModel,
     choose_actions,
@@ -101,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ensure_semantic_ids(run, "kuairand", "tokenizer")
     if not (run / "models" / "can" / "metrics.json").exists():
         cfg = resolve_config("can", ["--train.progress=false", f"--train.threads={args.threads}"])
-        train_model(run, cfg, resume=True)
+        Run(run).train(cfg, resume=True)
     can = json.loads((run / "models" / "can" / "metrics.json").read_text())
-    prep = load_prepared(run)
+    prep = Run(run).prep
     inter = prep.interactions.reset_index(drop=True)
     positive = positive_mask(inter, prep.protocol)
     ids = np.load(run / "content" / "item_ids.npy")

@@ -28,10 +28,9 @@ from pathlib import Path
 
 import torch
 
-from reelrec.cli.common import load_prepared, sequences_for
-from reelrec.cli.registry import build_generative, resolve_config
 from reelrec.io import atomic_write_json
 from reelrec.models.generative import beam_search
+from reelrec.run import Run, resolve_config
 from reelrec.training.checkpoint import load_model
 from reelrec.training.distributed import count_flops, peak_flops
 
@@ -83,7 +82,7 @@ def measure(name: str, run: Path, data, gflops: float) -> dict:
     """All measurements of one model preset."""
     cfg = resolve_config(name, [f"--data.dataset={data.dataset}"])
     torch.manual_seed(0)
-    model = build_generative(cfg, data.seq, run)
+    model = Run(run).build(cfg)[0]
     weights = run / "models" / name / "model.safetensors"
     if weights.exists():
         load_model(model, weights)
@@ -118,11 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    prep = load_prepared(args.run)
+    prep = Run(args.run).prep
 
     class Data:
         dataset = prep.report.get("dataset", "")
-        seq = sequences_for(prep, 50, 1)
+        seq = Run(args.run).data(
+            resolve_config("onerec", ["--onerec.max_len=50", "--onerec.window_step=1"])
+        )
 
     gflops = matmul_gflops()
     print(f"matmul: {gflops:.1f} GFLOP/s on {torch.get_num_threads()} threads")

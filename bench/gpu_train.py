@@ -30,10 +30,9 @@ from pathlib import Path
 
 import torch
 
-from reelrec.cli.common import load_prepared, sequences_for
-from reelrec.cli.registry import build_generative, resolve_config
 from reelrec.io import atomic_write_json
 from reelrec.models.generative import beam_search
+from reelrec.run import Run, resolve_config
 from reelrec.training.distributed import count_flops, peak_flops
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here; run with --device cpu to check the script")
     cfg = resolve_config("onerec", ["--data.dataset=kuairand"])
-    data = sequences_for(load_prepared(args.run), cfg.max_len, cfg.window_step)
-    torch.manual_seed(0)
-    model = build_generative(cfg, data, args.run)
+    model, data = Run(args.run).build(cfg)
     windows = data.train_windows
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -52,11 +52,11 @@ def _stream(run: Path) -> tuple:
     import numpy as np
     import pandas as pd
 
-    from reelrec.cli.common import load_prepared, prepare_run
+    from reelrec.run import Run
 
     if not (run / "data" / "interactions.parquet").exists():
-        prepare_run(run, "ml-1m", "", "", log=lambda s: print(s, file=sys.stderr))
-    inter = load_prepared(run).interactions
+        Run.prepare(run, "ml-1m", log=lambda s: print(s, file=sys.stderr))
+    inter = Run(run).prep.interactions
     codes, uniques = pd.factorize(inter["item_id"])
     return np.asarray(codes, dtype=np.int64) + 1, len(uniques)
 
@@ -66,9 +66,9 @@ def one(model_name: str, length: int, mode: str, args) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from reelrec.cli.registry import resolve_config
     from reelrec.models.elastic import Elastic
     from reelrec.models.sasrec import SASRec
+    from reelrec.run import resolve_config
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -149,9 +149,9 @@ def check_against_cpu(args, length: int = 1024) -> dict:
     eval mode), relative to the largest |CPU| value: the GPU numbers are of the same model."""
     import torch
 
-    from reelrec.cli.registry import resolve_config
     from reelrec.models.elastic import Elastic
     from reelrec.models.sasrec import SASRec
+    from reelrec.run import resolve_config
 
     stream, vocab = _stream(args.run)
     gen = torch.Generator().manual_seed(1)

@@ -46,15 +46,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reelrec.cli import tokenize as tokenize_cli
-from reelrec.cli.common import load_prepared
-from reelrec.cli.registry import MODELS, resolve_config
-from reelrec.cli.train import ranking_data, train_model
 from reelrec.data.ctr import CTRTrainSet, avazu_ctr, criteo_ctr, taobao_ctr
 from reelrec.data.sources import data_root
 from reelrec.eval.ctr import evaluate_ctr
 from reelrec.io import atomic_write_json
-from reelrec.training.checkpoint import load_model
+from reelrec.run import Run, resolve_config
+from reelrec.tasks.registry import MODELS
 from reelrec.training.loop import TrainConfig, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -121,17 +118,7 @@ def latency_ms(model: torch.nn.Module, data, rows: np.ndarray, reps: int = 30) -
 def ensure_vq(run: Path) -> None:
     """QARM VQ codes of the run's items in RUN/tokenizer-vq unless present."""
     if not (run / "tokenizer-vq" / "vq_codes.parquet").exists():
-        tokenize_cli.main(
-            [
-                "--run",
-                str(run),
-                "--method",
-                "vq",
-                "--out",
-                str(run / "tokenizer-vq"),
-                "--tokenizer.embeddings=raw",
-            ]
-        )
+        Run(run).tokenize("vq", run / "tokenizer-vq", ["--tokenizer.embeddings=raw"])
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -154,7 +141,6 @@ def run_kuairand(
     run = out / "kuairand"
     ensure_semantic_ids(run, "kuairand", "tokenizer")
     ensure_vq(run)
-    prep = load_prepared(run)
     for label in labels:
         preset, overrides = VARIANTS[label]
         tasks = SINGLE_TASK if label.endswith("-single-task") else [None]
@@ -175,15 +161,14 @@ def run_kuairand(
                         *extra,
                     ],
                 )
-                m = train_model(run, cfg)
+                m = Run(run).train(cfg)
                 merged.update(per_task(m["test"]))
                 rates.append(m["train_samples_per_s"])
                 epochs.append(m["best_epoch"])
             per_seed.append(merged)
         results.setdefault("kuairand", {})[label] = aggregate(per_seed)
-        data = ranking_data(prep, cfg, run)
-        model = MODELS[cfg.model].build(cfg, data, run)
-        load_model(model, run / "models" / name / "model.safetensors")
+        trained = Run(run).trained(name)
+        model, data = trained.model, trained.data
         speed.setdefault("kuairand", {})[label] = {
             "train_samples_per_s": round(float(np.median(rates)), 1),
             "score_ms_per_1000": round(latency_ms(model, data, data.rows(2)), 2),
@@ -210,7 +195,7 @@ def run_smoke(out: Path, results: dict, speed: dict) -> None:
             cfg.ranking.tasks = list(data.tasks)
             cfg.can.pairs = pairs
             torch.manual_seed(cfg.train.seed)
-            model = MODELS[model_name].build(cfg, data, out)
+            model = MODELS[model_name].build(cfg, data, None)
             tcfg = TrainConfig(
                 lr=1e-3, batch_size=256, epochs=5, patience=2, metric="auc", progress=False
             )

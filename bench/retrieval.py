@@ -21,13 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-from reelrec.cli import align as align_cli
-from reelrec.cli import encode as encode_cli
-from reelrec.cli import tokenize as tokenize_cli
-from reelrec.cli.common import prepare_run
-from reelrec.cli.registry import resolve_config
-from reelrec.cli.train import train_model
 from reelrec.io import atomic_write_json
+from reelrec.run import Run, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "retrieval.json"
@@ -48,21 +43,21 @@ DATASET_OVERRIDES = {
 def ensure_semantic_ids(run: Path, dataset: str, folder: str, log=print) -> None:
     """Prepare ``run`` and write semantic IDs into ``run/folder`` unless they exist."""
     if not (run / "data" / "interactions.parquet").exists():
-        prepare_run(run, dataset, "", "", log=log)
+        Run.prepare(run, dataset, log=log)
     if (run / folder / "semantic_ids.parquet").exists():
         return
     if not (run / "content" / "item_embeddings.npy").exists():
-        encode_cli.main(["--run", str(run)])
-    args = ["--run", str(run), "--out", str(run / folder)]
-    args += ["--method", "rq-vae"] if folder == "tokenizer-rq-vae" else []
+        Run(run).encode()
+    method = "rq-vae" if folder == "tokenizer-rq-vae" else ""
+    overrides = []
     encoder = json.loads((run / "content" / "encoder.json").read_text())["encoder"]
     if encoder == "item2vec":
         # behaviour-only embeddings (no item text: amazon-sports, kuairand) are what QARM
         # aligns content *to*; aligning them to behaviour again is skipped
-        args.append("--tokenizer.embeddings=raw")
+        overrides.append("--tokenizer.embeddings=raw")
     elif not (run / "content" / "aligned_embeddings.npy").exists():
-        align_cli.main(["--run", str(run)])
-    tokenize_cli.main(args)
+        Run(run).align()
+    Run(run).tokenize(method, run / folder, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 *overrides,
             ]
             cfg = resolve_config(preset, extra)
-            m = train_model(run, cfg, resume=True)
+            m = Run(run).train(cfg, resume=True)
             t = m["test"]
             command = " ".join(
                 [

@@ -17,10 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-from reelrec.cli.registry import resolve_config
-from reelrec.cli.train import train_model
 from reelrec.config import ConfigError
 from reelrec.io import atomic_write_json
+from reelrec.run import Run, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "retrieval.json"
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = configs[dataset]
             else:
                 cfg = resolve_config("popularity", [f"--data.dataset={dataset}"])
-            m = train_model(run, cfg, resume=True)
+            m = Run(run).train(cfg, resume=True)
             t = m["test"]
             row = {
                 "recall@10": t["recall@10"],

@@ -20,10 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from reelrec.cli.common import load_prepared, sequences_for
-from reelrec.cli.registry import build_generative, resolve_config
-from reelrec.cli.train import train_model
 from reelrec.io import atomic_write_json
+from reelrec.run import Run, resolve_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from retrieval import ensure_semantic_ids  # noqa: E402
@@ -58,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
         ensure_semantic_ids(run, args.dataset, cfg.onerec.semantic_ids)
-        m = train_model(run, cfg, resume=True)
+        m = Run(run).train(cfg, resume=True)
         hist = json.loads((run / "models" / cfg.run_name / "history.json").read_text())
         if data is None:
-            data = sequences_for(load_prepared(run), cfg.max_len, cfg.window_step)
+            data = Run(run).data(cfg)
         rows.append(
             {
                 "hidden": h,
@@ -93,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def flops_per_sample(cfg, data, run: Path, batch: int = 256) -> float:
     """Forward + backward FLOPs per training sample (FlopCounterMode, fixed random batch)."""
-    torch.manual_seed(0)
-    model = build_generative(cfg, data, run)
+    model = Run(run).build(cfg)[0]
     gen = torch.Generator().manual_seed(0)
     w = data.train_windows[torch.randint(len(data.train_windows), (batch,), generator=gen)]
     counter = FlopCounterMode(display=False)

@@ -64,7 +64,7 @@ def start(
 ) -> tuple[subprocess.Popen, str]:
     """A ``reelrec serve`` process and its URL, once ``/healthz`` answers."""
     port = free_port()
-    cmd = [sys.executable, "-c", "from reelrec.cli.main import console_main; console_main()"]
+    cmd = [sys.executable, "-m", "reelrec"]
     cmd += ["serve", str(run), "--port", str(port), "--db", str(db), "--load-signal", signal]
     cmd += ["--capacity-ms", str(capacity)] + ([] if dcaf else ["--no-dcaf"])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ)

@@ -27,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from reelrec.cli.align import AlignStage, align_run
-from reelrec.cli.common import parse_with_overrides, prepare_run
-from reelrec.cli.encode import encode_run
-from reelrec.cli.tokenize import TokenizeStage, tokenize_run
 from reelrec.config import apply_overrides
+from reelrec.content.stage import encode_run
 from reelrec.data import sources
+from reelrec.data.prepare import prepare_run
 from reelrec.io import atomic_write_json
+from reelrec.tokenizer.align_stage import AlignStage, align_run
 from reelrec.tokenizer.semantic_ids import RQ_METHODS, level_stats, plot_stats
+from reelrec.tokenizer.stage import TokenizeStage, tokenize_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", nargs="+", default=["amazon-beauty", "ml-1m"])
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-tokenizer")
     p.add_argument("--methods", nargs="+", default=list(RQ_METHODS), choices=RQ_METHODS)
-    args, overrides = parse_with_overrides(p, argv)
+    args, overrides = p.parse_known_args(argv)  # the rest: --tokenizer.* / --align.*
     tok_overrides = [o for o in overrides if o.lstrip("-").startswith("tokenizer.")]
     align_overrides = [o for o in overrides if o.lstrip("-").startswith("align.")]
     results = (

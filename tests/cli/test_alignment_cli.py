@@ -9,7 +9,7 @@ import math
 import pytest
 
 from reelrec.cli import evaluate, main, train
-from reelrec.cli.registry import resolve_config
+from reelrec.run import resolve_config
 from reelrec.config import ConfigError
 
 ONEREC = [

@@ -29,7 +29,7 @@ def test_train_each_ranker_and_evaluate_agrees(run, capsys):
     for name in ("deepfm", "din", "can"):
         assert train.main([name, "--run", str(run), *TINY, *extra.get(name, [])]) == 0
     m = json.loads((run / "models" / "can" / "metrics.json").read_text())
-    assert m["ranking"] and m["epochs_run"] == 1
+    assert m["task"] == "ranking" and m["epochs_run"] == 1
     tasks = m["test"]["tasks"]
     assert set(tasks) == {
         "click",

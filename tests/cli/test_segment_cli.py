@@ -17,7 +17,7 @@ def test_train_segment_interest_and_evaluate_agrees(tmp_path, data_root):
     args = ["segment-interest", "--run", str(run), f"--data.data_dir={data_root}", *TINY]
     assert train.main(args) == 0
     m = json.loads((run / "models" / "segment-interest" / "metrics.json").read_text())
-    assert m["segment"] and m["epochs_run"] == 2
+    assert m["task"] == "segment" and m["epochs_run"] == 2
     # the test views with a skip segment (a value of the data and the split, not of the model)
     assert m["test"]["n"] == 619 and 0 < m["test"]["hr@1"] <= m["test"]["hr@5"] <= 1
     assert evaluate.main([str(run)]) == 0

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from reelrec.data import sources
-from reelrec.data.kuairand import load_kuairand
-from reelrec.data.readers import DataFormatError, read_table, to_numeric
+from reelrec.data.kuairand import DEV_LOG, load_kuairand
+from reelrec.data.movielens import load_ml1m
+from reelrec.data.readers import AmbiguousDataError, DataFormatError, read_table, to_numeric
 from reelrec.data.segmm import load_segmm, parse_label_array
 
 # (dataset, rows, users, items) from each folder's SOURCE.md
@@ -255,3 +256,96 @@ def test_kuairand_time_out_of_range(tmp_path):
     )
     with pytest.raises(DataFormatError, match=r"line 3, column 'time_ms': value outside"):
         load_kuairand(tmp_path, None)
+
+
+# ---- several candidate files in one dataset folder: refuse, never read the first ----------
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["processed_standard_kcore_15.csv", DEV_LOG],
+        ["processed_standard_kcore_15.a.csv", "processed_standard_kcore_15.b.csv"],
+    ],
+)
+def test_kuairand_two_log_files_are_refused_naming_both(tmp_path, names):
+    for name in names:
+        (tmp_path / name).write_text(KUAIRAND_HEADER + _kuairand_row(1, 11, 100))
+    with pytest.raises(AmbiguousDataError) as err:
+        load_kuairand(tmp_path, None)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert str(tmp_path) in msg and all(name in msg for name in names)
+    assert msg.endswith(f"move the others out (the reference copy is {DEV_LOG})")
+
+
+def test_ml1m_both_formats_in_one_folder_are_refused(tmp_path):
+    (tmp_path / "ratings.dat").write_text("1::10::5::978300760\n")
+    (tmp_path / "interactions.csv.gz").write_bytes(b"")
+    with pytest.raises(AmbiguousDataError) as err:
+        load_ml1m(tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(tmp_path) in msg
+    assert "interactions.csv.gz" in msg and "ratings.dat" in msg and "keep" in msg
+
+
+# ---- GroupLens ML-1M '::' files ------------------------------------------------------------
+
+
+def test_ml1m_grouplens_files_read_in_line_order(tmp_path):
+    (tmp_path / "ratings.dat").write_text(
+        "1::1193::5::978300760\r\n2::661::3::978302109\r\n\r\n1::914::3::978300760\r\n"
+    )
+    (tmp_path / "movies.dat").write_bytes(
+        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+        "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"
+        "914::Misérables, Les: Part I (1995)::Drama\n".encode("latin-1")
+    )
+    raw = load_ml1m(tmp_path)
+    inter = raw.interactions
+    assert inter["user_id"].tolist() == [1, 2, 1]
+    assert inter["item_id"].tolist() == [1193, 661, 914]
+    assert inter["rating"].tolist() == [5, 3, 3]
+    assert inter["timestamp_ms"].tolist() == [978300760000, 978302109000, 978300760000]
+    assert raw.items.set_index("item_id").loc[661, "genres"] == [
+        "Animation",
+        "Children's",
+        "Musical",
+    ]
+    assert "Misérables, Les: Part I (1995)" in set(raw.items["title"])  # latin-1, one ':' kept
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "expected"),
+    [
+        ("2::661::3", r"line 3: expected 4 fields separated by '::', found 3"),
+        ("2::661::3::978302109::7", r"line 3: expected 4 fields separated by '::', found 5"),
+        ("u2::661::3::978302109", r"line 3, column 'UserID': expected an integer.*'u2'"),
+        ("2::661::3::9783021x9", r"line 3, column 'Timestamp': expected an integer.*'9783021x9'"),
+        ("2::661::3::", r"line 3, column 'Timestamp': expected an integer.*''"),
+        ("2::661::7::978302109", r"line 3, column 'Rating': value outside \[0, 5\]"),
+        ("2::-661::3::978302109", r"line 3, column 'MovieID': value outside"),
+    ],
+)
+def test_ml1m_ratings_dat_malformed_names_file_line_column(tmp_path, bad_line, expected):
+    (tmp_path / "ratings.dat").write_text(
+        f"1::1193::5::978300760\n\n{bad_line}\n3::914::3::978300760\n"
+    )
+    with pytest.raises(DataFormatError, match=rf"ratings\.dat, {expected}"):
+        load_ml1m(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "expected"),
+    [
+        ("661::James and the Giant Peach (1996)", r"line 2: expected 3 fields separated by '::'"),
+        ("6x1::James and the Giant Peach (1996)::Animation", r"line 2, column 'MovieID'"),
+    ],
+)
+def test_ml1m_movies_dat_malformed_names_file_line_column(tmp_path, bad_line, expected):
+    (tmp_path / "ratings.dat").write_text("1::1193::5::978300760\n")
+    (tmp_path / "movies.dat").write_text(
+        f"1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n{bad_line}\n"
+    )
+    with pytest.raises(DataFormatError, match=rf"movies\.dat, {expected}"):
+        load_ml1m(tmp_path)

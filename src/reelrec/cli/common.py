@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
 
 from reelrec.config import ConfigError
 from reelrec.data import sources
-from reelrec.data.prepare import Prepared, prepare, read_prepared, write_prepared
+from reelrec.data.prepare import Prepared, load_prepared, prepare_run, read_json
 from reelrec.data.sequences import SequenceData, build_sequences
-from reelrec.data.splits import get_protocol
-from reelrec.io import atomic_write_json, run_metadata
+
+__all__ = [
+    "add_data_args",
+    "load_prepared",
+    "parse_with_overrides",
+    "prepare_run",
+    "read_json",
+    "sequences_for",
+]
 
 
 def add_data_args(
@@ -67,67 +71,7 @@ def parse_with_overrides(
     return args, overrides
 
 
-def prepare_run(
-    run_dir: Path, dataset: str, protocol: str = "", data_dir: str = "", log=print
-) -> Prepared:
-    """Load, clean and split ``dataset`` into ``run_dir/data`` and record ``run_dir/run.json``.
-
-    Raises:
-        DatasetNotFound, DataFormatError, KeyError: from the loaders / registry.
-    """
-    spec = sources.get_spec(dataset)
-    proto = get_protocol(protocol or spec.protocol)
-    run_dir = Path(run_dir)
-    if str(run_dir) in ("", "."):
-        raise ConfigError("the run folder must be named (--out RUN)")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} is a file, not a run folder")
-    if (run_dir / "run.json").exists() and any((run_dir / "models").glob("*/config.yaml")):
-        old = read_json(run_dir / "run.json")
-        if (old.get("dataset"), old.get("protocol")) != (dataset, proto.name):
-            raise ConfigError(
-                f"{run_dir} holds models trained on {old.get('dataset')} ({old.get('protocol')}); "
-                f"preparing {dataset} ({proto.name}) there would leave them stale: use another --out"
-            )
-    t0 = time.perf_counter()
-    raw = sources.load(dataset, data_dir or None)
-    prep = prepare(raw, proto, dataset)
-    write_prepared(prep, run_dir / "data")
-    meta = {
-        "dataset": dataset,
-        "protocol": proto.name,
-        "data_root": str(sources.data_root(data_dir or None)),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **run_metadata(),
-    }
-    atomic_write_json(run_dir / "run.json", meta)
-    r = prep.report
-    log(
-        f"prepared {dataset} ({proto.name}) in {time.perf_counter() - t0:.1f}s: "
-        f"{r['rows']:,} rows, {r['users']:,} users, {r['items']:,} items, "
-        f"{r['duplicate_events_removed']} duplicate events removed -> {run_dir / 'data'}"
-    )
-    return prep
-
-
-def load_prepared(run_dir: Path) -> Prepared:
-    """Read ``run_dir/data`` (written by ``reelrec prepare``).
-
-    Raises:
-        FileNotFoundError: the run has no prepared data (says which command makes it).
-    """
-    return read_prepared(run_dir / "data")
-
-
 def sequences_for(prep: Prepared, max_len: int, step: int | None = None) -> SequenceData:
     """Training windows and evaluation instances for a sequential model (``step``: see
     :func:`reelrec.data.sequences.windows`)."""
     return build_sequences(prep.interactions, prep.protocol, max_len, step)
-
-
-def read_json(path: Path) -> dict:
-    """Read a JSON file, naming it in the error."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON ({exc})") from None

@@ -73,7 +73,8 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch to a subcommand; known errors print one clear line and return 2.
+    """Dispatch to a subcommand; user errors (bad config, data, files, checkpoints, run
+    folders) print one clear line and return 2; anything else is a bug and raises.
 
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         from reelrec.config import ConfigError
         from reelrec.data.readers import DataFormatError
         from reelrec.data.sources import DatasetNotFound
+        from reelrec.tasks.base import RunError
         from reelrec.training.checkpoint import CheckpointError
     except KeyboardInterrupt:  # Ctrl-C while torch is being imported: nothing started yet
         print("reelrec: interrupted", file=sys.stderr)
@@ -115,15 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         DataFormatError,
         DatasetNotFound,
         CheckpointError,
+        RunError,
         OSError,
         EOFError,
-        KeyError,
-        ValueError,
-    ) as exc:
+    ) as exc:  # user errors only: any other exception is a bug and keeps its traceback
         if os.environ.get("REELREC_DEBUG"):
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"reelrec {argv[0]}: error: {msg}", file=sys.stderr)
+        print(f"reelrec {argv[0]}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if os.environ.get("REELREC_DEBUG"):

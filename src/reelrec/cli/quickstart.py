@@ -8,10 +8,9 @@ import argparse
 import time
 from pathlib import Path
 
-from reelrec.cli.common import add_data_args, parse_with_overrides, prepare_run
-from reelrec.cli.evaluate import evaluate_run
-from reelrec.cli.registry import resolve_config
-from reelrec.cli.train import train_model
+from reelrec.cli.common import add_data_args, parse_with_overrides
+from reelrec.run import Run
+from reelrec.tasks.registry import resolve_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     popularity = resolve_config(
         "popularity", data + [f"--eval.ks={','.join(map(str, sasrec.eval.ks))}"]
     )
-    prepare_run(args.out, args.dataset, args.protocol, args.data_dir)
-    train_model(args.out, popularity, resume=False)
-    train_model(args.out, sasrec, resume=False)
-    metrics = evaluate_run(args.out)
+    run = Run.prepare(args.out, args.dataset, args.protocol, args.data_dir)
+    run.train(popularity, resume=False)
+    run.train(sasrec, resume=False)
+    metrics = run.evaluate()
     models = metrics["models"]
     print()
     print(f"{'model':<12} {'recall@10':>10} {'ndcg@10':>10}")

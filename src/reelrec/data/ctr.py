@@ -139,7 +139,7 @@ class CTRBatch:
 
 class CTRTrainSet:
     """The training rows of :class:`CTRData` as :func:`reelrec.training.loop.fit` consumes them:
-    uniformly shuffled batches, loss ``model.loss(batch)``."""
+    uniformly shuffled batches of :class:`CTRBatch` (the rankers' ``loss(CTRBatch)``)."""
 
     def __init__(self, data: CTRData, rows: np.ndarray | None = None) -> None:
         self.data = data
@@ -149,14 +149,40 @@ class CTRTrainSet:
         return len(self.rows)
 
     def batches(self, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-        """Row indices in random order, cut into batches."""
+        """Row indices in random order, cut into batches of ``batch_size`` (the last smaller)."""
         return list(
             torch.split(self.rows[torch.randperm(len(self.rows), generator=gen)], batch_size)
         )
 
-    def loss(self, model: torch.nn.Module, idx: torch.Tensor, gen: torch.Generator, device):
-        """``model.loss`` on the rows ``idx``."""
-        return model.loss(self.data.batch(idx).to(device))
+    def batch(self, idx: torch.Tensor, gen: torch.Generator, device) -> CTRBatch:
+        """The rows ``idx`` (int64 indices) as a :class:`CTRBatch` on ``device`` (``gen`` is
+        unused: the ranking losses draw nothing)."""
+        return self.data.batch(idx).to(device)
+
+
+def read_semantic_id_codes(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Items and semantic-ID codes of ``folder/semantic_ids.parquet`` (written by
+    ``reelrec tokenize``), without the last, disambiguation column.
+
+    Returns:
+        ``(item ids int64 (N,), codes int64 (N, K))``.
+
+    Raises:
+        DataFormatError: no ``code_*`` column, or a code that is not a non-negative integer.
+    """
+    from reelrec.data.readers import DataFormatError
+
+    path = Path(folder) / "semantic_ids.parquet"
+    df = pd.read_parquet(path)
+    cols = sorted((c for c in df.columns if c.startswith("code_")), key=lambda c: int(c[5:]))
+    if len(cols) < 2 or "item_id" not in df.columns:
+        raise DataFormatError(
+            f"{path}: expected item_id and code_0..code_K columns, got {list(df.columns)}"
+        )
+    codes = df[cols[:-1]].to_numpy()
+    if not np.issubdtype(codes.dtype, np.integer) or (codes < 0).any():
+        raise DataFormatError(f"{path}: codes must be non-negative integers")
+    return df["item_id"].to_numpy(dtype=np.int64), codes.astype(np.int64)
 
 
 def fit_vocab(
@@ -355,8 +381,6 @@ def kuairand_ctr(
     hist = [recent_history(uid, time, cols[video_col], positive, cfg.max_history)]
 
     if cfg.semantic_ids:
-        from reelrec.tokenizer.semantic_ids import load_semantic_ids
-
         folder = Path(run_dir or ".") / cfg.semantic_ids
         if not (folder / "semantic_ids.parquet").exists():
             raise FileNotFoundError(
@@ -364,14 +388,14 @@ def kuairand_ctr(
                 f"{cfg.semantic_ids!r}); make it with `reelrec encode --run {run_dir}` then "
                 f"`reelrec tokenize --run {run_dir} --out {folder} --tokenizer.embeddings=raw`"
             )
-        sid = load_semantic_ids(folder)
-        for level in range(sid.codes.shape[1]):  # the disambiguation level is left out
-            code = pd.Series(sid.codes[:, level], index=sid.item_ids)
+        sid_items, sid_codes = read_semantic_id_codes(folder)
+        for level in range(sid_codes.shape[1]):  # the disambiguation level is left out
+            code = pd.Series(sid_codes[:, level], index=sid_items)
             values = inter["item_id"].map(code).to_numpy(dtype=np.float64)  # NaN: no code
             codes = np.where(np.isnan(values), UNKNOWN, np.nan_to_num(values) + 2).astype(np.int64)
             names.append(f"sid_{level + 1}")
             cols.append(codes)
-            vocab.append(int(sid.codes[:, level].max()) + 3)
+            vocab.append(int(sid_codes[:, level].max()) + 3)
             seqs.append(f"hist_sid_{level + 1}")
             seq_target.append(len(names) - 1)
             hist.append(recent_history(uid, time, codes, positive, cfg.max_history))

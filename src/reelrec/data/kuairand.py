@@ -2,9 +2,9 @@
 Randomly Exposed Videos", CIKM 2022).
 
 Reads the tab-separated KuaiRand-27K like/hate slice (``processed_standard_kcore_15*.csv``: the
-development file ``...dev_20220408-20220418.csv`` or the full original) and the official
-KuaiRand user-features table (``kuairand-pure-features/user_features_pure.csv``; same user ids as
-KuaiRand-27K).
+development file ``...dev_20220408-20220418.csv`` or the full original, never both in one folder)
+and the official KuaiRand user-features table (``kuairand-pure-features/user_features_pure.csv``;
+same user ids as KuaiRand-27K).
 
 Column mapping to the canonical schema (:mod:`reelrec.data.tables`): ``video_id`` -> ``item_id``,
 ``time_ms`` -> ``timestamp_ms``, ``is_click`` -> ``click``, ``is_follow`` -> ``follow``,
@@ -24,10 +24,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reelrec.data.readers import NON_NEGATIVE, UNIX_MS, DataFormatError, read_table, to_numeric
+from reelrec.data.readers import (
+    NON_NEGATIVE,
+    UNIX_MS,
+    DataFormatError,
+    read_table,
+    single_candidate,
+    to_numeric,
+)
 from reelrec.data.tables import RawTables
 
 LOG_GLOB = "processed_standard_kcore_15*.csv"
+#: the development slice distributed in shared/datasets (SOURCE.md); reference numbers use it
+DEV_LOG = "processed_standard_kcore_15.dev_20220408-20220418.csv"
 USER_FEATURES = "user_features_pure.csv"
 
 _RENAME = {
@@ -62,15 +71,25 @@ _FLOAT = ["play_time_ms", "duration_ms", "comment_stay_time"]
 
 
 def find_log(folder: Path) -> Path:
-    """The KuaiRand log file in ``folder`` (the dev slice is preferred over the full file).
+    """The one KuaiRand log file (``processed_standard_kcore_15*.csv``) in ``folder``.
+
+    The dev slice and the full original give different users, items and dates, so a folder
+    holding both (or any two matches) is refused rather than one of them being read.
 
     Raises:
         FileNotFoundError: no ``processed_standard_kcore_15*.csv`` in ``folder``.
+        AmbiguousDataError: several files match (message names the folder and each file).
     """
-    files = sorted(Path(folder).glob(LOG_GLOB))
-    if not files:
+    folder = Path(folder)
+    path = single_candidate(
+        folder,
+        [f for f in folder.glob(LOG_GLOB) if f.is_file()],
+        "KuaiRand log",
+        f"keep exactly one in the folder and move the others out (the reference copy is {DEV_LOG})",
+    )
+    if path is None:
         raise FileNotFoundError(f"{folder}: no file matching {LOG_GLOB}")
-    return files[-1] if len(files) == 1 else next((f for f in files if ".dev_" in f.name), files[0])
+    return path
 
 
 def load_kuairand(log_folder: Path, features_folder: Path | None) -> RawTables:
@@ -87,6 +106,7 @@ def load_kuairand(log_folder: Path, features_folder: Path | None) -> RawTables:
 
     Raises:
         FileNotFoundError: the log is missing.
+        AmbiguousDataError: several log files in ``log_folder`` (names the folder and each).
         DataFormatError: a malformed row or value (message names file, line, column).
     """
     path = find_log(Path(log_folder))

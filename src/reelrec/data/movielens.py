@@ -3,7 +3,8 @@
 * ``ml-1m``: either the SeqRec-Benchmark conversion in ``movielens-1m-seqrec``
   (``interactions.csv.gz``: UserID, ItemID, Timestamp [s], Position; ``item2title.csv``; ids
   re-indexed from 100) or the GroupLens original ``ratings.dat``/``movies.dat``
-  (``UserID::MovieID::Rating::Timestamp``), whichever is in the folder.
+  (``UserID::MovieID::Rating::Timestamp``), whichever is in the folder (a folder holding both is
+  refused). ``users.dat`` is not read: the users table holds ``user_id`` only.
 * ``ml-100k``: the GroupLens files ``u.data`` (tab-separated user, item, rating, timestamp),
   ``u.item`` (latin-1, ``|``-separated, title and 19 genre flags) and ``u.user``.
 
@@ -19,7 +20,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reelrec.data.readers import NON_NEGATIVE, UNIX_S, DataFormatError, read_table, to_numeric
+from reelrec.data.readers import (
+    NON_NEGATIVE,
+    UNIX_S,
+    DataFormatError,
+    read_separated_lines,
+    read_table,
+    single_candidate,
+    to_numeric,
+)
 from reelrec.data.tables import RawTables
 
 ML100K_GENRES = [
@@ -55,18 +64,24 @@ def _interactions(
     """Read an interaction file; ``cols`` names the columns of a file with no header line."""
     raw = read_table(path, sep=sep, columns=cols, required=[user, item, ts])
     h = cols is None
+    nn = NON_NEGATIVE
     out = pd.DataFrame()
-    out["user_id"] = to_numeric(raw, user, path, sep, header=h)[0]
-    out["item_id"] = to_numeric(raw, item, path, sep, header=h)[0]
+    out["user_id"] = to_numeric(raw, user, path, sep, header=h, bounds=nn)[0]
+    out["item_id"] = to_numeric(raw, item, path, sep, header=h, bounds=nn)[0]
     out["timestamp_ms"] = pd.array(
-        to_numeric(raw, ts, path, sep, header=h)[0] * 1000, dtype="Int64"
+        to_numeric(raw, ts, path, sep, header=h, bounds=UNIX_S)[0] * 1000, dtype="Int64"
     )
     if "Rating" in raw.columns:
-        out["rating"] = to_numeric(raw, "Rating", path, sep, header=h)[0].astype("int8")
+        rating = to_numeric(raw, "Rating", path, sep, header=h, bounds=RATING)[0]
+        out["rating"] = rating.astype("int8")
     if "Position" in raw.columns:
         pos = to_numeric(raw, "Position", path, sep, header=h)[0]
         out = out.iloc[np.lexsort((pos, out["user_id"].to_numpy()))].reset_index(drop=True)
     return out
+
+
+#: the ML-1M interaction files the loader knows: SeqRec conversion, GroupLens original
+ML1M_FILES = ("interactions.csv.gz", "ratings.dat")
 
 
 def load_ml1m(folder: Path) -> RawTables:
@@ -74,11 +89,23 @@ def load_ml1m(folder: Path) -> RawTables:
 
     Raises:
         FileNotFoundError: neither format is present.
-        DataFormatError: malformed rows (names file and line).
+        AmbiguousDataError: both formats are present (message names the folder and both files).
+        DataFormatError: malformed rows or values (message names file, line and column).
     """
     folder = Path(folder)
-    if (folder / "interactions.csv.gz").exists():
-        path = folder / "interactions.csv.gz"
+    path = single_candidate(
+        folder,
+        [folder / name for name in ML1M_FILES if (folder / name).is_file()],
+        "ML-1M interaction",
+        "keep either interactions.csv.gz with item2title.csv (SeqRec conversion) or ratings.dat "
+        "with movies.dat (GroupLens original) and move the other format out",
+    )
+    if path is None:
+        raise FileNotFoundError(
+            f"{folder}: expected interactions.csv.gz (SeqRec conversion) or ratings.dat (GroupLens)"
+        )
+    notes: dict[str, object] = {"files": [str(path)]}
+    if path.name == "interactions.csv.gz":
         inter = _interactions(path, ",", None, "UserID", "ItemID", "Timestamp")
         titles = read_table(folder / "item2title.csv", sep=",", required=["ItemID", "Title"])
         items = pd.DataFrame(
@@ -89,44 +116,61 @@ def load_ml1m(folder: Path) -> RawTables:
                 "title": titles["Title"].to_numpy(),
             }
         )
-    elif (folder / "ratings.dat").exists():
-        path = folder / "ratings.dat"
-        cols = ["UserID", "MovieID", "Rating", "Timestamp"]
-        # '::' is a two-character separator; ratings.dat holds only integers.
-        text = path.read_text(encoding="latin-1").replace("::", "\t")
-        inter = _interactions_from_text(text, cols)
-        items = _ml1m_movies(folder / "movies.dat")
     else:
-        raise FileNotFoundError(
-            f"{folder}: expected interactions.csv.gz (SeqRec conversion) or ratings.dat (GroupLens)"
-        )
+        inter = _read_ratings_dat(path)
+        items = _ml1m_movies(folder / "movies.dat", inter["item_id"].to_numpy(), notes)
     users = pd.DataFrame({"user_id": np.unique(inter["user_id"].to_numpy())})
-    return RawTables(inter, items, users, {"files": [str(path)]})
+    return RawTables(inter, items, users, notes)
 
 
-def _interactions_from_text(text: str, cols: list[str]) -> pd.DataFrame:
-    import io
+def _read_ratings_dat(path: Path) -> pd.DataFrame:
+    """Read GroupLens ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp`` [s], no header) in
+    line order.
 
-    raw = pd.read_csv(io.StringIO(text), sep="\t", header=None, names=cols, dtype="int64")
+    Raises:
+        FileNotFoundError: missing file.
+        DataFormatError: a line without exactly four ``::``-separated fields, or a value that is
+            not an integer or is out of range (message names file, line and column).
+    """
+    cols = ["UserID", "MovieID", "Rating", "Timestamp"]
+    raw, lines = read_separated_lines(path, "::", cols, encoding="latin-1")
+
+    def column(name: str, bounds: tuple[float | None, float | None]) -> np.ndarray:
+        return to_numeric(raw, name, path, "::", header=False, bounds=bounds, lines=lines)[0]
+
     out = pd.DataFrame(
-        {
-            "user_id": raw["UserID"].to_numpy(),
-            "item_id": raw["MovieID"].to_numpy(),
-            "timestamp_ms": pd.array(raw["Timestamp"].to_numpy() * 1000, dtype="Int64"),
-            "rating": raw["Rating"].to_numpy().astype("int8"),
-        }
+        {"user_id": column("UserID", NON_NEGATIVE), "item_id": column("MovieID", NON_NEGATIVE)}
     )
+    out["timestamp_ms"] = pd.array(column("Timestamp", UNIX_S) * 1000, dtype="Int64")
+    out["rating"] = column("Rating", RATING).astype("int8")
     return out
 
 
-def _ml1m_movies(path: Path) -> pd.DataFrame:
-    rows = []
-    if path.exists():
-        for line in path.read_text(encoding="latin-1").splitlines():
-            parts = line.split("::")
-            if len(parts) == 3:
-                rows.append((int(parts[0]), parts[1], parts[2].split("|")))
-    return pd.DataFrame(rows, columns=["item_id", "title", "genres"])
+def _ml1m_movies(path: Path, item_ids: np.ndarray, notes: dict[str, object]) -> pd.DataFrame:
+    """Read GroupLens ``movies.dat`` (``MovieID::Title::Genres``, genres ``|``-separated).
+
+    A missing file gives the rated items with a null title and no genres (noted in ``notes``).
+
+    Raises:
+        DataFormatError: a line without exactly three ``::``-separated fields, or a movie id
+            that is not a non-negative integer (message names file, line and column).
+    """
+    if not path.exists():
+        notes["movies"] = f"not found ({path}); items have no title or genres"
+        ids = np.unique(item_ids)
+        return pd.DataFrame(
+            {"item_id": ids, "title": [None] * len(ids), "genres": [[] for _ in ids]}
+        )
+    raw, lines = read_separated_lines(path, "::", ["MovieID", "Title", "Genres"], "latin-1")
+    ids = to_numeric(raw, "MovieID", path, "::", header=False, bounds=NON_NEGATIVE, lines=lines)[0]
+    notes["files"].append(str(path))  # type: ignore[union-attr]
+    return pd.DataFrame(
+        {
+            "item_id": ids,
+            "title": raw["Title"].to_numpy(),
+            "genres": [g.split("|") if g else [] for g in raw["Genres"]],
+        }
+    )
 
 
 def load_ml100k(folder: Path) -> RawTables:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,36 @@ MISSING_MARKERS = ("", "\u2014", "-", "N/A", "NA", "nan", "NaN", "null", "None")
 
 class DataFormatError(ValueError):
     """A raw data file is malformed; the message names file, line and column."""
+
+
+class AmbiguousDataError(DataFormatError):
+    """A dataset folder holds several candidate files for the same data; the message names the
+    folder and every candidate, and says which to keep."""
+
+
+def single_candidate(folder: Path, found: Sequence[Path], what: str, keep: str) -> Path | None:
+    """The one candidate file in ``folder``: loaders never pick the first of several silently.
+
+    Args:
+        folder: the dataset folder (named in the error).
+        found: the candidate files present in it (a glob's matches, or the known names found).
+        what: what the files hold, e.g. ``"KuaiRand log"`` (for the error).
+        keep: which file to keep and which to remove (the end of the error message).
+
+    Returns:
+        The only candidate, or ``None`` when there is none.
+
+    Raises:
+        AmbiguousDataError: more than one candidate; one line naming ``folder`` and each file.
+    """
+    files = sorted(Path(f) for f in found)
+    if len(files) > 1:
+        names = ", ".join(f.name for f in files)
+        raise AmbiguousDataError(
+            f"{folder}: {len(files)} candidate {what} files, the loader reads exactly one: "
+            f"{names}; {keep}"
+        )
+    return files[0] if files else None
 
 
 def _open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
@@ -119,6 +150,64 @@ def read_table(
     return table.to_pandas()
 
 
+def read_separated_lines(
+    path: Path, sep: str, columns: list[str], encoding: str = "utf-8"
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Read a header-less file whose separator is several characters (GroupLens ``::``).
+
+    Fields cannot be quoted; blank lines are skipped; ``\\r\\n`` line ends are accepted.
+
+    Args:
+        path: file to read.
+        sep: field separator (any length).
+        columns: column names, one per field.
+        encoding: text encoding (the GroupLens ML-1M files are latin-1).
+
+    Returns:
+        ``(table, lines)``: DataFrame of ``str`` columns, one row per non-blank line, and the
+        1-based physical line number of each row (pass it to :func:`to_numeric` as ``lines``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        DataFormatError: the file is not ``encoding`` text, has no data line, or a line has too
+            many or too few fields; the message names the file and the physical line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        with open(path, encoding=encoding, newline="") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not {encoding} text ({exc})") from None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = pc.utf8_rtrim(pa.array(text.split("\n"), type=pa.large_string()), characters="\r")
+    keep = pc.not_equal(pc.utf8_trim_whitespace(rows), "")
+    lines = np.flatnonzero(keep.to_numpy(zero_copy_only=False)) + 1
+    rows = rows.filter(keep)
+    if len(rows) == 0:
+        raise DataFormatError(f"{path}: no data lines")
+    found = pc.count_substring(rows, sep).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+    bad = found != len(columns)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataFormatError(
+            f"{path}, line {lines[i]}: expected {len(columns)} fields separated by {sep!r}, "
+            f"found {found[i]}"
+        )
+    fields = pc.list_flatten(pc.split_pattern(rows, sep))  # row-major, len(columns) per row
+    n = len(columns)
+    table = pd.DataFrame(
+        {
+            name: fields.take(pa.array(np.arange(k, len(fields), n))).to_pandas().astype(str)
+            for k, name in enumerate(columns)
+        }
+    )
+    return table, lines
+
+
 def _first_bad_line(path: Path, sep: str, ncols: int, encoding: str) -> tuple[int, int]:
     with _open_text(path, encoding) as fh:
         reader = csv.reader(fh, delimiter=sep)
@@ -151,6 +240,7 @@ def to_numeric(
     nullable: bool = False,
     header: bool = True,
     bounds: tuple[float | None, float | None] = (None, None),
+    lines: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """Convert a text column to numbers exactly, naming the first bad value's file, line, column.
 
@@ -165,6 +255,8 @@ def to_numeric(
         nullable: if true, :data:`MISSING_MARKERS` become NaN (float64 result) and are counted;
             otherwise they are an error.
         bounds: inclusive ``(low, high)``; ``None`` leaves a side open.
+        lines: physical line number of each row, for tables :func:`physical_line` cannot
+            re-scan (from :func:`read_separated_lines`); ``None`` re-scans ``path`` with ``sep``.
 
     Returns:
         ``(values, n_missing)``: numpy array of ``dtype`` (float64 when nullable) and the count of
@@ -203,7 +295,10 @@ def to_numeric(
         out_of_range |= present & (values > hi)
     if (bad | out_of_range).any():
         rec = int(np.flatnonzero(bad | out_of_range)[0])
-        line = physical_line(path, rec, sep, header=header)
+        if lines is not None:
+            line = int(lines[rec])
+        else:
+            line = physical_line(path, rec, sep, header=header)
         if bad[rec]:
             problem = f"expected {what}"
         else:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reelrec.config import ConfigError
 from reelrec.data.tables import RawTables
 from reelrec.io import sha256_file
 
@@ -239,7 +240,7 @@ def get_spec(name: str) -> DatasetSpec:
         KeyError: unknown name (message lists the known ones).
     """
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -249,6 +250,8 @@ def load(name: str, root: str | Path | None = None) -> RawTables:
     Raises:
         KeyError: unknown dataset name.
         DatasetNotFound: its folder is missing (message names the folder and the source).
+        AmbiguousDataError: the folder holds several candidate files for one table (message
+            names the folder and each file); a subclass of DataFormatError.
         DataFormatError: malformed files (message names file, line, column).
     """
     spec = get_spec(name)

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from reelrec.config import ConfigError
+
 #: split codes stored in ``interactions.parquet`` column ``split``
 TRAIN, VALID, TEST, DROPPED = 0, 1, 2, -1
 SPLIT_NAMES = {TRAIN: "train", VALID: "valid", TEST: "test"}
@@ -81,7 +83,7 @@ def get_protocol(name: str) -> Protocol:
         KeyError: unknown name (lists the known ones).
     """
     if name not in PROTOCOLS:
-        raise KeyError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+        raise ConfigError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
     return PROTOCOLS[name]
 
 

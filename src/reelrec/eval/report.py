@@ -121,45 +121,56 @@ def skip_section(models: dict[str, dict[str, Any]]) -> list[str]:
 def write_report(
     run_dir: Path,
     metrics: dict[str, Any],
-    details: dict[str, dict[str, Any]],
+    sections: list[tuple[Any, dict[str, Any]]],
     prepare_report: dict[str, Any],
-    histories: dict[str, list[dict[str, Any]]],
+    run: Any = None,
 ) -> Path:
     """Write ``run_dir/report.md`` (and ``run_dir/plots/training_curves.png``).
 
     Args:
         metrics: the ``RUN/metrics.json`` content (DESIGN.md shape).
-        details: model name -> its ``models/NAME/metrics.json``.
+        sections: ``(task, {model name: Evaluation})`` per family, in report order. Models of
+            tasks with ``ranks_items`` share the full-ranking test table; every task then adds
+            its own section (``task.report_section``).
         prepare_report: ``RUN/data/prepare_report.json``.
-        histories: model name -> epoch rows.
+        run: the :class:`reelrec.tasks.base.RunFolder` handed to the tasks' sections.
 
     Returns:
         Path of the report.
     """
     run_dir = Path(run_dir)
-    rankers = {n: d for n, d in details.items() if d.get("ranking")}
-    skip_models = {n: d for n, d in details.items() if d.get("segment")}
-    other = {**rankers, **skip_models}
-    models = {n: m for n, m in metrics["models"].items() if n not in other}
-    details = {n: d for n, d in details.items() if n not in other}
-    histories = {n: h for n, h in histories.items() if n not in other}
+    ranked = {n: e for task, evs in sections if task.ranks_items for n, e in evs.items()}
+    lines = [f"# reelrec run report: {metrics['dataset']}", ""]
+    if ranked:
+        lines += retrieval_section(run_dir, metrics, ranked)
+    else:  # a run of rankers or skip models only: no retrieval table
+        lines.append(f"reelrec {metrics['version']}, commit `{metrics['commit']}`.")
+    for task, evs in sections:
+        lines += task.report_section(run, evs)
+    lines += _data_lines(prepare_report)
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def retrieval_section(
+    run_dir: Path, metrics: dict[str, Any], evaluations: dict[str, Any]
+) -> list[str]:
+    """The full-ranking test table and the training-curve plot of the next-item models.
+
+    Args:
+        evaluations: model name -> :class:`reelrec.tasks.base.Evaluation` (``summary``,
+            ``detail``, ``history``).
+    """
+    models = {n: e.summary for n, e in evaluations.items()}
+    details = {n: e.detail for n, e in evaluations.items()}
+    histories = {n: e.history for n, e in evaluations.items()}
     cols = [
         c
         for c in ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
         if any(c in m for m in models.values())
     ]
-    head = [f"# reelrec run report: {metrics['dataset']}", ""]
-    if not models:  # a run of rankers or skip models only: no retrieval table
-        lines = [*head, f"reelrec {metrics['version']}, commit `{metrics['commit']}`."]
-        lines += ranking_section(rankers) if rankers else []
-        lines += skip_section(skip_models) if skip_models else []
-        lines += _data_lines(prepare_report)
-        path = run_dir / "report.md"
-        atomic_write_text(path, "\n".join(lines) + "\n")
-        return path
     lines = [
-        f"# reelrec run report: {metrics['dataset']}",
-        "",
         f"Protocol: **{metrics['protocol']}**, full ranking over every train item (no sampled "
         f"negatives). reelrec {metrics['version']}, commit `{metrics['commit']}`.",
         "",
@@ -192,25 +203,14 @@ def write_report(
     baselines = {
         n: d["valid"]["ndcg@10"]
         for n, d in details.items()
-        if not histories.get(n) and "valid" in d
+        if not histories.get(n) and "valid" in d and "alignment" not in d
     }
-    # aligned generators log the per-user next-day NDCG@10, another protocol: not on this plot
-    curves = {n: h for n, h in histories.items() if not details.get(n, {}).get("aligned")}
-    if models and plot_training_curves(
+    curves = {n: h for n, h in histories.items() if h}
+    if plot_training_curves(
         curves, baselines, "ndcg@10", run_dir / "plots" / "training_curves.png"
     ):
         lines += ["", "## Training curves", "", "![training curves](plots/training_curves.png)"]
-    aligned = {n: d for n, d in details.items() if "alignment" in d}
-    if aligned:
-        lines += alignment_section(aligned)
-    if rankers:
-        lines += ranking_section(rankers)
-    if skip_models:
-        lines += skip_section(skip_models)
-    lines += _data_lines(prepare_report)
-    path = run_dir / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    return lines
 
 
 def alignment_section(aligned: dict[str, dict[str, Any]]) -> list[str]:

@@ -100,11 +100,11 @@ def ranker_scores(run: Path, prep, name: str = "can", task: str = "click"):
     """
     import torch
 
-    from reelrec.cli.train import _model_config, load_ranker
+    from reelrec.run import Run
 
-    cfg = _model_config(run / "models" / name)
-    model, features = load_ranker(run / "models" / name, cfg, prep, run)
-    tasks = list(cfg.ranking.tasks)
+    ranker = Run(run).trained(name)
+    model, features = ranker.model, ranker.features
+    tasks = ranker.tasks
     t = tasks.index(task) if task in tasks else 0
 
     def score(users, items, times, hours) -> np.ndarray:

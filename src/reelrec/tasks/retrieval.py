@@ -1,0 +1,338 @@
+"""Next-item retrieval: SASRec, ELASTIC, popularity (full ranking over the item vocabulary) and
+the semantic-ID generators OneRec / OneRec-V2 / TIGER-style (ranked by their beam's list).
+
+Data: each user's positive items in time order (:func:`reelrec.data.sequences.build_sequences`),
+left-padded training windows and one evaluation instance per validation / test target.
+Metrics: Recall / NDCG / HR / MRR at ``eval.ks`` (docs/conventions.md).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from reelrec.data.sequences import SequenceData, build_sequences, item_side_features
+from reelrec.eval.ranking import evaluate_model
+from reelrec.io import atomic_write_json, run_metadata, sha256_file
+from reelrec.tasks.base import (
+    Evaluation,
+    RunFolder,
+    Task,
+    check,
+    fit_summary,
+    parameters,
+    read_details,
+    read_history,
+)
+from reelrec.tasks.config import ExperimentConfig
+from reelrec.training import distributed as D
+
+
+def gathered_evaluate(
+    model: nn.Module,
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    ks: tuple[int, ...],
+    batch_size: int,
+) -> dict[str, float]:
+    """:func:`reelrec.eval.ranking.evaluate_model` metrics; under torchrun each rank ranks its
+    share of the instances and the ranks are gathered, so every rank returns the metrics of the
+    whole set (equal to one process's)."""
+    env = D.current()
+    if not env.distributed:
+        return evaluate_model(model, history, targets, ks, batch_size)[0]
+    import torch.distributed as dist
+
+    from reelrec.eval.metrics import metrics_from_ranks
+
+    mine = torch.tensor_split(torch.arange(len(targets)), env.world)[env.rank]
+    ranks = (
+        evaluate_model(model, history[mine], targets[mine], ks, batch_size)[1]
+        if len(mine)
+        else np.zeros(0)
+    )
+    parts: list = [None] * env.world
+    dist.all_gather_object(parts, ranks)
+    all_ranks = np.concatenate(parts)
+    metrics = metrics_from_ranks(all_ranks, ks)
+    local = evaluate_model(model, history[:1], targets[:1], ks, batch_size)[0]
+    if "mrr" not in local:
+        metrics.pop("mrr", None)  # ranks beyond a generative model's list are unknown
+    metrics["n_instances"] = int(len(all_ranks))
+    metrics["oov_targets"] = int((targets < 1).sum())
+    return metrics
+
+
+def check_sequence_section(s: str, m: Any) -> None:
+    """Check a SASRec-style section (``sasrec`` or ``elastic``) named ``s``.
+
+    Raises:
+        ConfigError: naming the first invalid key.
+    """
+    check(m.max_len >= 1, f"{s}.max_len", ">= 1", m.max_len)
+    check(m.hidden >= 1, f"{s}.hidden", ">= 1", m.hidden)
+    check(m.heads >= 1, f"{s}.heads", ">= 1", m.heads)
+    check(
+        m.hidden % max(m.heads, 1) == 0,
+        f"{s}.hidden",
+        f"divisible by {s}.heads={m.heads}",
+        m.hidden,
+    )
+    check(m.layers >= 1, f"{s}.layers", ">= 1", m.layers)
+    check(m.inner >= 1, f"{s}.inner", ">= 1", m.inner)
+    check(0 <= m.dropout < 1, f"{s}.dropout", "in [0, 1)", m.dropout)
+    check(0 <= m.attn_dropout < 1, f"{s}.attn_dropout", "in [0, 1)", m.attn_dropout)
+    check(m.layer_norm_eps > 0, f"{s}.layer_norm_eps", "> 0", m.layer_norm_eps)
+    check(m.init_std > 0, f"{s}.init_std", "> 0", m.init_std)
+    check(m.loss in ("ce", "bce"), f"{s}.loss", "'ce' or 'bce'", m.loss)
+
+
+def check_optimizer(cfg: ExperimentConfig) -> None:
+    """The optimiser keys of ``train`` (used by every trained model).
+
+    Raises:
+        ConfigError: naming the first invalid key.
+    """
+    t = cfg.train
+    check(t.optimizer in ("adam", "adamw"), "train.optimizer", "'adam' or 'adamw'", t.optimizer)
+    check(t.warmup_steps >= 0, "train.warmup_steps", ">= 0", t.warmup_steps)
+    check(
+        t.schedule in ("constant", "cosine"), "train.schedule", "'constant' or 'cosine'", t.schedule
+    )
+
+
+class RetrievalTask(Task):
+    """Sequential recommenders that score every item: SASRec, ELASTIC, popularity."""
+
+    name = "retrieval"
+    ranks_items = True
+    #: the config section that holds ``max_len`` per model ("" = SASRec's default)
+    max_len_section = {"sasrec": "sasrec", "elastic": "elastic"}
+
+    def max_len(self, cfg: ExperimentConfig) -> int:
+        """History length the data is cut to."""
+        section = self.max_len_section.get(cfg.model, "")
+        return getattr(cfg, section).max_len if section else type(cfg.sasrec)().max_len
+
+    def window_step(self, cfg: ExperimentConfig) -> int | None:
+        """Training-window step (None: the default, ``max_len``)."""
+        return None
+
+    def validate(self, cfg: ExperimentConfig) -> None:
+        t, e = cfg.train, cfg.eval
+        metric = re.fullmatch(r"(recall|hr|ndcg|mrr)@(\d+)|mrr", t.metric)
+        check(
+            metric is not None,
+            "train.metric",
+            "one of recall@K, hr@K, ndcg@K, mrr@K, mrr",
+            t.metric,
+        )
+        if metric is not None and metric.group(2) is not None:
+            check(
+                int(metric.group(2)) in e.ks,
+                "train.metric",
+                f"at a cutoff listed in eval.ks {e.ks}",
+                t.metric,
+            )
+        check(
+            10 in e.ks, "eval.ks", "a list that includes 10 (reports show recall@10, ndcg@10)", e.ks
+        )
+        check_optimizer(cfg)
+        for section in self.max_len_section.values():
+            if section in _sections(cfg):
+                check_sequence_section(section, getattr(cfg, section))
+        if cfg.model == "elastic":
+            from reelrec.models.elastic import check_elastic_config
+
+            _as_config_error(check_elastic_config, cfg.elastic)
+
+    def data(self, run: RunFolder, cfg: ExperimentConfig) -> SequenceData:
+        n, step = self.max_len(cfg), self.window_step(cfg)
+        return run.cached(
+            ("sequences", n, step),
+            lambda: build_sequences(run.prep.interactions, run.prep.protocol, n, step),
+        )
+
+    def eval_rows(self, cfg: ExperimentConfig, n_valid: int) -> slice | torch.Tensor:
+        """Validation instances looked at for early stopping (all of them by default)."""
+        return slice(None)
+
+    def fit(self, cfg, run, model, data, out, resume, log) -> dict[str, Any]:
+        from reelrec.tasks.registry import MODELS
+        from reelrec.training.checkpoint import save_model
+        from reelrec.training.loop import WindowTrainSet, fit
+
+        env = D.current()
+        ks = tuple(cfg.eval.ks)
+        subset = self.eval_rows(cfg, len(data.valid))
+
+        def evaluate(m: nn.Module, split: str = "valid", full: bool = False) -> dict[str, float]:
+            inst = data.valid if split == "valid" else data.test
+            rows = slice(None) if full or split != "valid" else subset
+            return gathered_evaluate(
+                m, inst.history[rows], inst.target[rows], ks, cfg.eval.batch_size
+            )
+
+        t0 = time.perf_counter()
+        info: dict[str, object] = {}
+        if MODELS[cfg.model].trainable:
+            log(
+                f"training {cfg.run_name}"
+                + (f" (model {cfg.model})" if cfg.run_name != cfg.model else "")
+                + f" on {cfg.data.dataset}: {len(data.train_windows):,} windows, "
+                f"{data.vocab.size:,} items, {parameters(model):,} parameters"
+            )
+            result = fit(
+                model,
+                WindowTrainSet(data.train_windows),
+                evaluate,
+                cfg.train,
+                out,
+                resume=resume,
+                log=log,
+            )
+            info = fit_summary(result)
+        elif env.main:
+            save_model(model, out / "model.safetensors")
+        model.eval()
+        valid, test = evaluate(model, "valid", full=True), evaluate(model, "test")  # every rank
+        if not env.main:
+            return {}  # rank 0 writes the metrics
+        metrics = {
+            "model": cfg.model,
+            "task": self.name,
+            "dataset": cfg.data.dataset,
+            "protocol": run.prep.protocol.name,
+            "valid": valid,
+            "test": test,
+            "train_seconds": round(time.perf_counter() - t0, 2),
+            "num_items": data.vocab.size,
+            "train_windows": len(data.train_windows),
+            "parameters": parameters(model),
+            **info,  # for trained models, train_seconds sums the epochs of every session
+            **run_metadata(),
+        }
+        atomic_write_json(out / "metrics.json", metrics)
+        log(
+            f"{cfg.run_name}: test recall@10 {test['recall@10']:.4f}  ndcg@10 {test['ndcg@10']:.4f} "
+            f"over {test['n_instances']:,} instances ({test['oov_targets']:,} targets unseen in train) "
+            f"-> {out}"
+        )
+        return metrics
+
+    def evaluate(self, cfg, model, data, folder, log) -> Evaluation:
+        test, _ = evaluate_model(
+            model, data.test.history, data.test.target, tuple(cfg.eval.ks), cfg.eval.batch_size
+        )
+        detail = read_details(folder, log)
+        detail["test"] = test
+        summary = {k: v for k, v in test.items() if k not in ("n_instances", "oov_targets")}
+        log(f"{folder.name}: test recall@10 {test['recall@10']:.4f}  ndcg@10 {test['ndcg@10']:.4f}")
+        return Evaluation(summary, detail, read_history(folder))
+
+    def report_section(self, run, evaluations) -> list[str]:
+        """The full-ranking test table of every item-ranking model of the run is drawn by the
+        run itself (:func:`reelrec.eval.report.retrieval_section`), across families."""
+        return []
+
+
+class GenerativeTask(RetrievalTask):
+    """OneRec / OneRec-V2 (and TIGER-style OneRec) generating semantic IDs by beam search."""
+
+    name = "generative"
+
+    def max_len(self, cfg: ExperimentConfig) -> int:
+        return cfg.onerec.max_len
+
+    def window_step(self, cfg: ExperimentConfig) -> int | None:
+        return cfg.onerec.window_step
+
+    def validate(self, cfg: ExperimentConfig) -> None:
+        from reelrec.models.onerec import check_onerec_config
+
+        super().validate(cfg)
+        _as_config_error(check_onerec_config, cfg.onerec)
+        t, e = cfg.train, cfg.eval
+        check(
+            t.metric != "mrr",
+            "train.metric",
+            "a metric at a cutoff for generative models (ranks beyond the beam are unknown)",
+            t.metric,
+        )
+        check(
+            max(e.ks) <= cfg.onerec.beam,
+            "onerec.beam",
+            f">= the largest cutoff of eval.ks {e.ks} (the beam's items are the ranking)",
+            cfg.onerec.beam,
+        )
+
+    def digest(self, cfg: ExperimentConfig, run: RunFolder) -> str:
+        path = run.path / cfg.onerec.semantic_ids / "semantic_ids.parquet"
+        return sha256_file(path) if path.exists() else ""
+
+    def describe_digest(self, cfg: ExperimentConfig, run: RunFolder) -> str:
+        return str(run.path / cfg.onerec.semantic_ids)
+
+    def eval_rows(self, cfg: ExperimentConfig, n_valid: int) -> slice | torch.Tensor:
+        # beam search is costly: early stopping may look at a fixed random subset of the
+        # validation instances (onerec.valid_instances); final metrics use them all
+        cap = cfg.onerec.valid_instances
+        if 0 < cap < n_valid:
+            gen = torch.Generator().manual_seed(cfg.train.seed)
+            return torch.randperm(n_valid, generator=gen)[:cap].sort().values
+        return slice(None)
+
+
+def build_generative(cfg: ExperimentConfig, data: SequenceData, run: RunFolder) -> nn.Module:
+    """OneRec or OneRec-V2 over the semantic IDs in ``RUN/<onerec.semantic_ids>``.
+
+    Raises:
+        FileNotFoundError: the run has no semantic IDs (names the commands that make them).
+        ValueError: a training item has no semantic ID, or IDs collide.
+    """
+    from reelrec.models.generative import SemanticIDTable
+    from reelrec.models.onerec import OneRec
+    from reelrec.models.onerec_v2 import OneRecV2
+    from reelrec.tokenizer.semantic_ids import load_semantic_ids
+
+    run_dir = run.path
+    folder = run_dir / cfg.onerec.semantic_ids
+    if not (folder / "semantic_ids.parquet").exists():
+        method = " --method rq-vae" if "rq-vae" in folder.name else ""
+        raise FileNotFoundError(
+            f"{folder / 'semantic_ids.parquet'} not found: {cfg.run_name} generates semantic IDs "
+            f"(onerec.semantic_ids={cfg.onerec.semantic_ids!r}); make them first with "
+            f"`reelrec encode --run {run_dir}`, `reelrec align --run {run_dir}` and "
+            f"`reelrec tokenize --run {run_dir}{method} --out {folder}`"
+        )
+    try:
+        sid = load_semantic_ids(folder)
+        table = SemanticIDTable.from_items(data.vocab.raw_ids, sid.item_ids, sid.semantic_ids)
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"{folder}: invalid semantic IDs ({exc})") from None
+    side = torch.from_numpy(item_side_features(run.prep.interactions, data.vocab))
+    cls = OneRecV2 if cfg.model == "onerec-v2" else OneRec
+    return cls(table, cfg.onerec, side)
+
+
+def _sections(cfg: ExperimentConfig) -> tuple[str, ...]:
+    from reelrec.tasks.config import sections
+
+    return sections(cfg.model)
+
+
+def _as_config_error(checker, section) -> None:
+    """Run a model file's ``check_*_config`` and report its ValueError as a ConfigError."""
+    from reelrec.config import ConfigError
+
+    try:
+        checker(section)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -1,0 +1,262 @@
+"""Loading a trained model folder ``RUN/models/NAME``: every check done once, in one place.
+
+:func:`load_trained` checks that the folder exists and holds finished weights, reads its config
+(old files with every section load too), checks that the semantic IDs / code files it was
+trained on are unchanged, builds the model through its task, checks every weight's name and
+shape, and loads them. Every failure is one :class:`reelrec.tasks.base.RunError` whose message
+says what to run; a bug inside a model constructor is not turned into one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from reelrec.config import ConfigError
+from reelrec.data.readers import DataFormatError
+from reelrec.tasks.base import RunError, RunFolder, Task
+from reelrec.tasks.config import ExperimentConfig, load_saved_config
+from reelrec.training.checkpoint import CheckpointError, check_matches, load_model, load_tensors
+
+
+@dataclass
+class Loaded:
+    """A trained model and what it was trained with.
+
+    Attributes:
+        name: its folder name under ``RUN/models``.
+        folder: ``RUN/models/<name>``.
+        cfg: its saved config.
+        task: its family.
+        model: the module with the saved weights, in eval mode.
+        data: the dataset it was trained on (its task's ``data``).
+    """
+
+    name: str
+    folder: Path
+    cfg: ExperimentConfig
+    task: Task
+    model: nn.Module
+    data: Any
+
+
+def trained_names(run: RunFolder) -> list[str]:
+    """Folder names under ``RUN/models`` that hold a ``config.yaml``, sorted."""
+    return sorted(p.parent.name for p in (run.path / "models").glob("*/config.yaml"))
+
+
+def saved_config(run: RunFolder, name: str) -> ExperimentConfig:
+    """The config of ``RUN/models/<name>``.
+
+    Raises:
+        RunError: no such model folder, or its config cannot be read (says how to retrain).
+    """
+    folder = run.model_dir(name)
+    if not (folder / "config.yaml").exists():
+        known = trained_names(run)
+        raise RunError(
+            f"{folder}: no trained model {name!r} in this run"
+            + (f" (it holds {', '.join(known)})" if known else " (it holds none)")
+            + f"; train it with `reelrec train {name} --run {run.path}`"
+        )
+    try:
+        return load_saved_config(folder / "config.yaml")
+    except ConfigError as exc:
+        raise RunError(str(exc)) from None
+
+
+def check_digest(run: RunFolder, name: str, cfg: ExperimentConfig, task: Task) -> None:
+    """The semantic IDs / codes a model was trained on are still those of the run.
+
+    Raises:
+        RunError: they changed since (re-tokenized): says to retrain.
+    """
+    digest_file = run.model_dir(name) / "semantic_ids.sha256"
+    if digest_file.exists() and digest_file.read_text().strip() != task.digest(cfg, run):
+        raise RunError(
+            f"{run.model_dir(name)} was trained on other semantic IDs (or codes) than "
+            f"{task.describe_digest(cfg, run)} holds now (re-tokenized?): retrain it with "
+            f"`reelrec train {name} --run {run.path} --no-resume`"
+        )
+
+
+def load_weights(model: nn.Module, path: Path, cfg: ExperimentConfig, run: RunFolder) -> None:
+    """Load ``path`` into ``model`` after checking every name and shape.
+
+    Raises:
+        RunError: the file is not a valid checkpoint or does not fit the model.
+    """
+    try:
+        check_matches(model, load_tensors(path), path)
+        load_model(model, path)
+    except CheckpointError as exc:
+        raise RunError(
+            f"{exc} -- retrain it with `reelrec train {cfg.run_name} --run {run.path} --no-resume`"
+        ) from None
+
+
+def load_trained(run: RunFolder, name: str) -> Loaded:
+    """``RUN/models/<name>`` built by its task with its saved weights, in eval mode.
+
+    Raises:
+        RunError: the model is missing or unfinished, its config or weights are unreadable or
+            do not fit, its semantic IDs changed, or the inputs it needs are gone.
+    """
+    from reelrec.tasks.registry import MODELS
+
+    cfg = saved_config(run, name)
+    folder = run.model_dir(name)
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise RunError(
+            f"{folder} has no model.safetensors: no epoch has finished yet; rerun the same "
+            "`reelrec train` command to resume it"
+        )
+    task = MODELS[cfg.model].task
+    check_digest(run, name, cfg, task)
+    try:
+        model, data = task.load(cfg, run)
+    except (FileNotFoundError, DataFormatError) as exc:
+        raise RunError(f"{name}: {exc}") from None
+    load_weights(model, weights, cfg, run)
+    return Loaded(name, folder, cfg, task, model.eval(), data)
+
+
+class TrainedModel:
+    """A trained model of a run, loaded once (``Run.trained(name)``).
+
+    Attributes:
+        name, folder, cfg, task, model, data: as :class:`Loaded`.
+    """
+
+    def __init__(self, loaded: Loaded, run: RunFolder) -> None:
+        self.name, self.folder, self.cfg = loaded.name, loaded.folder, loaded.cfg
+        self.task, self.model, self.data = loaded.task, loaded.model, loaded.data
+        self._run = run
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, model={self.cfg.model!r})"
+
+    def metrics(self) -> dict[str, Any]:
+        """Its ``metrics.json`` ({} when training did not finish)."""
+        from reelrec.data.prepare import read_json
+
+        path = self.folder / "metrics.json"
+        return read_json(path) if path.exists() else {}
+
+
+class TrainedRetriever(TrainedModel):
+    """A next-item model (SASRec, ELASTIC, popularity, OneRec, OneRec-V2, TIGER, IPA, ECPO)."""
+
+    @property
+    def max_len(self) -> int:
+        """History length the model reads (longer histories keep their most recent items)."""
+        return int(self.data.test.history.shape[1])
+
+    def recommend(
+        self, history: Sequence[int], k: int = 10, exclude_history: bool = False
+    ) -> list[int]:
+        """The ``k`` next items for a history, best first, as raw item ids.
+
+        Full-ranking models rank every item of the vocabulary (ties: lower item index first);
+        generative models return their trie-constrained beam's items (fewer than ``k`` when
+        the beam holds fewer legal items).
+
+        Args:
+            history: raw item ids, oldest first; ids the model never saw are ignored.
+            k: list length (>= 1).
+            exclude_history: leave the history's items out of the list.
+
+        Raises:
+            ValueError: ``k`` < 1.
+        """
+        import numpy as np
+        import torch
+
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        vocab = self.data.vocab
+        idx = vocab.encode(np.asarray(list(history), dtype=np.int64))
+        idx = idx[idx > 0][-self.max_len :]
+        row = torch.zeros(1, self.max_len, dtype=torch.long)
+        if len(idx):
+            row[0, -len(idx) :] = torch.from_numpy(idx)
+        seen = set(idx.tolist()) if exclude_history else set()
+        with torch.no_grad():
+            if hasattr(self.model, "score_all"):  # TODO capability
+                scores = self.model.score_all(row)[0].clone()
+                scores[0] = float("-inf")
+                if seen:
+                    scores[list(seen)] = float("-inf")
+                order = torch.sort(scores, descending=True, stable=True).indices
+                top = [int(i) for i in order[: k + len(seen)] if torch.isfinite(scores[i])]
+            else:
+                top = [int(i) for i in self.model.recommend(row, k + len(seen))[0] if int(i) > 0]
+        top = [i for i in top if i not in seen][:k]
+        return [int(x) for x in vocab.decode(np.asarray(top, dtype=np.int64))]
+
+
+class TrainedRanker(TrainedModel):
+    """A ranking model (CAN, DIN, DeepFM, P-Score): scores (user, item, time) requests with the
+    features it was trained on (:class:`reelrec.data.ctr.RequestFeatures`)."""
+
+    @property
+    def tasks(self) -> list[str]:
+        """The prediction tasks, in the column order of :meth:`score`."""
+        return list(self.cfg.ranking.tasks)
+
+    @property
+    def features(self) -> Any:
+        """The :class:`reelrec.data.ctr.RequestFeatures` of this ranker (built once)."""
+        from reelrec.data.ctr import RequestFeatures
+
+        key = ("request-features", self.name)
+        return self._run.cached(
+            key, lambda: RequestFeatures(self.data, self._run.prep.interactions, self.cfg.features)
+        )
+
+    def score(self, requests: Any) -> Any:
+        """Predicted probabilities (watch ratio: the predicted ratio) per request and task.
+
+        Args:
+            requests: a mapping or DataFrame with int64 columns ``user_id``, ``item_id`` (raw
+                ids) and ``timestamp_ms`` (request time; counters and histories use rows
+                strictly earlier), optionally ``hour`` (0..23, Beijing; derived from
+                ``timestamp_ms`` when absent).
+
+        Returns:
+            float32 ndarray (n, len(tasks)).
+
+        Raises:
+            KeyError: a required column is missing (named).
+        """
+        import numpy as np
+        import torch
+
+        for col in ("user_id", "item_id", "timestamp_ms"):
+            if col not in requests:
+                raise KeyError(f"requests lack the column {col!r} (user_id, item_id, timestamp_ms)")
+        t = np.asarray(requests["timestamp_ms"], dtype=np.int64)
+        hours = (
+            np.asarray(requests["hour"], dtype=np.int64)
+            if "hour" in requests
+            else ((t // 3_600_000) + 8) % 24  # Beijing time (UTC+8)
+        )
+        batch = self.features.batch(
+            np.asarray(requests["user_id"]), np.asarray(requests["item_id"]), t, hours
+        )
+        with torch.no_grad():
+            return self.model.predict(batch).float().numpy()
+
+
+def wrap(loaded: Loaded, run: RunFolder) -> TrainedModel:
+    """The :class:`TrainedModel` kind of a loaded model, as its task declares it."""
+    if loaded.task.ranks_items:
+        return TrainedRetriever(loaded, run)
+    if loaded.task.scores_requests:
+        return TrainedRanker(loaded, run)
+    return TrainedModel(loaded, run)
