@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from reelrec.io import atomic_write_json
+from reelrec.models.base import NextItemBatch
 from reelrec.models.generative import beam_search
 from reelrec.run import Run, resolve_config
 from reelrec.training.checkpoint import load_model
@@ -54,11 +55,11 @@ def train_rate(
         windows[torch.randint(len(windows), (batch,), generator=gen)] for _ in range(steps + 1)
     ]
     first = batches[0]
-    flops = count_flops(lambda: model.loss(first[:, :-1], first[:, 1:]).loss.backward()) / batch
+    flops = count_flops(lambda: model.loss(NextItemBatch.of_windows(first)).loss.backward()) / batch
     opt.zero_grad()
     t0 = time.perf_counter()
     for w in batches[1:]:
-        out = model.loss(w[:, :-1], w[:, 1:])
+        out = model.loss(NextItemBatch.of_windows(w))
         opt.zero_grad()
         out.loss.backward()
         opt.step()

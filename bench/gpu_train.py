@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from reelrec.io import atomic_write_json
+from reelrec.models.base import NextItemBatch
 from reelrec.models.generative import beam_search
 from reelrec.run import Run, resolve_config
 from reelrec.training.distributed import count_flops, peak_flops
@@ -65,12 +66,12 @@ def check(model: torch.nn.Module, batch: torch.Tensor, device: torch.device) -> 
         for mod in m.modules():
             if isinstance(mod, torch.nn.Dropout):
                 mod.p = 0.0
-    out_cpu = cpu.loss(batch[:, :-1], batch[:, 1:])
+    out_cpu = cpu.loss(NextItemBatch.of_windows(batch))
     out_cpu.loss.backward()
     amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
         b = batch.to(device)
-        out_dev = dev.loss(b[:, :-1], b[:, 1:])
+        out_dev = dev.loss(NextItemBatch.of_windows(b))
     out_dev.loss.backward()
     l_cpu, l_dev = float(out_cpu.loss.detach()), float(out_dev.loss.detach())
     g_cpu, g_dev = grad_norm(cpu), grad_norm(dev)
@@ -100,7 +101,7 @@ def train_throughput(model, windows: torch.Tensor, device, batch: int, steps: in
 
     def step(w: torch.Tensor) -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            out = model.loss(w[:, :-1], w[:, 1:])
+            out = model.loss(NextItemBatch.of_windows(w))
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()

@@ -66,6 +66,7 @@ def one(model_name: str, length: int, mode: str, args) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from reelrec.models.base import NextItemBatch
     from reelrec.models.elastic import Elastic
     from reelrec.models.sasrec import SASRec
     from reelrec.run import resolve_config
@@ -96,7 +97,7 @@ def one(model_name: str, length: int, mode: str, args) -> dict:
         if mode == "train":
             model.train()
             opt.zero_grad(set_to_none=True)
-            model.loss(inputs, targets).loss.backward()
+            model.loss(NextItemBatch(inputs, targets)).loss.backward()
             opt.step()
         else:
             model.eval()

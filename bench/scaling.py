@@ -21,6 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from reelrec.io import atomic_write_json
+from reelrec.models.base import NextItemBatch
 from reelrec.run import Run, resolve_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -96,7 +97,7 @@ def flops_per_sample(cfg, data, run: Path, batch: int = 256) -> float:
     w = data.train_windows[torch.randint(len(data.train_windows), (batch,), generator=gen)]
     counter = FlopCounterMode(display=False)
     with counter:
-        model.loss(w[:, :-1], w[:, 1:]).loss.backward()
+        model.loss(NextItemBatch.of_windows(w)).loss.backward()
     return counter.get_total_flops() / batch
 
 

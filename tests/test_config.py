@@ -6,13 +6,12 @@ import pytest
 
 from reelrec.config import ConfigError, apply_overrides
 from reelrec.tasks.config import (
-    ExperimentConfig,
     config_dict,
     load_config_file,
     load_saved_config,
     save_config,
 )
-from reelrec.tasks.registry import MODELS, resolve_config
+from reelrec.tasks.registry import MODELS, ExperimentConfig, resolve_config
 
 
 def test_overrides_parse_by_field_type():

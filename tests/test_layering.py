@@ -100,7 +100,14 @@ def test_serving_and_benchmarks_use_the_library_not_the_cli():
 
 def test_no_model_family_is_tested_in_the_cli():
     """The CLI asks a model's task; it never branches on the family (issue 20)."""
-    flags = ("ranking_model", "segment_model", "alignment_model", ".generative", "RANKING", "GENERATIVE")
+    flags = (
+        "ranking_model",
+        "segment_model",
+        "alignment_model",
+        ".generative",
+        "RANKING",
+        "GENERATIVE",
+    )
     bad = [
         f"{p.relative_to(ROOT)}: {flag}"
         for p in sorted((SRC / "cli").rglob("*.py"))

@@ -24,8 +24,15 @@ from reelrec.config import ConfigError, differences
 from reelrec.data.prepare import Prepared, prepare_run
 from reelrec.io import atomic_write_json, atomic_write_text, run_metadata
 from reelrec.tasks.base import RunError, RunFolder
-from reelrec.tasks.config import ExperimentConfig, load_saved_config, override, save_config
-from reelrec.tasks.registry import MODELS, RESUMABLE_CHANGES, TASKS, resolve_config, validate
+from reelrec.tasks.config import load_saved_config, override, save_config
+from reelrec.tasks.registry import (
+    MODELS,
+    RESUMABLE_CHANGES,
+    TASKS,
+    ExperimentConfig,
+    resolve_config,
+    validate,
+)
 from reelrec.tasks.trained import (
     TrainedModel,
     TrainedRanker,

@@ -9,8 +9,8 @@ import math
 import pytest
 
 from reelrec.cli import evaluate, main, train
-from reelrec.run import resolve_config
 from reelrec.config import ConfigError
+from reelrec.run import resolve_config
 
 ONEREC = [
     "--train.epochs=1",
@@ -85,7 +85,7 @@ def test_alignment_trains_and_reports_before_and_after(run, kind, capsys):
         assert 0.0 <= a["legal_rate"] <= 1.0 and a["users"] > 300
     assert m["test"]["n_instances"] == 1832  # per-instance retrieval metrics as for onerec
     hist = json.loads((out / "history.json").read_text())
-    assert ("dpo" if kind == "ipa" else "ecpo") in hist[0]
+    assert ("loss_dpo" if kind == "ipa" else "loss_ecpo") in hist[0]
     if kind == "ecpo":  # IPA's candidates are trie-constrained, always legal
         assert 0 <= hist[0]["legal_rate"] <= 1
     if kind == "ipa" or hist[0]["legal_rate"] > 0:  # P-Score of the real generated videos
@@ -182,7 +182,9 @@ def test_no_resume_removes_the_old_checkpoint_before_anything_trains(run, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "fit", interrupted)
+    from reelrec.training import loop
+
+    monkeypatch.setattr(loop, "fit", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train.main(["ipa", "--run", str(run), "--no-resume", "--preference.beta=0.5", *ALIGN])
     assert not (out / "checkpoint").exists() and not (out / "model.safetensors").exists()

@@ -114,7 +114,10 @@ def test_help_and_unknown_command(capsys):
     with pytest.raises(SystemExit) as exit_:
         main.main(["train", "--help"])
     assert exit_.value.code == 0
-    assert "Overrides: any key of the config's sections as --section.key=value" in capsys.readouterr().out
+    assert (
+        "Overrides: any key of the config's sections as --section.key=value"
+        in capsys.readouterr().out
+    )
 
 
 def test_datasets_lists_found_and_missing(data_root, tmp_path, capsys):

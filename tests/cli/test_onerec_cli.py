@@ -8,8 +8,8 @@ import json
 import pytest
 
 from reelrec.cli import evaluate, main, train
-from reelrec.run import resolve_config
 from reelrec.config import ConfigError
+from reelrec.run import resolve_config
 
 TINY = [
     "--train.epochs=2",

@@ -110,7 +110,12 @@ def test_changed_vq_codes_block_resume_and_evaluate(run, capsys):
 def test_resume_ignores_sections_the_model_does_not_read(run, capsys):
     args = ["din", "--run", str(run), "--name=sect", *TINY]
     assert train.main(args) == 0
-    assert train.main([*args, "--can.orders=5", "--train.epochs=2"]) == 0
+    # another model's section is not the model's: an unknown key, refused before anything runs
+    assert main.main(["train", *args, "--can.orders=5", "--train.epochs=2"]) == 2
+    assert "unknown config key 'can.orders' for model 'din'" in capsys.readouterr().err
+    saved = (run / "models" / "sect" / "config.yaml").read_text()
+    assert "\ncan:" not in saved and "\ndin:" in saved and "\nsasrec:" not in saved
+    assert train.main([*args, "--train.epochs=2"]) == 0
     assert "resumed from" in capsys.readouterr().out
     # a section it does read still blocks the resume
     assert main.main(["train", *args, "--din.attention_mlp=[3]", "--train.epochs=3"]) == 2

@@ -90,7 +90,9 @@ def test_missing_dataset_names_folder_and_source(tmp_path):
 
 
 def test_unknown_dataset_lists_known():
-    with pytest.raises(KeyError, match="amazon-beauty"):
+    from reelrec.config import ConfigError
+
+    with pytest.raises(ConfigError, match="amazon-beauty"):  # a user error: one line in the CLI
         sources.get_spec("netflix")
 
 

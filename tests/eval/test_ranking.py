@@ -140,3 +140,108 @@ def test_elastic_evaluation_by_length_equals_padded():
     _, fast = evaluate_model(model, hist, targets, (5, 10), batch_size=3)
     _, plain = evaluate_next_item(model.score_all, hist, targets, (5, 10), 3)
     assert fast.tolist() == plain.tolist()
+
+
+# --- evaluate_model: chunked full ranking of embedding scorers (CASES.md C21) ----------------
+
+
+def _sasrec_with_ties(num_items: int, hidden: int = 16, seed: int = 0):
+    from reelrec.models.sasrec import SASRec, SASRecConfig
+
+    torch.manual_seed(seed)
+    cfg = SASRecConfig(max_len=6, hidden=hidden, layers=1, heads=2, inner=16)
+    model = SASRec(num_items, cfg).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    src = torch.randint(1, num_items + 1, (num_items // 3,), generator=g)
+    dst = torch.randint(1, num_items + 1, (num_items // 3,), generator=g)
+    with torch.no_grad():
+        model.item_emb.weight[dst] = model.item_emb.weight[src]  # exact ties between items
+    return model, dst
+
+
+def test_inner_product_scores_do_not_depend_on_the_chunk():
+    """Every column chunk of the product equals the same columns of the whole product, bit
+    for bit (a float32 matmul rounds entries by their place in the kernel's tiles)."""
+    from reelrec.models.base import inner_product_scores
+
+    g = torch.Generator().manual_seed(0)
+    user, items = torch.randn(37, 24, generator=g), torch.randn(1001, 24, generator=g)
+    whole = inner_product_scores(user, items)
+    assert whole.dtype == torch.float32
+    for chunk in (1, 7, 64, 333):
+        for start in range(0, len(items), chunk):
+            part = inner_product_scores(user, items[start : start + chunk])
+            assert torch.equal(part, whole[:, start : start + chunk]), (chunk, start)
+    for rows in (1, 5):  # and on the batch of users
+        assert torch.equal(inner_product_scores(user[:rows], items), whole[:rows])
+
+
+@pytest.mark.parametrize("item_chunk", [1, 7, 64, 1000, 65536])
+@pytest.mark.parametrize("batch_size", [3, 50])
+def test_chunked_model_evaluation_equals_one_shot_with_ties(item_chunk, batch_size):
+    """SASRec with duplicated item vectors (exact ties, half of the targets tied) and
+    popularity with equal counts: the chunked path gives the ranks and metrics of
+    ``score_all`` ranked in one shot, whatever the chunk and batch sizes."""
+    from reelrec.eval.ranking import evaluate_model
+    from reelrec.models.popularity import Popularity
+
+    model, tied = _sasrec_with_ties(300)
+    g = torch.Generator().manual_seed(2)
+    hist = torch.randint(1, 301, (40, 6), generator=g)
+    hist[::4, :3] = 0
+    targets = torch.cat([tied[:20], torch.randint(1, 301, (19,), generator=g), torch.tensor([-1])])
+    counts = np.r_[0, np.random.default_rng(3).integers(0, 4, 300)]  # many equal counts
+    for m in (model, Popularity(counts)):
+        expected, ranks = evaluate_next_item(m.score_all, hist, targets, (5, 10), batch_size)
+        got, chunked = evaluate_model(m, hist, targets, (5, 10), batch_size, item_chunk=item_chunk)
+        assert chunked.tolist() == ranks.tolist() and got == expected
+
+
+def test_chunked_evaluation_never_builds_a_users_by_catalogue_matrix(monkeypatch):
+    """200,000 items, 64 users per batch, 2,000 items per chunk: ``score_all`` (the one-shot
+    (B, V + 1) matrix) is never called, and no tensor produced while evaluating is larger than
+    one chunk of scores, against 12.8 million entries for the one-shot matrix."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    from reelrec.eval.ranking import evaluate_model
+    from reelrec.models.sasrec import SASRec, SASRecConfig
+
+    class Largest(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    self.numel = max(self.numel, t.numel())
+            return out
+
+    def one_shot(self, history):
+        raise AssertionError("score_all was called: a (B, V + 1) score matrix")
+
+    torch.manual_seed(0)
+    num_items, users, chunk = 200_000, 64, 2_000
+    model = SASRec(num_items, SASRecConfig(max_len=5, hidden=8, layers=1, heads=2, inner=8)).eval()
+    monkeypatch.setattr(SASRec, "score_all", one_shot)
+    g = torch.Generator().manual_seed(1)
+    hist = torch.randint(1, num_items + 1, (2 * users, 5), generator=g)
+    targets = torch.randint(1, num_items + 1, (2 * users,), generator=g)
+    with Largest() as seen:
+        metrics, ranks = evaluate_model(model, hist, targets, (10,), users, item_chunk=chunk)
+    assert len(ranks) == 2 * users and 0 <= metrics["hr@10"] <= 1
+    assert 0 < seen.numel <= users * chunk < users * (num_items + 1) // 50
+
+
+def test_a_model_that_declares_no_way_to_rank_is_refused():
+    """A method named ``score_all`` is not a declaration (no ``hasattr`` probing)."""
+    from reelrec.eval.ranking import evaluate_model
+
+    class Undeclared(torch.nn.Module):
+        def score_all(self, history):  # pragma: no cover - must never be called
+            raise AssertionError("probed")
+
+    with pytest.raises(TypeError, match="declares neither"):
+        evaluate_model(Undeclared(), torch.ones(2, 3, dtype=torch.long), torch.tensor([1, 2]))

@@ -12,12 +12,12 @@ def assert_gradients_reach_every_parameter(model: torch.nn.Module) -> None:
     assert missing == []
 
 
-def overfit(model, *batch, steps: int = 150, lr: float = 1e-2):
-    """Adam steps on one batch of ``model.loss(*batch)``; returns (first, last) loss."""
+def overfit(model, batch, steps: int = 150, lr: float = 1e-2):
+    """Adam steps on one typed batch of ``model.loss(batch)``; returns (first, last) loss."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    first = float(model.loss(*batch).loss.detach())
+    first = float(model.loss(batch).loss.detach())
     for _ in range(steps):
         opt.zero_grad()
-        model.loss(*batch).loss.backward()
+        model.loss(batch).loss.backward()
         opt.step()
-    return first, float(model.loss(*batch).loss.detach())
+    return first, float(model.loss(batch).loss.detach())

@@ -9,6 +9,7 @@ import torch
 from model_checks import assert_gradients_reach_every_parameter, overfit
 from torch.utils.flop_counter import FlopCounterMode
 
+from reelrec.models.base import NextItemBatch
 from reelrec.models.elastic import (
     NEG,
     Elastic,
@@ -67,7 +68,7 @@ def test_shapes_and_padding_column():
 def test_loss_finite_and_gradients_reach_every_parameter(memory_size):
     m = _model(memory_size=memory_size).train()
     x = _batch()
-    out = m.loss(x[:, :-1], x[:, 1:])
+    out = m.loss(NextItemBatch.of_windows(x))
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert_gradients_reach_every_parameter(m)
@@ -75,7 +76,7 @@ def test_loss_finite_and_gradients_reach_every_parameter(memory_size):
 
 def test_overfits_one_batch():
     x = _batch(length=15)
-    first, last = overfit(_model().train(), x[:, :-1], x[:, 1:])
+    first, last = overfit(_model().train(), NextItemBatch.of_windows(x))
     assert last < 0.1 * first
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from reelrec.eval.ranking import MISS_RANK, ranks_from_topk
+from reelrec.models.base import NextItemBatch
 from reelrec.models.generative import (
     MoE,
     PrefixTrie,
@@ -81,7 +82,7 @@ def test_loss_is_finite_and_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
     model = MODELS[name](make_table())
     w = windows()
-    out = model.loss(w[:, :-1], w[:, 1:])
+    out = model.loss(NextItemBatch.of_windows(w))
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert set(out.parts) == {"ce", "ce_level1", "ce_level2", "ce_level3", "ce_level4"}
     out.loss.backward()
@@ -97,7 +98,7 @@ def test_overfits_one_batch(name):
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
     for _ in range(150):
-        out = model.loss(w[:, :-1], w[:, 1:])
+        out = model.loss(NextItemBatch.of_windows(w))
         first = first if first is not None else float(out.loss.detach())
         opt.zero_grad()
         out.loss.backward()
@@ -252,12 +253,12 @@ def test_session_wise_training_covers_m_items():
     torch.manual_seed(0)
     model = OneRec(make_table(), tiny(session_items=3))
     w = windows()
-    out = model.loss(w[:, :-1], w[:, 1:])
+    out = model.loss(NextItemBatch.of_windows(w))
     assert torch.isfinite(out.loss)
     # the loss depends on the 3rd-last target item (a session item), not only the last one
     w2 = w.clone()
     w2[:, -3] = (w2[:, -3] % V) + 1
-    assert float(model.loss(w2[:, :-1], w2[:, 1:]).loss.detach()) != pytest.approx(
+    assert float(model.loss(NextItemBatch.of_windows(w2)).loss.detach()) != pytest.approx(
         float(out.loss.detach())
     )
 
@@ -332,7 +333,7 @@ def test_session_windows_shorter_than_the_session_train():
     torch.manual_seed(0)
     model = OneRec(make_table(), tiny(session_items=3))
     w = torch.tensor([[4, 7], [9, 2]])
-    out = model.loss(w[:, :-1], w[:, 1:])
+    out = model.loss(NextItemBatch.of_windows(w))
     assert torch.isfinite(out.loss)
     out.loss.backward()
 

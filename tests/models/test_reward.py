@@ -84,8 +84,8 @@ def test_pscore_metrics_score_one_column_against_every_binary_task():
 def test_request_features_reproduce_the_logged_impressions(kuairand_prepared):
     """For every logged KuaiRand row, the features rebuilt from (user, video, time, hour) are the
     ones kuairand_ctr gave that row: the reward model sees generated videos as it saw logs."""
-    from reelrec.cli.common import load_prepared
     from reelrec.data.ctr import FeatureConfig, RequestFeatures, kuairand_ctr
+    from reelrec.data.prepare import load_prepared
 
     prep = load_prepared(kuairand_prepared("kuairand-request-features"))
     cfg = FeatureConfig()

@@ -8,6 +8,7 @@ import pytest
 import torch
 from model_checks import assert_gradients_reach_every_parameter, overfit
 
+from reelrec.models.base import NextItemBatch
 from reelrec.models.popularity import Popularity
 from reelrec.models.sasrec import SASRec, SASRecConfig
 
@@ -39,7 +40,7 @@ def test_shapes_and_padding_column():
 @pytest.mark.parametrize("loss", ["ce", "bce"])
 def test_loss_finite_and_gradients_reach_every_parameter(loss):
     m = _model(loss=loss).train()
-    out = m.loss(*_batch(), generator=torch.Generator().manual_seed(0))
+    out = m.loss(NextItemBatch(*_batch(), generator=torch.Generator().manual_seed(0)))
     assert torch.isfinite(out.loss) and loss in out.parts
     out.loss.backward()
     assert_gradients_reach_every_parameter(m)
@@ -48,7 +49,7 @@ def test_loss_finite_and_gradients_reach_every_parameter(loss):
 def test_overfits_one_batch():
     m = _model().train()
     inp, tgt = _batch()
-    first, last = overfit(m, inp, tgt)
+    first, last = overfit(m, NextItemBatch(inp, tgt))
     assert last < 0.1 * first
     m.eval()
     preds = m(inp).hidden @ m.item_emb.weight.T
@@ -108,6 +109,6 @@ def test_post_ln_variant_is_causal_and_trains():
     b = a.clone()
     b[0, 5:] = torch.tensor([9, 10])
     torch.testing.assert_close(m(a).hidden[:, :5], m(b).hidden[:, :5])
-    out = m.train().loss(*_batch())
+    out = m.train().loss(NextItemBatch(*_batch()))
     out.loss.backward()
     assert all(p.grad is not None for p in m.parameters())

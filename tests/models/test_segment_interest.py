@@ -12,6 +12,7 @@ from model_checks import assert_gradients_reach_every_parameter, overfit
 
 from reelrec.data.segments import (
     MAX_SEGMENTS,
+    SegmentBatch,
     build_segments,
     segment_ctr,
     skip_position,
@@ -112,7 +113,8 @@ def test_position_prior_ranks_the_most_frequent_skip_segment_first():
     seg = torch.tensor([3, 3, 3, 5])
     skip = torch.tensor([1, 1, 0, -1])
     prior = PositionPrior().fit(seg, skip)
-    s = prior({"segments": torch.tensor([3, 7])})
+    lengths = torch.tensor([3, 7])  # the prior reads the lengths only
+    s = prior(SegmentBatch(*[torch.zeros(2, dtype=torch.long)] * 2, lengths, *[None] * 6))
     assert int(s[0, :3].argmin()) == 1  # length 3: segment 1 was left most often
     assert int(s[1, :7].argmin()) == 1  # length 7 unseen: all lengths together
 
@@ -132,8 +134,10 @@ def test_tiny_models_get_gradients_and_overfit(name):
         "duration-position": lambda: DurationPosition(cfg),
         "mlp": lambda: SegmentMLP(cfg),
     }[name]()
-    b = d.batch(d.rows(0, skipped_only=True))
-    model.loss(b).loss.backward()
+    b = SegmentBatch.of(d.batch(d.rows(0, skipped_only=True)))
+    out = model.loss(b)
+    assert set(out.parts) == {"pairwise"} and out.parts["pairwise"] == float(out.loss.detach())
+    out.loss.backward()
     assert_gradients_reach_every_parameter(model)
     first, last = overfit(model, b, steps=200, lr=3e-2)
     assert last < (0.3 if name == "segmm" else 0.9) * first

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import pickle
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ import torch
 
 from reelrec.eval.ranking import evaluate_next_item
 from reelrec.models.sasrec import SASRec, SASRecConfig
-from reelrec.training.checkpoint import CheckpointError, load_model, save_model
+from reelrec.training.checkpoint import CheckpointError, load_model, load_tensors, save_model
 from reelrec.training.loop import TrainConfig, fit
 
 V, L = 11, 5
@@ -157,3 +160,92 @@ def test_resume_after_epochs_without_a_finite_best(tmp_path):
     assert state["trainer"]["best"] is None
     r = fit(_model(), _windows(), lambda m: {"ndcg@10": next(calls)}, _cfg(2), tmp_path, log=print)
     assert r.best_epoch == 2
+
+
+# --- a run killed in one process and resumed in another -------------------------------------
+
+_RUN = """
+import sys, time
+import torch
+torch.set_num_threads(1)
+from reelrec.eval.ranking import evaluate_next_item
+from reelrec.models.sasrec import SASRec, SASRecConfig
+from reelrec.training import meter
+from reelrec.training.loop import TrainConfig, fit
+
+meter.PEAK_MATRIX = 128  # the benchmark draws its random matrices all the same
+g = torch.Generator().manual_seed(3)
+windows = torch.randint(1, 12, (40, 6), generator=g)
+windows[::3, :2] = 0
+hist, tgt = windows[:9, :-1], windows[:9, -1]
+torch.manual_seed(0)  # the initialisation (a resumed run restores the RNG afterwards)
+model = SASRec(11, SASRecConfig(max_len=5, hidden=8, layers=1, heads=2, inner=12, dropout=0.3,
+                                attn_dropout=0.3, loss="bce"))
+
+def evaluate(m):
+    time.sleep(0.2)  # room for the parent to kill this process in the middle of the run
+    return evaluate_next_item(m.score_all, hist, tgt, ks=(5, 10))[0]
+
+cfg = TrainConfig(epochs=4, batch_size=5, lr=1e-2, patience=100, progress=False, seed=7,
+                  mfu=True)
+fit(model, windows, evaluate, cfg, sys.argv[1], log=lambda s: None)
+print("done")
+"""
+
+
+def _run(script: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(script), str(out)], capture_output=True, text=True, check=False
+    )
+
+
+def _epoch_done(out: Path) -> int:
+    try:
+        state = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+    return int(state["trainer"]["epoch"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    script = root / "run.py"
+    script.write_text(_RUN)
+    done = _run(script, root / "out")
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
+    return script, root / "out"
+
+
+@pytest.mark.parametrize("kill_after", [1, 2])
+def test_killed_with_sigkill_and_resumed_in_a_fresh_process_equals_uninterrupted(
+    uninterrupted, tmp_path, kill_after
+):
+    """SIGKILL once the checkpoint shows epoch ``kill_after`` finished (wherever the child is
+    then: training, measuring, evaluating or saving), resume with the same command in a new
+    process: the weights equal those of an uninterrupted run in another process, bit for bit.
+    The child measures MFU (``train.mfu``), whose benchmark once drew from the global RNG."""
+    script, full = uninterrupted
+    out = tmp_path / "out"
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        while _epoch_done(out) < kill_after and child.poll() is None:
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+        child.stdout.close()
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert kill_after <= _epoch_done(out) < 4
+    resumed = _run(script, out)
+    assert resumed.returncode == 0 and resumed.stdout.strip() == "done", resumed.stderr
+    for name in ("checkpoint/model.safetensors", "model.safetensors"):
+        a, b = load_tensors(full / name), load_tensors(out / name)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (name, k)
+    history = [json.loads((f / "history.json").read_text()) for f in (full, out)]
+    assert [h["loss"] for h in history[0]] == [h["loss"] for h in history[1]]

@@ -3,6 +3,7 @@ written by 2 ranks resumed by 1. The samples are built in code (a tiny multi-tas
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def _data() -> CTRData:
     )
 
 
-def _train(out, epochs: int, strategy: str = "ddp", grad_accum: int = 1) -> None:
+def _train(out, epochs: int, strategy: str = "ddp", grad_accum: int = 1, mfu: bool = False) -> None:
     data = _data()
     torch.manual_seed(0)
     model = DeepFM(
@@ -57,16 +58,18 @@ def _train(out, epochs: int, strategy: str = "ddp", grad_accum: int = 1) -> None
         patience=10,
         metric="m",
         progress=False,
-        mfu=False,
+        mfu=mfu,
     )
     fit(model, CTRTrainSet(data), lambda m: {"m": 0.0}, cfg, out, log=lambda s: None)
 
 
-def _worker(rank: int, world: int, init: str, out: str, epochs: int, strategy: str) -> None:
+def _worker(
+    rank: int, world: int, init: str, out: str, epochs: int, strategy: str, mfu: bool = False
+) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        _train(Path(out), epochs, strategy)
+        _train(Path(out), epochs, strategy, mfu=mfu)
     finally:
         dist.destroy_process_group()
 
@@ -91,6 +94,10 @@ def test_two_ranks_take_the_same_step_as_one_process_and_resume_on_one(tmp_path)
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
         moved |= not torch.equal(a[k], init[k])
     assert moved  # the step changed the weights (the comparison is not of two initial states)
+    # the logged loss and per-task losses are means over both ranks: one process's values
+    h_one, h_two = (json.loads((f / "history.json").read_text())[0] for f in (one, two))
+    for key in ("loss", "loss_click", "loss_like"):
+        assert h_two[key] == pytest.approx(h_one[key], rel=1e-5), key
     # the 2-rank checkpoint resumes in one process and ends as a 1-process run of 2 epochs
     _train(two, 2)
     one2 = tmp_path / "one2"
@@ -130,7 +137,7 @@ def _eval_inputs():
 def _eval_worker(rank: int, world: int, init: str, out: str) -> None:
     import json
 
-    from reelrec.cli.train import gathered_evaluate
+    from reelrec.tasks.retrieval import gathered_evaluate
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
@@ -155,3 +162,20 @@ def test_evaluation_gathered_over_two_ranks_equals_one_process(tmp_path):
         assert got.keys() == expected.keys()
         for k, v in expected.items():
             assert got[k] == pytest.approx(v), k
+
+
+def test_two_ranks_measuring_mfu_take_the_same_step_as_one_process_without(tmp_path):
+    """The meter counts FLOPs on the plain model before the first DDP step and restores every
+    RNG and buffer: 2 ranks with ``train.mfu`` on end where 1 process with it off does."""
+    two = tmp_path / "two"
+    mp.spawn(
+        _worker,
+        args=(2, f"file://{tmp_path / 'init'}", str(two), 2, "ddp", True),
+        nprocs=2,
+        join=True,
+    )
+    assert "mfu" in json.loads((two / "history.json").read_text())[0]
+    one = tmp_path / "one"
+    _train(one, 2)
+    for k, v in _weights(one).items():
+        torch.testing.assert_close(_weights(two)[k], v, rtol=1e-5, atol=1e-6)

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 from test_onerec import make_table, tiny  # noqa: E402
 
 from reelrec.data.sequences import ItemVocab, windows  # noqa: E402
+from reelrec.models.base import AlignmentBatch, NextItemBatch  # noqa: E402
 from reelrec.models.generative import generate  # noqa: E402
 from reelrec.models.onerec import OneRec  # noqa: E402
 from reelrec.training.preference import (  # noqa: E402
@@ -185,7 +186,7 @@ def test_illegal_members_contribute_no_gradient_through_the_model(model):
         c[:, 2] = third
         term = AlignmentTerm(h, c, lambda lp: ecpo_loss(lp, old, adv, mask, 0.2, 0.1), weight=1.0)
         model.zero_grad()
-        model.loss(w[:, :-1], w[:, 1:], alignment=term, ntp_weight=0.0).loss.backward()
+        model.loss(AlignmentBatch(w[:, :-1], w[:, 1:], term, ntp_weight=0.0)).loss.backward()
         return [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
     torch.manual_seed(1)
@@ -255,7 +256,6 @@ def test_penalize_ablation_gives_illegal_outputs_the_lowest_reward():
             out,
             rewards,
             PreferenceConfig(illegal=mode),
-            lambda k, v: None,
         )
         logp = torch.tensor([[-1.0, -1.5, -2.0, -3.0]], requires_grad=True)
         term.objective(logp)[0].backward()
@@ -279,8 +279,8 @@ def test_the_alignment_term_enters_the_loss_by_name(model):
 
     term = AlignmentTerm(h, codes, objective, weight=0.3)
     with torch.no_grad():
-        plain = model.loss(w[:, :-1], w[:, 1:])
-        both = model.loss(w[:, :-1], w[:, 1:], alignment=term, ntp_weight=2.0)
+        plain = model.loss(NextItemBatch.of_windows(w))
+        both = model.loss(AlignmentBatch(w[:, :-1], w[:, 1:], term, ntp_weight=2.0))
     assert "dpo" in both.parts and "dpo" not in plain.parts
     expect = 2.0 * float(plain.loss) + 0.3 * both.parts["dpo"]
     assert float(both.loss) == pytest.approx(expect, rel=1e-5)
@@ -300,9 +300,8 @@ def test_with_a_fresh_old_policy_the_ratio_is_one_in_training_mode():
         old = frozen_copy(policy)
         with torch.no_grad():
             out = generate(old, h, old.trie, 5, constrained=False)
-        seen = {}
         rewards = torch.rand(4, 5)
-        term = ecpo_term(h, out, rewards, PreferenceConfig(), seen.__setitem__)
+        term = ecpo_term(h, out, rewards, PreferenceConfig())
         captured = {}
 
         def spy(logp, objective=term.objective, captured=captured):
@@ -310,7 +309,26 @@ def test_with_a_fresh_old_policy_the_ratio_is_one_in_training_mode():
             return objective(logp)
 
         term.objective = spy
-        policy.loss(w[:, :-1], w[:, 1:], alignment=term).loss.backward()
+        result = policy.loss(AlignmentBatch(w[:, :-1], w[:, 1:], term))
+        result.loss.backward()
         legal = out.legal
         assert torch.allclose(captured["logp"][legal], out.logp[legal], atol=1e-5)
-        assert seen["clip_fraction"] == 0.0
+        assert result.parts["clip_fraction"] == 0.0
+
+
+def test_rl_and_preference_share_a_module_instead_of_importing_each_other():
+    """The import cycle preference <-> rl is gone: importing ECPO alone loads neither IPA's
+    module nor the training loop; both take the settings from reelrec.training.alignment."""
+    import subprocess
+
+    code = (
+        "import sys, reelrec.training.rl\n"
+        "loaded = [m for m in ('reelrec.training.preference', 'reelrec.training.loop') "
+        "if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "import reelrec.training.preference as p, reelrec.training.alignment as a\n"
+        "assert p.PreferenceConfig is a.PreferenceConfig\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

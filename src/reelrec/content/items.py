@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reelrec.data.readers import DataFormatError
 from reelrec.data.splits import TRAIN, Protocol, positive_mask
 from reelrec.io import atomic_path
 
@@ -44,24 +45,24 @@ def item_texts(items: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
     """
     cols = [c for c in ("title", "genres") if c in items.columns]
     if not cols:
-        raise ValueError(
+        raise DataFormatError(
             f"items table has no text column (columns: {list(items.columns)}); this dataset has "
             "no item content: use `reelrec encode --encoder item2vec` (behaviour-only embeddings)"
         )
     if "item_id" not in items.columns:
-        raise ValueError(f"items table has no item_id column (columns: {list(items.columns)})")
+        raise DataFormatError(f"items table has no item_id column (columns: {list(items.columns)})")
     if len(items) == 0:
-        raise ValueError("items table is empty: no item to encode")
+        raise DataFormatError("items table is empty: no item to encode")
     col = items["item_id"]
     if col.isna().any():
-        raise ValueError(
+        raise DataFormatError(
             f"items table: item_id is null in row(s) {np.flatnonzero(col.isna())[:10].tolist()}"
         )
     if not pd.api.types.is_integer_dtype(col):
-        raise ValueError(f"items table: item_id must be integers, got dtype {col.dtype}")
+        raise DataFormatError(f"items table: item_id must be integers, got dtype {col.dtype}")
     ids = col.to_numpy(dtype=np.int64)
     if len(np.unique(ids)) != len(ids):
-        raise ValueError("items table has duplicate item_id values")
+        raise DataFormatError("items table has duplicate item_id values")
 
     def clean(v: object) -> str:
         if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -156,29 +157,31 @@ def check_embeddings(item_ids: np.ndarray, x: np.ndarray, source: str) -> None:
     x = np.asarray(x)
     item_ids = np.asarray(item_ids)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{source}: embeddings must be a non-empty (N, D) array, got {x.shape}")
+        raise DataFormatError(
+            f"{source}: embeddings must be a non-empty (N, D) array, got {x.shape}"
+        )
     if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"{source}: embeddings must be floating point, got {x.dtype}")
+        raise DataFormatError(f"{source}: embeddings must be floating point, got {x.dtype}")
     if item_ids.ndim != 1 or len(item_ids) != len(x):
-        raise ValueError(
+        raise DataFormatError(
             f"{source}: {len(item_ids)} item ids for {len(x)} embedding rows (mismatched ids)"
         )
     if not np.issubdtype(item_ids.dtype, np.integer):
-        raise ValueError(f"{source}: item ids must be integers, got {item_ids.dtype}")
+        raise DataFormatError(f"{source}: item ids must be integers, got {item_ids.dtype}")
     if item_ids.dtype == np.uint64 and len(item_ids) and item_ids.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{source}: item ids above 2**63 - 1 do not fit int64")
+        raise DataFormatError(f"{source}: item ids above 2**63 - 1 do not fit int64")
     uniq, counts = np.unique(item_ids, return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"{source}: duplicate item ids {uniq[counts > 1][:10].tolist()}")
+        raise DataFormatError(f"{source}: duplicate item ids {uniq[counts > 1][:10].tolist()}")
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
-        raise ValueError(
+        raise DataFormatError(
             f"{source}: {int(bad.sum())} embedding row(s) with NaN/inf, item ids "
             f"{item_ids[bad][:10].tolist()}"
         )
     zero = ~(x != 0).any(axis=1)
     if zero.any():
-        raise ValueError(
+        raise DataFormatError(
             f"{source}: {int(zero.sum())} all-zero embedding row(s), item ids "
             f"{item_ids[zero][:10].tolist()}"
         )
@@ -203,7 +206,9 @@ def save_embeddings(folder: Path, stem: str, item_ids: np.ndarray, x: np.ndarray
     if ids_path.exists() and stem != "item_embeddings":
         old = np.load(ids_path, allow_pickle=False)
         if not np.array_equal(old, ids):
-            raise ValueError(f"{ids_path} lists other items than {stem}; re-run `reelrec encode`")
+            raise DataFormatError(
+                f"{ids_path} lists other items than {stem}; re-run `reelrec encode`"
+            )
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(ids_path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, ids, allow_pickle=False)
@@ -232,11 +237,11 @@ def load_embeddings(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
     arrays = []
     for p in (path, ids_path):
         if not p.is_file():
-            raise ValueError(f"{p} is not a file")
+            raise DataFormatError(f"{p} is not a file")
         try:
             arrays.append(np.load(p, allow_pickle=False))
         except (ValueError, EOFError, OSError):
-            raise ValueError(
+            raise DataFormatError(
                 f"{p}: not a readable plain .npy array (object arrays are refused: reelrec never "
                 "unpickles); re-run the command that writes it"
             ) from None

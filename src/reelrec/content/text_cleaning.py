@@ -63,6 +63,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from reelrec.config import ConfigError
 from reelrec.content.encoders import optional_import
 
 #: rule names in the order they are applied (the keys of :attr:`CleaningReport.dropped`)
@@ -144,39 +145,39 @@ class CleaningConfig:
         for name in ratios:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
+                raise ConfigError(f"{name} must be in [0, 1], got {v}")
         if not 0 < self.min_chars <= self.max_chars:
-            raise ValueError(
+            raise ConfigError(
                 f"min_chars ({self.min_chars}) must be in (0, max_chars ({self.max_chars})]"
             )
         if self.minhash_bands * self.minhash_rows > self.minhash_perm:
-            raise ValueError(
+            raise ConfigError(
                 f"minhash_bands x minhash_rows ({self.minhash_bands} x "
                 f"{self.minhash_rows}) exceeds minhash_perm ({self.minhash_perm})"
             )
         if min(self.minhash_ngram, self.minhash_bands, self.minhash_rows) < 1:
-            raise ValueError("minhash_ngram, minhash_bands and minhash_rows must be >= 1")
+            raise ConfigError("minhash_ngram, minhash_bands and minhash_rows must be >= 1")
         if self.min_mean_word_length > self.max_mean_word_length:
-            raise ValueError(
+            raise ConfigError(
                 f"min_mean_word_length ({self.min_mean_word_length}) exceeds "
                 f"max_mean_word_length ({self.max_mean_word_length})"
             )
         if not 0 <= self.seed < 2**32:
-            raise ValueError(f"seed must be in [0, 2**32 - 1], got {self.seed}")
+            raise ConfigError(f"seed must be in [0, 2**32 - 1], got {self.seed}")
         if not self.languages:
-            raise ValueError("languages must name at least one language")
+            raise ConfigError("languages must name at least one language")
         if len(self.max_top_ngram_share) != 3:
-            raise ValueError(
+            raise ConfigError(
                 f"max_top_ngram_share needs 3 values (n = 2, 3, 4), got {self.max_top_ngram_share}"
             )
         if not all(0 <= v <= 1 for v in self.max_top_ngram_share):
-            raise ValueError(
+            raise ConfigError(
                 f"max_top_ngram_share values must be in [0, 1], got {self.max_top_ngram_share}"
             )
         for name in ("min_mean_word_length", "max_mean_word_length", "min_char_entropy"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+                raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
 
 
 @dataclass

@@ -57,6 +57,34 @@ class FeatureConfig:
     vq_codes: str = ""  # run sub-folder with vq_codes.parquet (e.g. "tokenizer-vq"): the
     # target's QARM VQ codes become a bag feature; "" = off
 
+    def validate(self, section: str = "features") -> None:
+        """Check every value against its documented range.
+
+        Raises:
+            ConfigError: naming the first invalid key.
+        """
+        from reelrec.config import ConfigError
+
+        labels = list(KUAIRAND_TASKS[:-1])
+        rules = [
+            (1 <= self.max_history <= 1000, "max_history", "in 1..1000"),
+            (self.min_count >= 1, "min_count", ">= 1"),
+            (
+                len(self.history_labels) > 0 and all(x in labels for x in self.history_labels),
+                "history_labels",
+                f"a non-empty list of {labels}",
+            ),
+        ]
+        for key in ("semantic_ids", "vq_codes"):
+            folder = getattr(self, key)
+            inside = folder == "" or (
+                not Path(folder).is_absolute() and ".." not in Path(folder).parts
+            )
+            rules.append((inside, key, '"" or a folder inside the run (no absolute path, no ..)'))
+        for ok, key, rule in rules:
+            if not ok:
+                raise ConfigError(f"{section}.{key} must be {rule}, got {getattr(self, key)!r}")
+
 
 @dataclass
 class CTRData:

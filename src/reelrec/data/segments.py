@@ -25,7 +25,9 @@ Arrays (n views, S_max = 40 segments, H history views):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -85,6 +87,42 @@ class SegmentData:
         return {k: getattr(self, k)[idx] for k in names}
 
 
+class SegmentBatch(NamedTuple):
+    """A batch of B views, the typed input of the segment models' ``forward`` and ``loss``.
+
+    Attributes (S_max = 40 segments, H history views; as the arrays of :class:`SegmentData`):
+        user, video: int64 (B,). segments: int64 (B,) S in 1..40. labels: int8 (B, S_max).
+        skip: int64 (B,) the skip segment, -1 when played to the end.
+        hist_video, hist_segments: int64 (B, H) (0 = padding). hist_watched, hist_skipped:
+        float32 (B, H).
+    """
+
+    user: torch.Tensor
+    video: torch.Tensor
+    segments: torch.Tensor
+    labels: torch.Tensor
+    skip: torch.Tensor
+    hist_video: torch.Tensor
+    hist_segments: torch.Tensor
+    hist_watched: torch.Tensor
+    hist_skipped: torch.Tensor
+
+    @classmethod
+    def of(cls, batch: SegmentBatch | Mapping[str, torch.Tensor]) -> SegmentBatch:
+        """``batch`` itself, or the batch of a :meth:`SegmentData.batch` dict (same keys).
+
+        Raises:
+            KeyError: a field is missing from the dict.
+        """
+        if isinstance(batch, SegmentBatch):
+            return batch
+        return cls(**{name: batch[name] for name in cls._fields})
+
+    def to(self, device: torch.device | str) -> SegmentBatch:
+        """The batch on ``device``."""
+        return SegmentBatch(*(t.to(device) for t in self))
+
+
 class SegmentTrainSet:
     """Training views with a skip segment, as :func:`reelrec.training.loop.fit` consumes them
     (views played to the end have no skip loss term, so they are not batched)."""
@@ -97,13 +135,14 @@ class SegmentTrainSet:
         return len(self.rows)
 
     def batches(self, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-        """Row indices in random order, cut into batches."""
+        """Row indices in random order, cut into batches of ``batch_size`` (the last smaller)."""
         perm = self.rows[torch.randperm(len(self.rows), generator=gen)]
         return list(torch.split(perm, batch_size))
 
-    def loss(self, model, idx: torch.Tensor, gen: torch.Generator, device):
-        """``model.loss`` on the views ``idx``."""
-        return model.loss({k: v.to(device) for k, v in self.data.batch(idx).items()})
+    def batch(self, idx: torch.Tensor, gen: torch.Generator, device) -> SegmentBatch:
+        """The views ``idx`` (int64 row indices) as a :class:`SegmentBatch` on ``device``
+        (``gen`` is unused: the skip loss draws nothing)."""
+        return SegmentBatch.of(self.data.batch(idx)).to(device)
 
 
 def skip_position(label: np.ndarray) -> int:

@@ -717,3 +717,49 @@ def count_ids_torch(ids: torch.Tensor, num_ids: int) -> torch.Tensor:
         first = int(flat[bad][0])
         raise ValueError(f"id {first} is outside [0, {num_ids})")
     return torch.bincount(flat, minlength=int(num_ids)).to(torch.int64)
+
+
+#: rank given to targets that cannot be ranked (out of vocabulary): beyond every cutoff.
+MISS_RANK = 2**62
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target among items 1..V.
+
+    Args:
+        scores: float (B, V + 1); column 0 is ignored.
+        targets: int64 (B,), item index in 1..V, or -1 for out of vocabulary.
+
+    Returns:
+        int64 (B,) ranks in 0..V-1, :data:`MISS_RANK` for out-of-vocabulary targets.
+
+    Raises:
+        ValueError: NaN scores, shape mismatch or targets outside {-1} U 1..V.
+    """
+    ranks = _ranks_in_chunk(scores[:, 1:], targets, offset=1)
+    return torch.where(targets < 1, torch.full_like(ranks, MISS_RANK), ranks)
+
+
+def _ranks_in_chunk(
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    offset: int,
+    target_scores: torch.Tensor | None = None,
+) -> torch.Tensor:
+    if scores.ndim != 2 or targets.shape != (scores.shape[0],):
+        raise ValueError(
+            f"scores (B, N) and targets (B,) expected, got {tuple(scores.shape)} and {tuple(targets.shape)}"
+        )
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    oov = targets < 1
+    if target_scores is None:
+        n = scores.shape[1]
+        if bool(((targets > n) | ((targets < 1) & (targets != -1))).any()):
+            raise ValueError(f"targets must be -1 or in 1..{n}")
+        target_scores = scores.gather(1, (targets.clamp(min=1) - offset).unsqueeze(1)).squeeze(1)
+    ids = torch.arange(offset, offset + scores.shape[1], device=scores.device)
+    ts = target_scores.unsqueeze(1)
+    ahead = (scores > ts) | ((scores == ts) & (ids.unsqueeze(0) < targets.unsqueeze(1)))
+    ranks = ahead.sum(1)
+    return torch.where(oov, torch.full_like(ranks, -1), ranks)

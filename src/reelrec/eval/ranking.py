@@ -6,8 +6,16 @@ over real items 1..V (column 0 is padding and never ranked). An out-of-vocabular
 (index -1) gets rank :data:`MISS_RANK`: a miss at every cutoff, and a reciprocal rank below 1e-18.
 
 :func:`target_ranks_chunked` and :func:`topk_chunked` score ``item_chunk`` items at a time from
-user and item embeddings, so peak memory is ``B x item_chunk x 4`` bytes plus the buffers
-(RecBole #1866, CASES.md C21), and give the same answer for every chunk size.
+user and item embeddings, so peak memory is ``B x item_chunk x 12`` bytes plus the buffers
+(RecBole #1866, CASES.md C21), and give the same answer for every chunk size: each score is
+:func:`reelrec.models.base.inner_product_scores`'s, whose value does not depend on the chunk
+(float64 products rounded once), the scores of :meth:`EmbeddingScorer.score_all` too.
+
+:func:`evaluate_model` picks the path from what the model declares
+(:mod:`reelrec.models.base`): an :class:`~reelrec.models.base.EmbeddingScorer` (SASRec,
+ELASTIC, popularity) is ranked chunked, never materialising a users x catalogue matrix; any
+other :class:`~reelrec.models.base.ScoresAllItems` by its ``score_all``; a
+:class:`~reelrec.models.base.RecommendsTopK` generator by its top-k list.
 """
 
 from __future__ import annotations
@@ -17,52 +25,19 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from reelrec.eval.metrics import metrics_from_ranks
-
-#: rank given to targets that cannot be ranked (out of vocabulary): beyond every cutoff.
-MISS_RANK = 2**62
-
-
-def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each target among items 1..V.
-
-    Args:
-        scores: float (B, V + 1); column 0 is ignored.
-        targets: int64 (B,), item index in 1..V, or -1 for out of vocabulary.
-
-    Returns:
-        int64 (B,) ranks in 0..V-1, :data:`MISS_RANK` for out-of-vocabulary targets.
-
-    Raises:
-        ValueError: NaN scores, shape mismatch or targets outside {-1} U 1..V.
-    """
-    ranks = _ranks_in_chunk(scores[:, 1:], targets, offset=1)
-    return torch.where(targets < 1, torch.full_like(ranks, MISS_RANK), ranks)
-
-
-def _ranks_in_chunk(
-    scores: torch.Tensor,
-    targets: torch.Tensor,
-    offset: int,
-    target_scores: torch.Tensor | None = None,
-) -> torch.Tensor:
-    if scores.ndim != 2 or targets.shape != (scores.shape[0],):
-        raise ValueError(
-            f"scores (B, N) and targets (B,) expected, got {tuple(scores.shape)} and {tuple(targets.shape)}"
-        )
-    if torch.isnan(scores).any():
-        raise ValueError("scores contain NaN")
-    oov = targets < 1
-    if target_scores is None:
-        n = scores.shape[1]
-        if bool(((targets > n) | ((targets < 1) & (targets != -1))).any()):
-            raise ValueError(f"targets must be -1 or in 1..{n}")
-        target_scores = scores.gather(1, (targets.clamp(min=1) - offset).unsqueeze(1)).squeeze(1)
-    ids = torch.arange(offset, offset + scores.shape[1], device=scores.device)
-    ts = target_scores.unsqueeze(1)
-    ahead = (scores > ts) | ((scores == ts) & (ids.unsqueeze(0) < targets.unsqueeze(1)))
-    ranks = ahead.sum(1)
-    return torch.where(oov, torch.full_like(ranks, -1), ranks)
+from reelrec.eval.metrics import (  # noqa: F401 - target_ranks and MISS_RANK are public here too
+    MISS_RANK,
+    _ranks_in_chunk,
+    metrics_from_ranks,
+    target_ranks,
+)
+from reelrec.models.base import (
+    EmbeddingScorer,
+    PaddingInvariant,
+    RecommendsTopK,
+    ScoresAllItems,
+    inner_product_scores,
+)
 
 
 def target_ranks_chunked(
@@ -88,18 +63,19 @@ def target_ranks_chunked(
     starts = range(1, num_items + 1, item_chunk)
     # Pass 1: each target's score, taken from the same matmul that scores its chunk in pass 2,
     # so exact ties stay exact (a separate dot product can differ in the last bit).
-    tgt_scores = torch.zeros(len(targets), dtype=user.dtype, device=user.device)
+    tgt_scores = torch.zeros(len(targets), dtype=torch.float32, device=user.device)
     for start in starts:
         stop = min(start + item_chunk, num_items + 1)
         inside = (targets >= start) & (targets < stop)
         if inside.any():
-            chunk = user @ items[start:stop].T
+            chunk = inner_product_scores(user, items[start:stop])
+            tgt_scores = tgt_scores.to(chunk.dtype)
             rows = inside.nonzero().squeeze(1)
             tgt_scores[rows] = chunk[rows, targets[rows] - start]
     total = torch.zeros(len(targets), dtype=torch.long, device=user.device)
     for start in starts:
         stop = min(start + item_chunk, num_items + 1)
-        chunk = user @ items[start:stop].T
+        chunk = inner_product_scores(user, items[start:stop])
         total += _ranks_in_chunk(chunk, targets, offset=start, target_scores=tgt_scores).clamp(
             min=0
         )
@@ -124,7 +100,7 @@ def topk_chunked(
     best_i = torch.zeros((b, 0), dtype=torch.long, device=user.device)
     for start in range(1, items.shape[0], item_chunk):
         stop = min(start + item_chunk, items.shape[0])
-        s = torch.cat([best_s, user @ items[start:stop].T], 1)
+        s = torch.cat([best_s, inner_product_scores(user, items[start:stop])], 1)
         i = torch.cat([best_i, torch.arange(start, stop, device=user.device).expand(b, -1)], 1)
         # sort by index (ascending) then stably by score (descending): ties keep lower index first
         order = torch.argsort(i, dim=1, stable=True)
@@ -163,8 +139,62 @@ def evaluate_next_item(
         over all n instances, plus ``n_instances`` and ``oov_targets``; ranks int64 (n,).
 
     Raises:
-        ValueError: no instances.
+        ValueError: no instances, NaN scores, or targets outside {-1} U 1..V.
     """
+    return _rank_metrics(
+        lambda h, t: target_ranks(score_all(h), t), history, targets, ks, batch_size, by_length
+    )
+
+
+def evaluate_embeddings(
+    model: EmbeddingScorer,
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    ks: tuple[int, ...] = (5, 10, 20),
+    batch_size: int = 512,
+    by_length: bool = False,
+    item_chunk: int = 65536,
+) -> tuple[dict[str, float], np.ndarray]:
+    """:func:`evaluate_next_item` of ``model.score_all`` without its (B, V + 1) matrices.
+
+    Each batch's ``user_representation`` is ranked against ``item_embeddings()`` by
+    :func:`target_ranks_chunked`: peak memory ``batch_size x item_chunk`` scores whatever the
+    catalogue size, the same ranks (same tie rule) as the one-shot path.
+
+    Args:
+        model: an :class:`~reelrec.models.base.EmbeddingScorer`; histories are moved to its
+            device. item_chunk: items scored per step (>= 1). Others: :func:`evaluate_next_item`.
+
+    Returns and raises as :func:`evaluate_next_item`.
+    """
+    device = _device(model)
+    with torch.no_grad():
+        items = model.item_embeddings()
+
+    def ranks(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        user = model.user_representation(h.to(device))
+        return target_ranks_chunked(user, items, t.to(device), item_chunk).cpu()
+
+    return _rank_metrics(ranks, history, targets, ks, batch_size, by_length)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU when it has neither)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _rank_metrics(
+    rank_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    ks: tuple[int, ...],
+    batch_size: int,
+    by_length: bool,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Ranks of ``rank_batch(history batch, target batch)`` over all instances, batched as
+    :func:`evaluate_next_item` describes, and their metrics."""
     if len(targets) == 0:
         raise ValueError("no evaluation instances")
     ranks = []
@@ -180,8 +210,7 @@ def evaluate_next_item(
             if by_length:
                 width = max(int((batch > 0).sum(1).max()), 1)
                 batch = batch[:, batch.shape[1] - width :]
-            scores = score_all(batch)
-            ranks.append(target_ranks(scores, targets[sl]))
+            ranks.append(rank_batch(batch, targets[sl]))
     all_ranks = torch.cat(ranks)
     if order is not None:
         all_ranks = torch.empty_like(all_ranks).scatter_(0, order, all_ranks)
@@ -217,21 +246,42 @@ def evaluate_model(
     targets: torch.Tensor,
     ks: tuple[int, ...] = (5, 10, 20),
     batch_size: int = 512,
+    item_chunk: int = 65536,
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Next-item metrics of a model: full ranking by ``model.score_all`` when it scores every
-    item, else the top-``max(ks)`` list of ``model.recommend(history, k)`` (generative models,
-    whose beam search returns ranked items; an item outside the list is a miss at every cutoff).
+    """Next-item metrics of a model, by what it declares (:mod:`reelrec.models.base`).
 
-    Returns and raises as :func:`evaluate_next_item`; ``mrr`` (uncut) is omitted for top-k
-    models because ranks beyond the list are unknown.
+    * :class:`~reelrec.models.base.EmbeddingScorer` (SASRec, ELASTIC, popularity): full
+      ranking, ``item_chunk`` items at a time (:func:`evaluate_embeddings`; memory bounded at
+      any catalogue size, ranks equal to ``score_all``'s).
+    * other :class:`~reelrec.models.base.ScoresAllItems`: full ranking of ``score_all``.
+    * :class:`~reelrec.models.base.RecommendsTopK` (generative models, whose beam search
+      returns ranked items): the top-``max(ks)`` list; an item outside it is a miss at every
+      cutoff, and ``mrr`` (uncut) is omitted because ranks beyond the list are unknown.
+
+    :class:`~reelrec.models.base.PaddingInvariant` scorers are batched by history length.
+
+    Args:
+        model: the model (eval mode is the caller's). history: int64 (n, L) left-padded.
+        targets: int64 (n,), 1..V or -1 (out of vocabulary: a miss). ks: cutoffs.
+        batch_size: instances per batch. item_chunk: items per scoring step (>= 1).
+
+    Returns and raises as :func:`evaluate_next_item`; also TypeError for a model that
+    declares none of the three.
     """
-    if hasattr(model, "score_all"):
-        by_length = bool(getattr(model, "padding_invariant", False))
+    by_length = isinstance(model, PaddingInvariant)
+    if isinstance(model, EmbeddingScorer):
+        return evaluate_embeddings(model, history, targets, ks, batch_size, by_length, item_chunk)
+    if isinstance(model, ScoresAllItems):
         return evaluate_next_item(model.score_all, history, targets, ks, batch_size, by_length)
+    if not isinstance(model, RecommendsTopK):
+        raise TypeError(
+            f"{type(model).__name__} declares neither ScoresAllItems nor RecommendsTopK "
+            "(reelrec.models.base): it cannot rank items"
+        )
     if len(targets) == 0:
         raise ValueError("no evaluation instances")
     k = max(ks)
-    device = next(model.parameters()).device
+    device = _device(model)
     ranks = []
     with torch.no_grad():
         for start in range(0, len(targets), batch_size):

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from reelrec.config import ConfigError
 from reelrec.data.ctr import CTRBatch
 from reelrec.models.ctr import CTRSchema, RankingConfig
 from reelrec.models.din import DIN, DINConfig
@@ -70,6 +71,32 @@ class CANConfig:
     # (> 0): their powers 2..C must not vanish
     bias: bool = True  # micro-MLP biases
 
+    def validate(self, section: str = "can") -> None:
+        """Check every value against its documented range (the pairs' fields are checked
+        against the data when the model is built).
+
+        Raises:
+            ConfigError: naming the first invalid key.
+        """
+        import math
+
+        rules = [
+            (self.orders >= 1, "orders", ">= 1"),
+            (len(self.layers) > 0 and min(self.layers) >= 1, "layers", "widths >= 1"),
+            (self.feed_dim >= 1, "feed_dim", ">= 1"),
+            (self.activation in ("tanh", "none"), "activation", "'tanh' or 'none'"),
+            (self.pooling in ("sum", "mean"), "pooling", "'sum' or 'mean'"),
+            (
+                math.isfinite(self.feed_init_std) and self.feed_init_std > 0,
+                "feed_init_std",
+                "a finite number > 0",
+            ),
+            (all(p.count(":") == 1 for p in self.pairs), "pairs", "a list of 'field:feed'"),
+        ]
+        for ok, key, rule in rules:
+            if not ok:
+                raise ConfigError(f"{section}.{key} must be {rule}, got {getattr(self, key)!r}")
+
 
 def resolve_pairs(schema: CTRSchema, cfg: CANConfig) -> list[tuple[int, str, int]]:
     """The pairs as (induction field index, feed kind "seq"/"field", feed index).
@@ -85,7 +112,7 @@ def resolve_pairs(schema: CTRSchema, cfg: CANConfig) -> list[tuple[int, str, int
     for spec in specs:
         a, sep, b = spec.partition(":")
         if not sep or a not in schema.fields:
-            raise ValueError(
+            raise ConfigError(
                 f"can.pairs: {spec!r} must be 'induction_field:feed' with a field of "
                 f"{list(schema.fields)}"
             )
@@ -94,7 +121,7 @@ def resolve_pairs(schema: CTRSchema, cfg: CANConfig) -> list[tuple[int, str, int
         elif b in schema.fields:
             out.append((schema.fields.index(a), "field", schema.fields.index(b)))
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"can.pairs: feed {b!r} of {spec!r} is neither a sequence {list(schema.sequences)} "
                 f"nor a field {list(schema.fields)}"
             )

@@ -6,19 +6,22 @@ compares against): one representation per sample from the model, one shared MLP,
 linear output or a small tower of its own (``ranking.tower``). Binary tasks (click, long_view, like, follow, comment, forward) use
 binary cross-entropy on logits; the watch ratio is regressed with squared error on the clipped
 ratio. Rows without a label for a task (NaN) are left out of that task's loss. The total loss is
-``sum_t task_weight_t * loss_t``.
+``sum_t task_weight_t * loss_t``; ``loss(CTRBatch)`` returns it as a
+:class:`~reelrec.models.base.LossOutput` whose parts are the per-task losses (``{"click": ..,
+"like": ..}``), logged per epoch by the training loop as ``loss_click``, ``loss_like``...
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reelrec.config import ConfigError
 from reelrec.data.ctr import KUAIRAND_TASKS, CTRBatch, CTRData
+from reelrec.models.base import LossOutput, MayLeaveParametersUnused, Trainable
 
 
 @dataclass
@@ -34,6 +37,53 @@ class RankingConfig:
     task_weights: list[float] = field(default_factory=list)  # loss weight per task, >= 0;
     # [] = 1 for every task
     watch_ratio_clip: float = 3.0  # watch ratios above this are clipped (> 0)
+
+    def validate(self, section: str = "ranking") -> None:
+        """Check every value against its documented range and the task names.
+
+        Raises:
+            ConfigError: naming the first invalid key.
+        """
+        import math
+
+        from reelrec.data.ctr import KUAIRAND_TASKS
+
+        weights = self.task_weights or [1.0] * len(self.tasks)
+        binary = [
+            t for t, w in zip(self.tasks, weights, strict=False) if t != "watch_ratio" and w > 0
+        ]
+        unknown = [t for t in self.tasks if t not in KUAIRAND_TASKS]
+        rules = [
+            (self.embed_dim >= 1, "embed_dim", ">= 1"),
+            (len(self.mlp) > 0 and min(self.mlp) >= 1, "mlp", "widths >= 1"),
+            (0 <= self.dropout < 1, "dropout", "in [0, 1)"),
+            (all(w >= 1 for w in self.tower), "tower", "widths >= 1 (or [])"),
+            (
+                len(self.tasks) > 0 and not unknown and len(set(self.tasks)) == len(self.tasks),
+                "tasks",
+                f"distinct names from {list(KUAIRAND_TASKS)}",
+            ),
+            (
+                self.task_weights == [] or len(self.task_weights) == len(self.tasks),
+                "task_weights",
+                f"[] or one weight per task ({len(self.tasks)})",
+            ),
+            (
+                all(math.isfinite(w) and w >= 0 for w in self.task_weights)
+                and (sum(self.task_weights) > 0 or not self.task_weights),
+                "task_weights",
+                "finite weights >= 0, not all 0",
+            ),
+            (
+                len(binary) > 0,
+                "tasks",
+                "a list with at least one binary task of loss weight > 0 (early stopping uses AUC)",
+            ),
+            (self.watch_ratio_clip > 0, "watch_ratio_clip", "> 0"),
+        ]
+        for ok, key, rule in rules:
+            if not ok:
+                raise ConfigError(f"{section}.{key} must be {rule}, got {getattr(self, key)!r}")
 
 
 @dataclass(frozen=True)
@@ -62,14 +112,6 @@ class CTRSchema:
             tuple(data.tasks),
             tuple(data.binary),
         )
-
-
-class CTROutput(NamedTuple):
-    """Training output of the rankers and the segment models: total loss (scalar tensor) and
-    the per-task losses (floats, for logs; empty when there is one loss)."""
-
-    loss: torch.Tensor
-    parts: dict[str, float]
 
 
 def mlp(sizes: list[int], dropout: float, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -112,15 +154,14 @@ class TaskTowers(nn.Module):
         return torch.cat([t(h) for t in self.towers], 1)
 
 
-class RankingModel(nn.Module):
+class RankingModel(nn.Module, Trainable[CTRBatch], MayLeaveParametersUnused):
     """Base class: embedding tables, the shared bottom and the task outputs.
 
     Subclasses implement :meth:`represent` (batch -> (B, H) float) and set ``repr_dim`` = H
-    before calling :meth:`build_heads`.
+    before calling :meth:`build_heads`. Declares :class:`~reelrec.models.base.Trainable`
+    (``loss(CTRBatch)``) and :class:`~reelrec.models.base.MayLeaveParametersUnused` (a task
+    without labels in a batch leaves its tower without gradient: DDP must know).
     """
-
-    #: a task without labels in a batch leaves its tower without gradient (DDP must know)
-    ddp_find_unused = True
 
     def __init__(self, schema: CTRSchema, cfg: RankingConfig) -> None:
         super().__init__()
@@ -183,9 +224,17 @@ class RankingModel(nn.Module):
         with torch.no_grad():
             return self.predict(batch)
 
-    def loss(self, batch: CTRBatch) -> CTROutput:
-        """Weighted sum of per-task losses over the rows that have a label (see module doc)."""
-        return CTROutput(*self.task_losses(self(batch), batch.labels))
+    def loss(self, batch: CTRBatch) -> LossOutput:
+        """Weighted sum of per-task losses over the rows that have a label (see module doc).
+
+        Args:
+            batch: :class:`~reelrec.data.ctr.CTRBatch`; labels float (B, T), NaN = unlabelled.
+
+        Returns:
+            :class:`~reelrec.models.base.LossOutput`; parts ``{task: loss}`` for the tasks
+            with a label in the batch.
+        """
+        return LossOutput(*self.task_losses(self(batch), batch.labels))
 
     def task_losses(
         self, out: torch.Tensor, y: torch.Tensor

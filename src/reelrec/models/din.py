@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from reelrec.config import ConfigError
 from reelrec.data.ctr import CTRBatch
 from reelrec.models.ctr import CTRSchema, RankingConfig, RankingModel, mlp
 
@@ -32,6 +33,17 @@ class DINConfig:
 
     attention_mlp: list[int] = field(default_factory=lambda: [64, 32])  # hidden widths of the
     # local activation unit (each >= 1)
+
+    def validate(self, section: str = "din") -> None:
+        """Check every value against its documented range.
+
+        Raises:
+            ConfigError: naming the first invalid key.
+        """
+        if not (len(self.attention_mlp) > 0 and min(self.attention_mlp) >= 1):
+            raise ConfigError(
+                f"{section}.attention_mlp must be widths >= 1, got {self.attention_mlp!r}"
+            )
 
 
 class ActivationUnit(nn.Module):

@@ -67,6 +67,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reelrec.config import ConfigError
+from reelrec.models.base import PaddingInvariant
 from reelrec.models.sasrec import Dropout, SASRec, SASRecConfig, SASRecOutput
 
 #: stands in for -inf in the running log-sum-exp (exp(NEG - x) underflows to exactly 0)
@@ -164,6 +166,18 @@ class ElasticConfig(SASRecConfig):
     chunk: int = 32  # causal chunk length in items, >= 1 (cost per position: k + chunk)
     memory_size: int = 1024  # interest memory slots: a perfect square s^2 >= experts^2, or 0
     memory_dim: int = 64  # product-key query width (even, >= 2)
+
+    def validate(self, section: str = "elastic") -> None:
+        """SASRec's ranges, then ELASTIC's own (:func:`check_elastic_config`).
+
+        Raises:
+            ConfigError: naming the first invalid key.
+        """
+        super().validate(section)
+        try:
+            check_elastic_config(self)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def check_elastic_config(cfg: ElasticConfig) -> None:
@@ -352,8 +366,13 @@ class DispatcherAttention(nn.Module):
         return self.out(y)
 
 
-class Elastic(SASRec):
-    """ELASTIC over an item vocabulary 1..V (index 0 is padding); SASRec's interface.
+class Elastic(SASRec, PaddingInvariant):
+    """ELASTIC over an item vocabulary 1..V (index 0 is padding); SASRec's interface
+    (``loss(NextItemBatch)``, an :class:`~reelrec.models.base.EmbeddingScorer`).
+
+    Declares :class:`~reelrec.models.base.PaddingInvariant`: outputs do not depend on left
+    padding (each row is rotated to its first item), so evaluation may batch histories by
+    length and drop padding columns.
 
     Args:
         num_items: V.
@@ -364,9 +383,6 @@ class Elastic(SASRec):
     """
 
     cfg: ElasticConfig
-    #: outputs do not depend on left padding (rotation to the first item), so evaluation may
-    #: batch histories by length and drop padding columns
-    padding_invariant = True
 
     def __init__(self, num_items: int, cfg: ElasticConfig) -> None:
         check_elastic_config(cfg)

@@ -385,7 +385,8 @@ class DecoderLayer(nn.Module):
 
 
 class Decodable(Protocol):
-    """What :func:`beam_search` needs from a model."""
+    """What :func:`beam_search` needs from a model (structural, for type hints; models declare
+    it by inheriting :class:`reelrec.models.base.GeneratesSemanticIDs`)."""
 
     def start(self, history: torch.Tensor) -> dict:
         """Encode histories (B, L) into a decoding context for B users."""

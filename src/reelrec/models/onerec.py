@@ -36,6 +36,10 @@ Deviations, and why:
     * Item side features are item-level (train means of watch ratio, labels and duration on
       KuaiRand), not per-interaction features: sequences carry item indices only.
     * LayerNorm-free RMSNorm everywhere as in the report; GELU FFN instead of SwiGLU.
+
+Interface (:mod:`reelrec.models.base`): ``loss(NextItemBatch | AlignmentBatch) -> LossOutput``;
+declares ``RecommendsTopK`` / ``GeneratesSemanticIDs`` (beam search, sequence log-probabilities
+for preference alignment), ``ReportsEpochStats`` (MoE load) and ``MayLeaveParametersUnused``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reelrec.config import ConfigError
+from reelrec.models.base import (
+    AlignmentBatch,
+    GeneratesSemanticIDs,
+    LossOutput,
+    MayLeaveParametersUnused,
+    NextItemBatch,
+    ReportsEpochStats,
+    Trainable,
+)
 from reelrec.models.generative import (
     Attention,
     DecoderLayer,
@@ -54,7 +68,6 @@ from reelrec.models.generative import (
     beam_search,
     moe_stats,
 )
-from reelrec.models.sasrec import LossOutput
 
 
 @dataclass
@@ -86,6 +99,19 @@ class OneRecConfig:
     beam: int = 20  # beam width when recommending (>= the largest eval cutoff)
     window_step: int = 1  # training samples end every window_step items (1 = every prefix)
     valid_instances: int = 5000  # validation instances used for early stopping (0 = all)
+
+    def validate(self, section: str = "onerec") -> None:
+        """Check every value against its documented range.
+
+        Raises:
+            ConfigError: naming the first invalid key.
+        """
+        try:
+            check_onerec_config(self)
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 class ItemTokenizer(nn.Module):
@@ -283,8 +309,19 @@ class EncoderLayer(nn.Module):
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
-class GenerativeRetriever(nn.Module):
+class GenerativeRetriever(
+    nn.Module,
+    Trainable[NextItemBatch | AlignmentBatch],
+    GeneratesSemanticIDs,
+    ReportsEpochStats,
+    MayLeaveParametersUnused,
+):
     """Common decoder, loss and decoding of OneRec and OneRec-V2 (subclasses build the context).
+
+    Declares (:mod:`reelrec.models.base`) ``Trainable``, ``GeneratesSemanticIDs`` (so also
+    ``RecommendsTopK``), ``ReportsEpochStats`` (MoE load per epoch) and
+    ``MayLeaveParametersUnused`` (top-k expert routing may leave an expert without gradient in
+    a step: DDP must know).
 
     Args:
         table: semantic IDs of the vocabulary (items 1..V). cfg: hyper-parameters.
@@ -293,9 +330,6 @@ class GenerativeRetriever(nn.Module):
     Raises:
         ValueError: invalid sizes.
     """
-
-    #: top-k expert routing may leave an expert without gradient in a step (DDP must know)
-    ddp_find_unused = True
 
     lazy_cross = False
     cross_first = False
@@ -380,38 +414,33 @@ class GenerativeRetriever(nn.Module):
             x = layer(x, cross[i], mask, None if caches is None else caches[i])
         return x
 
-    def loss(
-        self,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        generator=None,
-        alignment=None,
-        ntp_weight: float = 1.0,
-    ) -> LossOutput:
-        """Next-code loss for the last ``session_items`` items of each window, plus an optional
-        preference-alignment term.
+    def loss(self, batch: NextItemBatch | AlignmentBatch) -> LossOutput:
+        """Next-code loss for the last ``session_items`` items of each window, plus, for an
+        :class:`~reelrec.models.base.AlignmentBatch`, the preference-alignment term.
 
         Args:
-            inputs: int64 (B, L) left-padded items; targets: int64 (B, L), the next item at each
-                position (0 = none). The history of a window is everything before its first
-                target item; target items that are padding are not trained.
-            generator: unused (the signature of :func:`reelrec.training.loop.fit`).
-            alignment: a :class:`reelrec.training.preference.AlignmentTerm` (DPO or ECPO) or
-                None; its sequences are scored here so that DDP sees one forward.
-            ntp_weight: weight of the next-code loss when ``alignment`` is given.
+            batch: ``inputs`` int64 (B, L) left-padded items; ``targets`` int64 (B, L), the next
+                item at each position (0 = none). The history of a window is everything before
+                its first target item; target items that are padding are not trained. A
+                :class:`~reelrec.models.base.NextItemBatch`'s ``generator`` is unused (nothing
+                is sampled). An ``AlignmentBatch``'s ``alignment`` (DPO or ECPO, or None) is
+                scored here so that DDP sees one forward; its ``ntp_weight`` weighs the
+                next-code loss.
 
         Returns:
             :class:`LossOutput`: mean cross-entropy over code tokens (``ce`` and
-            ``ce_level<j>`` parts), plus ``weight * alignment loss`` and its parts.
+            ``ce_level<j>`` parts); with an alignment term, ``ntp_weight`` times that plus
+            ``weight * alignment loss``, and the term's parts.
         """
-        if alignment is None:
-            return self._ntp_loss(inputs, targets)
+        alignment = batch.alignment if isinstance(batch, AlignmentBatch) else None
+        if alignment is None:  # (a step without pairs/groups trains the next-code loss alone)
+            return self._ntp_loss(batch.inputs, batch.targets)
         # the alignment term first: a training forward moves the MoE routing bias, and the
         # policy ratios must compare the network the old policy / reference was copied from
         logp = self.sequence_logp(alignment.history, alignment.codes)
         term, parts = alignment.objective(logp)
-        out = self._ntp_loss(inputs, targets)
-        loss = ntp_weight * out.loss + alignment.weight * term
+        out = self._ntp_loss(batch.inputs, batch.targets)
+        loss = batch.ntp_weight * out.loss + alignment.weight * term
         return LossOutput(loss, {**out.parts, **parts})
 
     def _ntp_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> LossOutput:
@@ -521,7 +550,7 @@ class OneRec(GenerativeRetriever):
     Usage::
 
         model = OneRec(table, OneRecConfig())
-        out = model.loss(windows[:, :-1], windows[:, 1:])    # training
+        out = model.loss(NextItemBatch.of_windows(windows))  # training
         top = model.recommend(history, k=10)                  # (B, 10) item indices
     """
 

@@ -16,6 +16,9 @@ Deviations, and why:
       features, which the public benchmark sets do not have.
     * One shared output normalisation instead of a position-specific RMSNorm per code level.
     * Defaults: ``kv_groups`` (L_kv) 1 and ``kv_split`` (S_kv) 1, the paper's default setting.
+
+Interface: OneRec's (:class:`~reelrec.models.onerec.GenerativeRetriever`): ``loss(NextItemBatch |
+AlignmentBatch) -> LossOutput``, beam-search ``recommend``, MoE ``epoch_stats``.
 """
 
 from __future__ import annotations

@@ -2,6 +2,11 @@
 
 Counts use ``bincount`` so repeated ids in one batch are all counted (CASES.md C07, RecBole #2198).
 Ties in count are broken by the ranking's rule (lower item index first, :mod:`reelrec.eval.ranking`).
+
+The scores are written as inner products, a user vector of one 1 and item "embeddings" that are
+the counts (exact in float32 up to 2^24), so the model declares
+:class:`~reelrec.models.base.EmbeddingScorer` and full ranking is chunked over the catalogue like
+SASRec's; nothing is trained (no ``loss``).
 """
 
 from __future__ import annotations
@@ -12,13 +17,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from reelrec.models.base import EmbeddingScorer
+
 
 @dataclass
 class PopularityConfig:
     """The popularity baseline has no hyper-parameters; the section exists for uniformity."""
 
+    def validate(self, section: str = "popularity") -> None:
+        """Nothing to check (no hyper-parameters)."""
 
-class Popularity(nn.Module):
+
+class Popularity(nn.Module, EmbeddingScorer):
     """Scores each item by its train positive count.
 
     Args:
@@ -41,6 +51,18 @@ class Popularity(nn.Module):
         flat = items.reshape(-1)
         counts = torch.bincount(flat[flat > 0], minlength=num_items + 1)
         return cls(counts.numpy())
+
+    def user_representation(self, history: torch.Tensor) -> torch.Tensor:
+        """float (B, 1) of ones: every user gets the same scores.
+
+        Args:
+            history: int64 (B, L); only its batch size is used.
+        """
+        return torch.ones(history.shape[0], 1, device=self.counts.device)
+
+    def item_embeddings(self) -> torch.Tensor:
+        """float32 (V + 1, 1): the counts (row 0, padding, is never ranked)."""
+        return self.counts.to(torch.float32).unsqueeze(1)
 
     def score_all(self, history: torch.Tensor) -> torch.Tensor:
         """float (B, V + 1) scores (the counts, same for every user); column 0 is -inf.

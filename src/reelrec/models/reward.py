@@ -42,8 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reelrec.config import ConfigError
 from reelrec.data.ctr import CTRBatch
-from reelrec.models.ctr import CTROutput, CTRSchema, RankingConfig, RankingModel, masked_mean, mlp
+from reelrec.models.base import HasPScore, LossOutput
+from reelrec.models.ctr import CTRSchema, RankingConfig, RankingModel, masked_mean, mlp
 
 
 @dataclass
@@ -54,6 +56,38 @@ class RewardConfig:
     pscore_weights: list[float] = field(default_factory=list)  # weight of each task of
     # ranking.tasks in the P-Score target, >= 0; [] = like and long_view 2, the others 1
     pscore_loss_weight: float = 1.0  # weight of the P-Score loss beside the towers (>= 0)
+
+    def validate(self, section: str = "reward") -> None:
+        """Check the values that do not depend on other sections (the number of
+        ``pscore_weights`` is checked against ``ranking.tasks`` by the ranking task).
+
+        Raises:
+            ConfigError: naming the first invalid key.
+        """
+        import math
+
+        w = self.pscore_weights
+        rules = [
+            (len(self.pscore_mlp) > 0 and min(self.pscore_mlp) >= 1, "pscore_mlp", "widths >= 1"),
+            (
+                w == [] or (all(math.isfinite(x) and x >= 0 for x in w) and sum(w) > 0),
+                "pscore_weights",
+                "[] or finite weights >= 0, not all 0",
+            ),
+            (
+                w == [] or all(x == 0 or 1e-6 <= x <= 1e6 for x in w),
+                "pscore_weights",
+                "weights of 0 or in [1e-6, 1e6]",
+            ),
+            (
+                math.isfinite(self.pscore_loss_weight) and 0 <= self.pscore_loss_weight <= 100,
+                "pscore_loss_weight",
+                "in [0, 100] (0 leaves the P-Score head untrained: towers only)",
+            ),
+        ]
+        for ok, key, rule in rules:
+            if not ok:
+                raise ConfigError(f"{section}.{key} must be {rule}, got {getattr(self, key)!r}")
 
 
 def default_pscore_weights(tasks: list[str] | tuple[str, ...]) -> list[float]:
@@ -67,8 +101,10 @@ def is_user_field(name: str) -> bool:
     return name.startswith("user") or name == "hour"
 
 
-class PScoreModel(RankingModel):
+class PScoreModel(RankingModel, HasPScore):
     """Multi-tower reward model with a P-Score head (see the module docstring).
+
+    Declares :class:`~reelrec.models.base.HasPScore` besides the rankers' ``loss(CTRBatch)``.
 
     Args:
         schema: layout of the samples. cfg: widths (``embed_dim``, ``mlp`` for u and v,
@@ -154,8 +190,16 @@ class PScoreModel(RankingModel):
                 y[:, t] = (y[:, t] / self.cfg.watch_ratio_clip).clamp(0, 1)
         return y
 
-    def loss(self, batch: CTRBatch) -> CTROutput:
-        """Tower losses (weighted, labelled rows only) plus the P-Score loss (module doc)."""
+    def loss(self, batch: CTRBatch) -> LossOutput:
+        """Tower losses (weighted, labelled rows only) plus the P-Score loss (module doc).
+
+        Args:
+            batch: :class:`~reelrec.data.ctr.CTRBatch`; labels float (B, T), NaN = unlabelled.
+
+        Returns:
+            :class:`~reelrec.models.base.LossOutput`; parts: each labelled task's loss and
+            ``pscore`` (when a row has a labelled objective of positive weight).
+        """
         out, p = self.outputs_and_pscore(batch)
         y = batch.labels
         total, parts = self.task_losses(out, y)
@@ -170,4 +214,4 @@ class PScoreModel(RankingModel):
             lp = ((bce * w).sum(1)[rows] / w.sum(1)[rows]).mean()
             total = total + self.reward.pscore_loss_weight * lp
             parts["pscore"] = float(lp.detach())
-        return CTROutput(total, parts)
+        return LossOutput(total, parts)

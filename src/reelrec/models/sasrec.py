@@ -22,6 +22,10 @@ Deviations from the paper, and why:
       invariance) and match between training windows and evaluation histories.
     * Default objective is full-softmax CE (see above); the paper's BCE is available.
     * No item-embedding scaling by sqrt(D) (RecBole does not scale either).
+
+Interface (:mod:`reelrec.models.base`): ``loss(NextItemBatch) -> LossOutput``; scores are
+``user_representation(history) @ item_embeddings().T`` (declared :class:`EmbeddingScorer`, so
+full-ranking evaluation is chunked over the catalogue).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from reelrec.config import ConfigError
+from reelrec.models.base import EmbeddingScorer, LossOutput, NextItemBatch, Trainable
 
 
 @dataclass
@@ -50,18 +57,39 @@ class SASRecConfig:
     loss: str = "ce"  # "ce" (softmax over all items) or "bce" (paper, 1 sampled negative)
     norm_first: bool = True  # pre-LN blocks; False: post-LN with LN on the input (RecBole/BERT)
 
+    def validate(self, section: str = "sasrec") -> None:
+        """Check every value against its documented range (``section`` names the keys).
+
+        Raises:
+            ConfigError: naming the first invalid key, its rule and its value.
+        """
+        s = section
+        rules = [
+            (self.max_len >= 1, "max_len", ">= 1"),
+            (self.hidden >= 1, "hidden", ">= 1"),
+            (self.heads >= 1, "heads", ">= 1"),
+            (
+                self.hidden % max(self.heads, 1) == 0,
+                "hidden",
+                f"divisible by {s}.heads={self.heads}",
+            ),
+            (self.layers >= 1, "layers", ">= 1"),
+            (self.inner >= 1, "inner", ">= 1"),
+            (0 <= self.dropout < 1, "dropout", "in [0, 1)"),
+            (0 <= self.attn_dropout < 1, "attn_dropout", "in [0, 1)"),
+            (self.layer_norm_eps > 0, "layer_norm_eps", "> 0"),
+            (self.init_std > 0, "init_std", "> 0"),
+            (self.loss in ("ce", "bce"), "loss", "'ce' or 'bce'"),
+        ]
+        for ok, key, rule in rules:
+            if not ok:
+                raise ConfigError(f"{s}.{key} must be {rule}, got {getattr(self, key)!r}")
+
 
 class SASRecOutput(NamedTuple):
     """``hidden``: float (B, L, D), per-position sequence representations (0 at padding)."""
 
     hidden: torch.Tensor
-
-
-class LossOutput(NamedTuple):
-    """``loss``: scalar training loss; ``parts``: named terms that make it up (for logging)."""
-
-    loss: torch.Tensor
-    parts: dict[str, float]
 
 
 class Dropout(nn.Module):
@@ -141,8 +169,12 @@ class Block(nn.Module):
         return self.ln2(x + self.drop(self.ffn(x)))
 
 
-class SASRec(nn.Module):
+class SASRec(nn.Module, Trainable[NextItemBatch], EmbeddingScorer):
     """SASRec over an item vocabulary 1..V (index 0 is padding).
+
+    Declares :class:`~reelrec.models.base.Trainable` (``loss(NextItemBatch)``) and
+    :class:`~reelrec.models.base.EmbeddingScorer` (``score_all``, ``user_representation``,
+    ``item_embeddings``).
 
     Args:
         num_items: V, the number of real items.
@@ -233,40 +265,37 @@ class SASRec(nn.Module):
         """Representation after the last (most recent) position.
 
         Args:
-            history: int64 (B, L) left-padded item indices.
+            history: int64 (B, L) left-padded item indices, L <= max_len.
 
         Returns:
             float (B, D).
+
+        Raises:
+            ValueError: as :meth:`forward`.
         """
         return self.forward(history).hidden[:, -1]
 
-    def score_all(self, history: torch.Tensor) -> torch.Tensor:
-        """Scores of every item index for the next position.
+    def item_embeddings(self) -> torch.Tensor:
+        """float (V + 1, D): the shared item embedding table (row 0, padding, is zero)."""
+        return self.item_emb.weight
 
-        Args:
-            history: int64 (B, L) left-padded item indices.
-
-        Returns:
-            float (B, V + 1); column 0 (padding) is -inf.
-        """
-        scores = self.user_representation(history) @ self.item_emb.weight.T
-        scores[:, 0] = float("-inf")
-        return scores
-
-    def loss(
-        self, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
-    ) -> LossOutput:
+    def loss(self, batch: NextItemBatch) -> LossOutput:
         """Next-item training loss over all non-padding target positions.
 
         Args:
-            inputs: int64 (B, L) left-padded items.
-            targets: int64 (B, L) the next item at each position (0 where there is none);
-                positions whose input is padding are not trained (nothing to predict from).
-            generator: RNG for the negatives of the ``"bce"`` loss.
+            batch: :class:`NextItemBatch`: ``inputs`` int64 (B, L) left-padded items;
+                ``targets`` int64 (B, L) the next item at each position (0 where there is
+                none; positions whose input is padding are not trained: nothing to predict
+                from); ``generator`` the RNG of the ``"bce"`` loss's negatives.
 
         Returns:
-            :class:`LossOutput` (mean over target positions).
+            :class:`LossOutput` (mean over target positions); parts ``{"ce": ..}`` or
+            ``{"bce": ..}``.
+
+        Raises:
+            ValueError: as :meth:`forward`.
         """
+        inputs, targets, generator = batch
         hidden = self.forward(inputs).hidden
         keep = (targets > 0) & (inputs > 0)  # a target needs at least one history item
         h, t = hidden[keep], targets[keep]  # (P, D), (P,)

@@ -26,6 +26,11 @@ Deviations, and why:
       paper's text pairs it with the watched ones (``pairs="watched"``), which gives views that
       end in their first segment (53% of the sample's skips) no training signal.
     * One cross-attention layer (the sample has 37 users).
+
+Interface (:mod:`reelrec.models.base`): ``forward(SegmentBatch)`` returns interest scores
+float (B, S_max); the trained models declare ``Trainable`` with ``loss(SegmentBatch) ->
+LossOutput`` (part ``pairwise`` or ``softmax``, the configured skip loss). ``forward`` also
+takes the dict of :meth:`reelrec.data.segments.SegmentData.batch` (same keys).
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reelrec.data.segments import MAX_SEGMENTS
-from reelrec.models.ctr import CTROutput
+from reelrec.config import ConfigError
+from reelrec.data.segments import MAX_SEGMENTS, SegmentBatch
+from reelrec.models.base import LossOutput, Trainable
 
 
 @dataclass
@@ -50,6 +56,19 @@ class SegmentConfig:
     loss: str = "pairwise"  # "pairwise" (the paper's intra-video hinge) or "softmax"
     margin: float = 1.0  # hinge margin of the pairwise loss (> 0)
     pairs: str = "all"  # skip segment against "all" other segments or the "watched" ones
+
+    def validate(self, section: str = "segment") -> None:
+        """Check every value against its documented range.
+
+        Raises:
+            ConfigError: naming the first invalid key.
+        """
+        try:
+            check_segment_config(self)
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def check_segment_config(cfg: SegmentConfig) -> None:
@@ -122,22 +141,35 @@ def intra_video_loss(
     return per_view.mean()
 
 
-class SkipLoss:
-    """Mixin: ``loss(batch)`` is :func:`intra_video_loss` of ``self(batch)`` with ``self.cfg``."""
+class SkipLoss(Trainable[SegmentBatch]):
+    """Mixin declaring ``Trainable``: ``loss(batch)`` is :func:`intra_video_loss` of
+    ``self(batch)`` with ``self.cfg``."""
 
     cfg: SegmentConfig
 
-    def loss(self, b: dict[str, torch.Tensor]) -> CTROutput:
+    def loss(self, batch: SegmentBatch) -> LossOutput:
+        """The configured skip loss of a batch.
+
+        Args:
+            batch: :class:`~reelrec.data.segments.SegmentBatch` of B views.
+
+        Returns:
+            :class:`~reelrec.models.base.LossOutput`; parts ``{cfg.loss: value}``.
+
+        Raises:
+            ValueError: as :func:`intra_video_loss`.
+        """
         cfg = self.cfg
+        b = SegmentBatch.of(batch)
         scores = self(b)  # type: ignore[operator]
-        loss = intra_video_loss(scores, b["segments"], b["skip"], cfg.loss, cfg.margin, cfg.pairs)
-        return CTROutput(loss, {})
+        loss = intra_video_loss(scores, b.segments, b.skip, cfg.loss, cfg.margin, cfg.pairs)
+        return LossOutput(loss, {cfg.loss: float(loss.detach())})
 
 
-class SegmentInterest(SkipLoss, nn.Module):
+class SegmentInterest(nn.Module, SkipLoss):
     """The SegMM segment-interest model; see the module docstring.
 
-    ``forward(batch)`` (a :meth:`reelrec.data.segments.SegmentData.batch` dict) returns interest
+    ``forward(batch)`` (a :class:`~reelrec.data.segments.SegmentBatch`) returns interest
     scores (B, S_max) float, meaningful on the first S positions of each row.
     """
 
@@ -159,33 +191,35 @@ class SegmentInterest(SkipLoss, nn.Module):
         self.bilinear = nn.Bilinear(d, d, 1)
         self.position_bias = nn.Parameter(torch.zeros(MAX_SEGMENTS))
 
-    def history(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def history(self, b: SegmentBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """History tokens (B, 1 + H, D) (the first is the learned "no history" key) and their
         padding mask (B, 1 + H) bool, True = padded."""
         h = (
-            self.video(b["hist_video"])
-            + self.length(b["hist_segments"])
-            + self.watch(torch.stack([b["hist_watched"], b["hist_skipped"]], -1))
+            self.video(b.hist_video)
+            + self.length(b.hist_segments)
+            + self.watch(torch.stack([b.hist_watched, b.hist_skipped], -1))
         )
-        pad = b["hist_segments"] == 0
+        pad = b.hist_segments == 0
         h = h * (~pad).unsqueeze(-1)
         tokens = torch.cat([self.no_history.expand(len(h), 1, -1), h], 1)
         mask = torch.cat([torch.zeros_like(pad[:, :1]), pad], 1)
         return tokens, mask
 
-    def forward(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        seg = b["segments"]
+    def forward(self, batch: SegmentBatch) -> torch.Tensor:
+        """:class:`~reelrec.data.segments.SegmentBatch` (or its dict) -> float (B, S_max)."""
+        b = SegmentBatch.of(batch)
+        seg = b.segments
         x = (
             self.position.weight[None, :, :]
             + self.length(seg)[:, None, :]
-            + self.video(b["video"])[:, None, :]
+            + self.video(b.video)[:, None, :]
         )
         hist, pad = self.history(b)
         a, _ = self.attn(x, hist, hist, key_padding_mask=pad, need_weights=False)
         x = self.norm1(x + self.drop(a))
         x = self.norm2(x + self.drop(self.ffn(x)))
         real = (~pad[:, 1:]).unsqueeze(-1).to(x.dtype)
-        u = self.user(b["user"]) + (hist[:, 1:] * real).sum(1) / real.sum(1).clamp_min(1.0)
+        u = self.user(b.user) + (hist[:, 1:] * real).sum(1) / real.sum(1).clamp_min(1.0)
         scores = self.bilinear(x, u[:, None, :].expand_as(x).contiguous()).squeeze(-1)
         return scores + self.position_bias[None, :]
 
@@ -215,14 +249,15 @@ class PositionPrior(nn.Module):
         self.counts = c.view(MAX_SEGMENTS + 1, MAX_SEGMENTS)
         return self
 
-    def forward(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        by_length = self.counts[b["segments"]]
+    def forward(self, batch: SegmentBatch) -> torch.Tensor:
+        """:class:`~reelrec.data.segments.SegmentBatch` (or its dict) -> float (B, S_max)."""
+        by_length = self.counts[SegmentBatch.of(batch).segments]
         overall = self.counts.sum(0)[None, :].expand_as(by_length)
         seen = by_length.sum(1, keepdim=True) > 0
         return -torch.where(seen, by_length, overall)  # more skips = less interest
 
 
-class DurationPosition(SkipLoss, nn.Module):
+class DurationPosition(nn.Module, SkipLoss):
     """Baseline: a learned score per (video length, segment position) plus one per relative
     position decile (shares strength across lengths), trained with the skip loss."""
 
@@ -236,8 +271,9 @@ class DurationPosition(SkipLoss, nn.Module):
         for e in (self.table, self.relative, self.position):
             nn.init.zeros_(e.weight)
 
-    def forward(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        seg = b["segments"][:, None]
+    def forward(self, batch: SegmentBatch) -> torch.Tensor:
+        """:class:`~reelrec.data.segments.SegmentBatch` (or its dict) -> float (B, S_max)."""
+        seg = SegmentBatch.of(batch).segments[:, None]
         pos = torch.arange(MAX_SEGMENTS, device=seg.device)[None, :]
         rel = torch.clamp(pos * 10 // seg.clamp_min(1), max=9)
         cell = (seg * MAX_SEGMENTS + pos).clamp(max=self.table.num_embeddings - 1)
@@ -246,7 +282,7 @@ class DurationPosition(SkipLoss, nn.Module):
         )
 
 
-class SegmentMLP(SkipLoss, nn.Module):
+class SegmentMLP(nn.Module, SkipLoss):
     """Baseline: an MLP on (length, position, relative position, and the user's history
     statistics: mean watched fraction, skip rate, number of earlier views) per segment."""
 
@@ -258,14 +294,15 @@ class SegmentMLP(SkipLoss, nn.Module):
             nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 1)
         )
 
-    def features(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    def features(self, batch: SegmentBatch) -> torch.Tensor:
         """(B, S_max, 6) float features."""
-        seg = b["segments"][:, None].float()
+        b = SegmentBatch.of(batch)
+        seg = b.segments[:, None].float()
         pos = torch.arange(MAX_SEGMENTS, device=seg.device)[None, :].float()
-        real = (b["hist_segments"] > 0).float()
+        real = (b.hist_segments > 0).float()
         n = real.sum(1, keepdim=True)
-        watched = (b["hist_watched"] * real).sum(1, keepdim=True) / n.clamp_min(1)
-        skipped = (b["hist_skipped"] * real).sum(1, keepdim=True) / n.clamp_min(1)
+        watched = (b.hist_watched * real).sum(1, keepdim=True) / n.clamp_min(1)
+        skipped = (b.hist_skipped * real).sum(1, keepdim=True) / n.clamp_min(1)
         shape = (len(seg), MAX_SEGMENTS)
         return torch.stack(
             [
@@ -279,8 +316,9 @@ class SegmentMLP(SkipLoss, nn.Module):
             -1,
         )
 
-    def forward(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.net(self.features(b)).squeeze(-1)
+    def forward(self, batch: SegmentBatch) -> torch.Tensor:
+        """:class:`~reelrec.data.segments.SegmentBatch` (or its dict) -> float (B, S_max)."""
+        return self.net(self.features(batch)).squeeze(-1)
 
 
 def interest_features(

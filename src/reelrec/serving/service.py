@@ -4,15 +4,20 @@
 (faiss retrieval -> dot-product pre-rank -> the run's ranker on the first ``size_j``
 candidates), with the action j chosen per request by DCAF (:mod:`reelrec.serving.allocation`):
 ``argmax_j Q(i, j) - lambda c_j``, Q from the request-value model fitted at start-up on the
-validation day's requests, c_j the ranker milliseconds measured at start-up, lambda found by
-bisection on those requests for the budget (``budget_ms`` per request on average) and then
-moved by a PI controller from the load of the last second, so the service holds
-``capacity_ms`` of ranker time per second when traffic changes (a burst gets cheaper actions,
-not timeouts). The load is, per request served, either the start-up cost of its action
-(``load_signal="cost"``, the default: the sum DCAF's budget constrains, which contention on
-shared cores does not inflate) or the CPU time the ranker call took on its thread
-(``"cpu"``; ``reelrec serve`` runs torch on one thread per call so that this is the call's
-whole CPU time). With ``dcaf=False`` every request gets the default action.
+validation day's requests, c_j the ranker milliseconds measured at start-up (or given: the
+``costs`` argument), lambda found by bisection on those requests for the budget (``budget_ms``
+per request on average) and then moved by a PI controller from the load of the last second,
+so the service holds ``capacity_ms`` of ranker time per second when traffic changes (a burst
+gets cheaper actions, not timeouts). The load is, per request served, either the start-up
+cost of its action (``load_signal="cost"``, the default: the sum DCAF's budget constrains,
+which contention on shared cores does not inflate) or the CPU time the ranker call took on its
+thread (``"cpu"``; ``reelrec serve`` runs torch on one thread per call so that this is the
+call's whole CPU time). With ``dcaf=False`` every request gets the default action.
+
+Every time the service reads comes from an injectable source (``clock`` for the controller,
+``timer`` and ``cpu_timer`` for the trace's milliseconds and the ``"cpu"`` load, ``wall_clock``
+for a request's default time and hence its hour), and the action costs can be given instead of
+measured: with all of them given, what it serves does not depend on the machine's speed or load.
 
 Users the dataset does not know, and users without history, get the most popular videos
 (``trace.fallback = "cold_start"``); so does a user for whom retrieval finds no unseen
@@ -29,12 +34,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from reelrec.config import ConfigError
 from reelrec.serving.allocation import (
     ActionLadder,
     PIController,
@@ -104,14 +110,25 @@ class Recommender:
             PI controller moves lambda to hold it (a burst of traffic gets cheaper actions).
         load_signal: ``"cost"`` (start-up cost of each served action) or ``"cpu"`` (ranker
             CPU milliseconds measured per call): what the controller holds at ``capacity_ms``.
-        clock: seconds, monotone (``time.monotonic``; tests pass a simulated clock).
+        clock: seconds, monotone (``time.monotonic``; tests pass a simulated clock): the
+            time of the PI controller.
         dcaf: allocate per request (else everyone gets ``default_size``).
         calibration_requests: validation requests replayed at start-up to fit Q and lambda.
+        costs: the cost of each action, ranker milliseconds per request, one per size,
+            > 0 and non-decreasing; None (the default) measures them at start-up
+            (:func:`~reelrec.serving.replay.action_costs`: median wall milliseconds, which
+            depend on the machine's speed and load). Tests give them.
+        timer: seconds, monotone (``time.perf_counter``): the ``ms`` of the trace and
+            ``reelrec_rank_ms_total``.
+        cpu_timer: CPU seconds of the calling thread (``time.thread_time``): the ranker's
+            CPU milliseconds per call, the load of ``load_signal="cpu"``.
+        wall_clock: seconds since the epoch (``time.time``): the time of a request without
+            ``now_ms`` (its hour is a feature of the value model).
 
     Raises:
         FileNotFoundError: embeddings or ranker missing (says which command makes them).
         ValueError: ``default_size`` not an action, ``capacity_ms`` <= 0, unknown
-            ``load_signal``.
+            ``load_signal``, or ``costs`` not one finite, > 0, non-decreasing value per size.
     """
 
     def __init__(
@@ -128,19 +145,27 @@ class Recommender:
         seed: int = 0,
         load_signal: str = "cost",
         clock: Callable[[], float] = time.monotonic,
+        costs: Sequence[float] | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+        cpu_timer: Callable[[], float] = time.thread_time,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        from reelrec.cli.common import load_prepared
+        from reelrec.data.prepare import load_prepared
         from reelrec.data.splits import positive_mask
 
         run = Path(run)
         check_run(run, ranker)
         if default_size not in sizes:
-            raise ValueError(f"default_size {default_size} is not one of the actions {sizes}")
+            raise ConfigError(f"default_size {default_size} is not one of the actions {sizes}")
         if not capacity_ms > 0:
-            raise ValueError(f"capacity_ms must be > 0, got {capacity_ms}")
+            raise ConfigError(f"capacity_ms must be > 0, got {capacity_ms}")
         if load_signal not in ("cost", "cpu"):
-            raise ValueError(f"load_signal must be 'cost' or 'cpu', got {load_signal!r}")
+            raise ConfigError(f"load_signal must be 'cost' or 'cpu', got {load_signal!r}")
+        given = None
+        if costs is not None:  # checked now, before the start-up's work
+            given = ActionLadder(tuple(sizes), tuple(float(c) for c in costs))
         self.load_signal, self.clock = load_signal, clock
+        self.timer, self.cpu_timer, self.wall_clock = timer, cpu_timer, wall_clock
         self.store, self.dcaf, self.sizes = store, dcaf, tuple(sizes)
         self.capacity_ms = float(capacity_ms)
         self.default = self.sizes.index(default_size)
@@ -169,16 +194,18 @@ class Recommender:
         valid = hourly_requests(inter, positive, split=1)
         pick = np.random.default_rng(seed).permutation(len(valid))[:calibration_requests]
         valid = valid.subset(pick)
-        costs = action_costs(valid, self.cascade, sizes)
-        self.ladder = ActionLadder(self.sizes, tuple(float(c) for c in costs))
+        if given is None:  # measured: wall milliseconds of this machine, now
+            measured = action_costs(valid, self.cascade, sizes)
+            given = ActionLadder(self.sizes, tuple(float(c) for c in measured))
+        self.ladder = given
         res = replay(valid, self.cascade, sizes, progress=False)
         self.value_model = RequestValueModel().fit(res.features, res.values)
         costs = self.ladder.cost_array
         self.budget_ms = float(budget_ms if budget_ms is not None else costs[self.default])
         q = self.value_model.predict(res.features)
         if not (np.isfinite(self.budget_ms) and self.budget_ms >= costs[0]):
-            raise ValueError(
-                f"budget_ms must be at least the cheapest action's measured cost "
+            raise ConfigError(
+                f"budget_ms must be at least the cheapest action's cost "
                 f"({costs[0]:.2f} ms per request), got {self.budget_ms:g}"
             )
         # a budget above the dearest action binds nothing: lambda 0 (no overflow for huge ones)
@@ -212,7 +239,8 @@ class Recommender:
         return np.asarray(h[-limit:], dtype=np.int64), ok
 
     def recommend(self, user_id: int, k: int, now_ms: int | None = None) -> dict:
-        """Top ``k`` videos for ``user_id`` at ``now_ms`` (ms since the epoch; default now).
+        """Top ``k`` videos for ``user_id`` at ``now_ms`` (ms since the epoch; default: the
+        ``wall_clock`` of the constructor, now).
 
         Returns:
             ``{"user_id", "items": [{"video_id", "score"}] (best first; score = the ranker's
@@ -223,8 +251,8 @@ class Recommender:
             (history, retrieve_prerank, rank, rank_cpu, total)}}``; a fallback without ranking
             has ``stages: {"popular": n}`` and DCAF action None at cost 0.
         """
-        t0 = time.perf_counter()
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        t0 = self.timer()
+        now_ms = int(self.wall_clock() * 1000) if now_ms is None else now_ms
         hist, store_ok = self.history(user_id)
         trace: dict = {"user_known": self.known_user(user_id), "history": len(hist)}
         # history videos with an embedding; 0: retrieval starts from the catalogue's mean
@@ -233,9 +261,9 @@ class Recommender:
             trace["store_unavailable"] = True  # recent events missing from the history
         if len(hist) == 0:
             return self._fallback(user_id, k, hist, "cold_start", trace, t0, now_ms)
-        t1 = time.perf_counter()
+        t1 = self.timer()
         cand, rs, ps = self.cascade.candidates(hist)
-        t2 = time.perf_counter()
+        t2 = self.timer()
         if len(cand) == 0:
             return self._fallback(user_id, k, hist, "no_candidates", trace, t0, now_ms)
         hour = (now_ms // 3_600_000 + 8) % 24  # KuaiRand hours are Beijing time (UTC+8)
@@ -252,12 +280,12 @@ class Recommender:
             q, lam, j = None, None, self.default
         size = self.sizes[j]
         ranked = cand[:size]
-        t3, c3 = time.perf_counter(), time.thread_time()
+        t3, c3 = self.timer(), self.cpu_timer()
         m = len(ranked)
         scores = self.cascade.score_fn(
             np.full(m, user_id), ranked, np.full(m, now_ms), np.full(m, hour)
         )
-        t4, c4 = time.perf_counter(), time.thread_time()
+        t4, c4 = self.timer(), self.cpu_timer()
         order = np.argsort(-scores, kind="stable")[:k]
         rank_ms, rank_cpu_ms, cost_ms = 1e3 * (t4 - t3), 1e3 * (c4 - c3), float(costs[j])
         with self.lock:
@@ -293,7 +321,7 @@ class Recommender:
                 "retrieve_prerank": 1e3 * (t2 - t1),
                 "rank": rank_ms,
                 "rank_cpu": rank_cpu_ms,
-                "total": 1e3 * (time.perf_counter() - t0),
+                "total": 1e3 * (self.timer() - t0),
             },
         }
         return {"user_id": user_id, "items": items, "trace": trace}
@@ -348,7 +376,7 @@ class Recommender:
             "fallback": reason,
             "stages": {"popular": len(items)},
             "dcaf": {"enabled": self.dcaf, "action": None, "cost_ms": 0.0, "lambda": lam},
-            "ms": {"total": 1e3 * (time.perf_counter() - t0)},
+            "ms": {"total": 1e3 * (self.timer() - t0)},
         }
         return {
             "user_id": user_id,

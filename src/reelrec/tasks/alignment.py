@@ -11,7 +11,7 @@ one request per user and day (:mod:`reelrec.eval.alignment`), before and after.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -28,9 +28,11 @@ from reelrec.tasks.base import (
     parameters,
     read_details,
 )
-from reelrec.tasks.config import ExperimentConfig
-from reelrec.tasks.retrieval import GenerativeTask, check_optimizer, gathered_evaluate
+from reelrec.tasks.retrieval import GenerativeTask, gathered_evaluate
 from reelrec.training import distributed as D
+
+if TYPE_CHECKING:
+    from reelrec.tasks.registry import ExperimentConfig
 
 #: validation metrics of the alignment presets (eval/alignment.py, per user and day)
 ALIGNMENT_METRICS = ("pscore_mean@10", "pscore_max@10", "recall@10", "ndcg@10")
@@ -43,8 +45,6 @@ class AlignmentTask(Task):
     ranks_items = True
 
     def validate(self, cfg: ExperimentConfig) -> None:
-        from reelrec.training.preference import check_preference_config
-
         check(
             cfg.data.dataset == "kuairand",
             "data.dataset",
@@ -58,7 +58,6 @@ class AlignmentTask(Task):
             f"one of {', '.join(ALIGNMENT_METRICS)}",
             t.metric,
         )
-        check_optimizer(cfg)
         p = cfg.preference
         for key in ("init", "reward"):
             check_folder_name(f"preference.{key}", getattr(p, key))
@@ -68,10 +67,6 @@ class AlignmentTask(Task):
                 f"another model than the one being trained (--name={cfg.run_name})",
                 getattr(p, key),
             )
-        try:
-            check_preference_config(p)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
 
     # -- the generator and the reward ----------------------------------------------------------
     def generator_config(self, cfg: ExperimentConfig, run: RunFolder) -> ExperimentConfig:

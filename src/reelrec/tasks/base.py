@@ -22,7 +22,7 @@ from reelrec.config import ConfigError
 from reelrec.data.prepare import Prepared, load_prepared
 
 if TYPE_CHECKING:
-    from reelrec.tasks.config import ExperimentConfig
+    from reelrec.tasks.registry import ExperimentConfig
 
 Log = Callable[[str], None]
 

@@ -1,9 +1,11 @@
 """The experiment config that ``Run.train`` (and ``reelrec train``) reads, and its saved form.
 
-An :class:`ExperimentConfig` names one model and holds the sections every model shares
-(``data``, ``train``, ``eval``) plus that model's own sections, which the model table
-(:data:`reelrec.tasks.registry.MODELS`) lists. The dataclass keeps a default for every model
-section so that overrides can be parsed by type, but only the chosen model's sections exist
+An ``ExperimentConfig`` (:data:`reelrec.tasks.registry.ExperimentConfig`, built by
+:func:`experiment_config_class` from the model table's sections) names one model and holds the
+sections every model shares (``data``, ``train``, ``eval``) plus that model's own sections,
+which its row of :data:`reelrec.tasks.registry.MODELS` lists. The dataclass keeps a default for
+every model section so that overrides can be parsed by type, but only the chosen model's
+sections exist
 for the user: a key of another model's section, in a YAML file or as an ``--a.b=c`` override,
 is an unknown-key error, and ``config.yaml`` is written with the chosen model's sections only.
 Config files written before this rule (every section saved) still load: sections the model
@@ -12,25 +14,18 @@ does not read are dropped when a *saved* config is read back (:func:`load_saved_
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+if TYPE_CHECKING:
+    from reelrec.tasks.registry import ExperimentConfig
+
 from reelrec.config import ConfigError, apply_overrides, from_dict, to_dict
-from reelrec.data.ctr import FeatureConfig
-from reelrec.models.can import CANConfig
-from reelrec.models.ctr import RankingConfig
-from reelrec.models.din import DINConfig
-from reelrec.models.elastic import ElasticConfig
-from reelrec.models.onerec import OneRecConfig
-from reelrec.models.popularity import PopularityConfig
-from reelrec.models.reward import RewardConfig
-from reelrec.models.sasrec import SASRecConfig
-from reelrec.models.segment_interest import SegmentConfig
 from reelrec.training.loop import TrainConfig
-from reelrec.training.preference import PreferenceConfig
 
 
 @dataclass
@@ -41,6 +36,10 @@ class DataSection:
     protocol: str = ""  # evaluation protocol; "" = the dataset's default
     data_dir: str = ""  # data root; "" = $REELREC_DATA_DIR, else ~/.cache/reelrec
 
+    def validate(self, section: str = "data") -> None:
+        """Nothing to check here: the dataset and protocol names are checked when the run is
+        prepared (with the list of known ones)."""
+
 
 @dataclass
 class EvalConfig:
@@ -49,51 +48,66 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])  # cutoffs K for @K metrics
     batch_size: int = 1024  # instances scored at once (>= 1)
 
+    def validate(self, section: str = "eval") -> None:
+        """Check every value against its documented range.
 
-@dataclass
-class ExperimentConfig:
-    """Everything one training run needs; saved as ``RUN/models/NAME/config.yaml`` with the
-    shared sections and the model's own sections only (:func:`save_config`)."""
-
-    model: str = "sasrec"  # a key of reelrec.tasks.registry.MODELS
-    name: str = ""  # run sub-folder under RUN/models; "" = the model name
-    data: DataSection = field(default_factory=DataSection)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
-    popularity: PopularityConfig = field(default_factory=PopularityConfig)
-    onerec: OneRecConfig = field(default_factory=OneRecConfig)  # onerec, onerec-v2 (and tiger)
-    elastic: ElasticConfig = field(default_factory=ElasticConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)  # can, din, deepfm, pscore
-    ranking: RankingConfig = field(default_factory=RankingConfig)  # can, din, deepfm, pscore
-    din: DINConfig = field(default_factory=DINConfig)  # din, can
-    can: CANConfig = field(default_factory=CANConfig)
-    segment: SegmentConfig = field(default_factory=SegmentConfig)  # segment-interest
-    reward: RewardConfig = field(default_factory=RewardConfig)  # pscore
-    preference: PreferenceConfig = field(default_factory=PreferenceConfig)  # ipa, ecpo
-
-    @property
-    def run_name(self) -> str:
-        """Folder name under RUN/models."""
-        return self.name or self.model
+        Raises:
+            ConfigError: naming the first invalid key.
+        """
+        if not (len(self.ks) > 0 and all(k >= 1 for k in self.ks)):
+            raise ConfigError(
+                f"{section}.ks must be a non-empty list of cutoffs >= 1, got {self.ks!r}"
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"{section}.batch_size must be >= 1, got {self.batch_size!r}")
 
 
 #: sections every model has
 SHARED = ("model", "name", "data", "train", "eval")
-#: every model-specific section of ExperimentConfig
-MODEL_SECTIONS = (
-    "sasrec",
-    "popularity",
-    "onerec",
-    "elastic",
-    "features",
-    "ranking",
-    "din",
-    "can",
-    "segment",
-    "reward",
-    "preference",
-)
+
+
+def experiment_config_class(model_sections: dict[str, type]) -> type:
+    """The experiment config dataclass: ``model``, ``name``, ``data``, ``train``, ``eval`` and
+    one field per model section of the model table (``reelrec.tasks.registry.SECTIONS``),
+    each defaulting to its class's defaults.
+
+    An ``ExperimentConfig`` is everything one training run needs; it is saved as
+    ``RUN/models/NAME/config.yaml`` with the shared sections and the model's own only
+    (:func:`save_config`). ``run_name`` is the folder under ``RUN/models``: ``name``, or the
+    model's name.
+    """
+    fields = [
+        ("model", str, field(default="sasrec")),  # a key of reelrec.tasks.registry.MODELS
+        ("name", str, field(default="")),  # run sub-folder under RUN/models; "" = the model
+        ("data", DataSection, field(default_factory=DataSection)),
+        ("train", TrainConfig, field(default_factory=TrainConfig)),
+        ("eval", EvalConfig, field(default_factory=EvalConfig)),
+    ]
+    fields += [(name, cls, field(default_factory=cls)) for name, cls in model_sections.items()]
+
+    def run_name(self) -> str:
+        """Folder name under RUN/models."""
+        return self.name or self.model
+
+    cls = dataclasses.make_dataclass(
+        "ExperimentConfig",
+        fields,
+        namespace={"run_name": property(run_name), "__doc__": experiment_config_class.__doc__},
+    )
+    cls.__module__ = "reelrec.tasks.registry"
+    return cls
+
+
+def _experiment_config() -> type:
+    from reelrec.tasks.registry import ExperimentConfig
+
+    return ExperimentConfig
+
+
+def _model_sections() -> tuple[str, ...]:
+    from reelrec.tasks.registry import SECTIONS
+
+    return tuple(SECTIONS)
 
 
 def sections(model: str) -> tuple[str, ...]:
@@ -113,7 +127,7 @@ def _check_sections(model: str, keys: list[str], where: str) -> None:
     own = sections(model)
     for key in keys:
         top = key.split(".")[0].replace("-", "_")
-        if top in MODEL_SECTIONS and top not in own:
+        if top in _model_sections() and top not in own:
             raise ConfigError(
                 f"{where}unknown config key {key!r} for model {model!r}: its sections are "
                 f"{', '.join(own)}"
@@ -155,7 +169,7 @@ def config_from_dict(
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{where}expected a mapping at the top level")
-    model = data.get("model", ExperimentConfig.model)
+    model = data.get("model", "sasrec")
     if not isinstance(model, str):
         raise ConfigError(f"{where}model: expected a string, got {model!r}")
     try:
@@ -163,11 +177,11 @@ def config_from_dict(
     except ConfigError as exc:
         raise ConfigError(f"{where}{exc}") from None
     if saved:
-        data = {k: v for k, v in data.items() if k not in MODEL_SECTIONS or k in own}
+        data = {k: v for k, v in data.items() if k not in _model_sections() or k in own}
     else:
         _check_sections(model, list(data), where)
     try:
-        return from_dict(ExperimentConfig, data)
+        return from_dict(_experiment_config(), data)
     except ConfigError as exc:
         raise ConfigError(f"{where}{exc}") from None
 

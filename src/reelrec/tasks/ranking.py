@@ -5,15 +5,13 @@ per task (:func:`reelrec.eval.ctr.evaluate_ctr`), early stopping on the mean val
 
 from __future__ import annotations
 
-import math
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from reelrec.config import to_yaml
-from reelrec.data.ctr import KUAIRAND_TASKS, CTRData, CTRTrainSet, kuairand_ctr
+from reelrec.data.ctr import CTRData, CTRTrainSet, kuairand_ctr
 from reelrec.eval.ctr import evaluate_ctr
 from reelrec.io import atomic_write_json, run_metadata, sha256_file
 from reelrec.tasks.base import (
@@ -25,9 +23,10 @@ from reelrec.tasks.base import (
     read_details,
     read_history,
 )
-from reelrec.tasks.config import ExperimentConfig
-from reelrec.tasks.retrieval import check_optimizer
 from reelrec.training import distributed as D
+
+if TYPE_CHECKING:
+    from reelrec.tasks.registry import ExperimentConfig
 
 
 def trained_tasks(cfg: ExperimentConfig) -> list[str]:
@@ -43,7 +42,7 @@ class RankingTask(Task):
     scores_requests = True
 
     def validate(self, cfg: ExperimentConfig) -> None:
-        r, f, t = cfg.ranking, cfg.features, cfg.train
+        r = cfg.ranking
         check(
             cfg.data.dataset == "kuairand",
             "data.dataset",
@@ -52,71 +51,24 @@ class RankingTask(Task):
             "Criteo and Avazu samples)",
             cfg.data.dataset,
         )
-        check_optimizer(cfg)
         weights = r.task_weights or [1.0] * len(r.tasks)
         binary = [x for x, w in zip(r.tasks, weights, strict=False) if x != "watch_ratio" and w > 0]
         metrics = ("auc", "gauc", *(f"{x}/{m}" for x in binary for m in ("auc", "gauc")))
         check(
-            len(binary) > 0,
-            "ranking.tasks",
-            "a list with at least one binary task of loss weight > 0 (early stopping uses AUC)",
-            r.tasks,
+            cfg.train.metric in metrics,
+            "train.metric",
+            f"one of {', '.join(metrics)}",
+            cfg.train.metric,
         )
-        check(t.metric in metrics, "train.metric", f"one of {', '.join(metrics)}", t.metric)
-        check(r.embed_dim >= 1, "ranking.embed_dim", ">= 1", r.embed_dim)
-        check(len(r.mlp) > 0 and min(r.mlp) >= 1, "ranking.mlp", "widths >= 1", r.mlp)
-        check(0 <= r.dropout < 1, "ranking.dropout", "in [0, 1)", r.dropout)
-        check(all(w >= 1 for w in r.tower), "ranking.tower", "widths >= 1 (or [])", r.tower)
-        unknown = [x for x in r.tasks if x not in KUAIRAND_TASKS]
-        check(
-            len(r.tasks) > 0 and not unknown and len(set(r.tasks)) == len(r.tasks),
-            "ranking.tasks",
-            f"distinct names from {list(KUAIRAND_TASKS)}",
-            r.tasks,
-        )
-        check(
-            r.task_weights == [] or len(r.task_weights) == len(r.tasks),
-            "ranking.task_weights",
-            f"[] or one weight per task ({len(r.tasks)})",
-            r.task_weights,
-        )
-        check(
-            all(math.isfinite(w) and w >= 0 for w in r.task_weights)
-            and (sum(r.task_weights) > 0 or not r.task_weights),
-            "ranking.task_weights",
-            "finite weights >= 0, not all 0",
-            r.task_weights,
-        )
-        check(r.watch_ratio_clip > 0, "ranking.watch_ratio_clip", "> 0", r.watch_ratio_clip)
-        check(1 <= f.max_history <= 1000, "features.max_history", "in 1..1000", f.max_history)
-        check(f.min_count >= 1, "features.min_count", ">= 1", f.min_count)
-        for key, folder in (
-            ("features.semantic_ids", f.semantic_ids),
-            ("features.vq_codes", f.vq_codes),
-        ):
-            check(
-                folder == "" or (not Path(folder).is_absolute() and ".." not in Path(folder).parts),
-                key,
-                '"" or a folder inside the run (no absolute path, no ..)',
-                folder,
-            )
-        check(
-            len(f.history_labels) > 0 and all(x in KUAIRAND_TASKS[:-1] for x in f.history_labels),
-            "features.history_labels",
-            f"a non-empty list of {list(KUAIRAND_TASKS[:-1])}",
-            f.history_labels,
-        )
-        if cfg.model in ("din", "can"):
-            check(
-                len(cfg.din.attention_mlp) > 0 and min(cfg.din.attention_mlp) >= 1,
-                "din.attention_mlp",
-                "widths >= 1",
-                cfg.din.attention_mlp,
-            )
-        if cfg.model == "can":
-            _check_can(cfg)
         if cfg.model == "pscore":
-            _check_reward(cfg)
+            w = cfg.reward.pscore_weights
+            check(len(r.tower) > 0, "ranking.tower", "a non-empty list for pscore", r.tower)
+            check(
+                w == [] or len(w) == len(r.tasks),
+                "reward.pscore_weights",
+                f"[] or one weight per task of ranking.tasks ({len(r.tasks)})",
+                w,
+            )
 
     def data(self, run: RunFolder, cfg: ExperimentConfig) -> CTRData:
         key = ("ctr", to_yaml(cfg.features), tuple(cfg.ranking.tasks), cfg.ranking.watch_ratio_clip)
@@ -218,53 +170,3 @@ class RankingTask(Task):
         from reelrec.eval.report import ranking_section
 
         return ranking_section({n: e.detail for n, e in evaluations.items()})
-
-
-def _check_can(cfg: ExperimentConfig) -> None:
-    c = cfg.can
-    check(c.orders >= 1, "can.orders", ">= 1", c.orders)
-    check(len(c.layers) > 0 and min(c.layers) >= 1, "can.layers", "widths >= 1", c.layers)
-    check(c.feed_dim >= 1, "can.feed_dim", ">= 1", c.feed_dim)
-    check(c.activation in ("tanh", "none"), "can.activation", "'tanh' or 'none'", c.activation)
-    check(c.pooling in ("sum", "mean"), "can.pooling", "'sum' or 'mean'", c.pooling)
-    check(
-        math.isfinite(c.feed_init_std) and c.feed_init_std > 0,
-        "can.feed_init_std",
-        "a finite number > 0",
-        c.feed_init_std,
-    )
-    check(all(p.count(":") == 1 for p in c.pairs), "can.pairs", "a list of 'field:feed'", c.pairs)
-
-
-def _check_reward(cfg: ExperimentConfig) -> None:
-    r, w = cfg.ranking, cfg.reward
-    check(len(r.tower) > 0, "ranking.tower", "a non-empty list for pscore", r.tower)
-    check(
-        len(w.pscore_mlp) > 0 and min(w.pscore_mlp) >= 1,
-        "reward.pscore_mlp",
-        "widths >= 1",
-        w.pscore_mlp,
-    )
-    check(
-        w.pscore_weights == []
-        or (
-            len(w.pscore_weights) == len(r.tasks)
-            and all(math.isfinite(x) and x >= 0 for x in w.pscore_weights)
-            and sum(w.pscore_weights) > 0
-        ),
-        "reward.pscore_weights",
-        f"[] or one finite weight >= 0 per task ({len(r.tasks)}), not all 0",
-        w.pscore_weights,
-    )
-    check(
-        w.pscore_weights == [] or all(x == 0 or 1e-6 <= x <= 1e6 for x in w.pscore_weights),
-        "reward.pscore_weights",
-        "weights of 0 or in [1e-6, 1e6]",
-        w.pscore_weights,
-    )
-    check(
-        math.isfinite(w.pscore_loss_weight) and 0 <= w.pscore_loss_weight <= 100,
-        "reward.pscore_loss_weight",
-        "in [0, 100] (0 leaves the P-Score head untrained: towers only)",
-        w.pscore_loss_weight,
-    )

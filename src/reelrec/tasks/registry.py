@@ -7,26 +7,26 @@ preset.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
 from reelrec.config import ConfigError
+from reelrec.data.ctr import FeatureConfig
 from reelrec.models.can import CAN, CANConfig
 from reelrec.models.ctr import CTRSchema, RankingConfig
 from reelrec.models.deepfm import DeepFM
-from reelrec.models.din import DIN
-from reelrec.models.elastic import Elastic
+from reelrec.models.din import DIN, DINConfig
+from reelrec.models.elastic import Elastic, ElasticConfig
 from reelrec.models.onerec import OneRecConfig
-from reelrec.models.popularity import Popularity
-from reelrec.models.reward import PScoreModel
+from reelrec.models.popularity import Popularity, PopularityConfig
+from reelrec.models.reward import PScoreModel, RewardConfig
 from reelrec.models.sasrec import SASRec, SASRecConfig
-from reelrec.models.segment_interest import SegmentInterest
+from reelrec.models.segment_interest import SegmentConfig, SegmentInterest
 from reelrec.tasks.alignment import AlignmentTask
-from reelrec.tasks.base import ModelEntry, Task, check, check_folder_name
+from reelrec.tasks.base import ModelEntry, Task, check_folder_name
 from reelrec.tasks.config import (
     DataSection,
-    ExperimentConfig,
+    experiment_config_class,
     load_config_file,
     override,
 )
@@ -40,6 +40,24 @@ from reelrec.training.preference import PreferenceConfig
 RETRIEVAL, GENERATIVE, RANKING = RetrievalTask(), GenerativeTask(), RankingTask()
 SEGMENT, ALIGNMENT = SegmentTask(), AlignmentTask()
 TASKS: tuple[Task, ...] = (RETRIEVAL, GENERATIVE, ALIGNMENT, RANKING, SEGMENT)
+
+#: every model section: its name in configs (``--<name>.key=value``) -> its config class
+SECTIONS: dict[str, type] = {
+    "sasrec": SASRecConfig,
+    "popularity": PopularityConfig,
+    "onerec": OneRecConfig,  # onerec, onerec-v2 (and tiger); the generator of ipa / ecpo
+    "elastic": ElasticConfig,
+    "features": FeatureConfig,  # can, din, deepfm, pscore
+    "ranking": RankingConfig,  # can, din, deepfm, pscore
+    "din": DINConfig,  # din, can
+    "can": CANConfig,
+    "segment": SegmentConfig,  # segment-interest
+    "reward": RewardConfig,  # pscore
+    "preference": PreferenceConfig,  # ipa, ecpo
+}
+
+#: the experiment config: data, train, eval and every section above (a model uses its own)
+ExperimentConfig = experiment_config_class(SECTIONS)
 
 MODELS: dict[str, ModelEntry] = {
     "popularity": ModelEntry(
@@ -143,7 +161,7 @@ _ALIGN_TRAIN = TrainConfig(
     batch_size=128,
     grad_clip=1.0,
     metric="pscore_mean@10",
-    mfu=False,  # the FLOP count would run generation and reward scoring once more
+    mfu=False,  # beam generation and reward scoring dominate a step: MFU would mislead here
 )
 
 #: Named presets for `reelrec train NAME`; tuned values say where they were chosen.
@@ -241,8 +259,8 @@ def resolve_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Ex
 
 
 def validate(cfg: ExperimentConfig) -> None:
-    """Check the shared sections, then the model's family rules, before anything is built or
-    written.
+    """Check each section the model reads (its ``validate()``), then the rules of the model's
+    family that span sections (``task.validate``), before anything is built or written.
 
     Raises:
         ConfigError: naming the first invalid key, its rule and its value.
@@ -250,35 +268,8 @@ def validate(cfg: ExperimentConfig) -> None:
     task = task_of(cfg)
     if cfg.name:
         check_folder_name("name", cfg.name)
-    t, e = cfg.train, cfg.eval
-    check(t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
-    check(t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
-    check(math.isfinite(t.lr) and t.lr > 0, "train.lr", "a finite number > 0", t.lr)
-    check(
-        math.isfinite(t.weight_decay) and t.weight_decay >= 0,
-        "train.weight_decay",
-        ">= 0",
-        t.weight_decay,
-    )
-    check(math.isfinite(t.grad_clip) and t.grad_clip >= 0, "train.grad_clip", ">= 0", t.grad_clip)
-    check(t.patience >= 1, "train.patience", ">= 1", t.patience)
-    check(
-        math.isfinite(t.max_minutes) and t.max_minutes >= 0,
-        "train.max_minutes",
-        ">= 0",
-        t.max_minutes,
-    )
-    check(t.threads >= 0, "train.threads", ">= 0", t.threads)
-    check(t.eval_batch_size >= 1, "train.eval_batch_size", ">= 1", t.eval_batch_size)
-    check(t.strategy in ("ddp", "fsdp"), "train.strategy", "'ddp' or 'fsdp'", t.strategy)
-    check(t.grad_accum >= 1, "train.grad_accum", ">= 1", t.grad_accum)
-    check(
-        len(e.ks) > 0 and all(k >= 1 for k in e.ks),
-        "eval.ks",
-        "a non-empty list of cutoffs >= 1",
-        e.ks,
-    )
-    check(e.batch_size >= 1, "eval.batch_size", ">= 1", e.batch_size)
+    for section in ("data", "train", "eval", *MODELS[cfg.model].sections):
+        getattr(cfg, section).validate(section)  # each section's own ranges
     task.validate(cfg)
 
 

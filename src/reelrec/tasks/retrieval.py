@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from torch import nn
 from reelrec.data.sequences import SequenceData, build_sequences, item_side_features
 from reelrec.eval.ranking import evaluate_model
 from reelrec.io import atomic_write_json, run_metadata, sha256_file
+from reelrec.models.base import ScoresAllItems
 from reelrec.tasks.base import (
     Evaluation,
     RunFolder,
@@ -29,8 +30,10 @@ from reelrec.tasks.base import (
     read_details,
     read_history,
 )
-from reelrec.tasks.config import ExperimentConfig
 from reelrec.training import distributed as D
+
+if TYPE_CHECKING:
+    from reelrec.tasks.registry import ExperimentConfig
 
 
 def gathered_evaluate(
@@ -60,50 +63,11 @@ def gathered_evaluate(
     dist.all_gather_object(parts, ranks)
     all_ranks = np.concatenate(parts)
     metrics = metrics_from_ranks(all_ranks, ks)
-    local = evaluate_model(model, history[:1], targets[:1], ks, batch_size)[0]
-    if "mrr" not in local:
+    if not isinstance(model, ScoresAllItems):
         metrics.pop("mrr", None)  # ranks beyond a generative model's list are unknown
     metrics["n_instances"] = int(len(all_ranks))
     metrics["oov_targets"] = int((targets < 1).sum())
     return metrics
-
-
-def check_sequence_section(s: str, m: Any) -> None:
-    """Check a SASRec-style section (``sasrec`` or ``elastic``) named ``s``.
-
-    Raises:
-        ConfigError: naming the first invalid key.
-    """
-    check(m.max_len >= 1, f"{s}.max_len", ">= 1", m.max_len)
-    check(m.hidden >= 1, f"{s}.hidden", ">= 1", m.hidden)
-    check(m.heads >= 1, f"{s}.heads", ">= 1", m.heads)
-    check(
-        m.hidden % max(m.heads, 1) == 0,
-        f"{s}.hidden",
-        f"divisible by {s}.heads={m.heads}",
-        m.hidden,
-    )
-    check(m.layers >= 1, f"{s}.layers", ">= 1", m.layers)
-    check(m.inner >= 1, f"{s}.inner", ">= 1", m.inner)
-    check(0 <= m.dropout < 1, f"{s}.dropout", "in [0, 1)", m.dropout)
-    check(0 <= m.attn_dropout < 1, f"{s}.attn_dropout", "in [0, 1)", m.attn_dropout)
-    check(m.layer_norm_eps > 0, f"{s}.layer_norm_eps", "> 0", m.layer_norm_eps)
-    check(m.init_std > 0, f"{s}.init_std", "> 0", m.init_std)
-    check(m.loss in ("ce", "bce"), f"{s}.loss", "'ce' or 'bce'", m.loss)
-
-
-def check_optimizer(cfg: ExperimentConfig) -> None:
-    """The optimiser keys of ``train`` (used by every trained model).
-
-    Raises:
-        ConfigError: naming the first invalid key.
-    """
-    t = cfg.train
-    check(t.optimizer in ("adam", "adamw"), "train.optimizer", "'adam' or 'adamw'", t.optimizer)
-    check(t.warmup_steps >= 0, "train.warmup_steps", ">= 0", t.warmup_steps)
-    check(
-        t.schedule in ("constant", "cosine"), "train.schedule", "'constant' or 'cosine'", t.schedule
-    )
 
 
 class RetrievalTask(Task):
@@ -111,13 +75,20 @@ class RetrievalTask(Task):
 
     name = "retrieval"
     ranks_items = True
-    #: the config section that holds ``max_len`` per model ("" = SASRec's default)
-    max_len_section = {"sasrec": "sasrec", "elastic": "elastic"}
 
     def max_len(self, cfg: ExperimentConfig) -> int:
-        """History length the data is cut to."""
-        section = self.max_len_section.get(cfg.model, "")
-        return getattr(cfg, section).max_len if section else type(cfg.sasrec)().max_len
+        """History length the data is cut to: ``max_len`` of the model's first section that
+        has one (popularity has none: SASRec's default, 50)."""
+        from dataclasses import fields
+
+        from reelrec.models.sasrec import SASRecConfig
+        from reelrec.tasks.registry import MODELS
+
+        for name in MODELS[cfg.model].sections:
+            section = getattr(cfg, name)
+            if "max_len" in {f.name for f in fields(section)}:
+                return section.max_len
+        return SASRecConfig().max_len
 
     def window_step(self, cfg: ExperimentConfig) -> int | None:
         """Training-window step (None: the default, ``max_len``)."""
@@ -142,14 +113,6 @@ class RetrievalTask(Task):
         check(
             10 in e.ks, "eval.ks", "a list that includes 10 (reports show recall@10, ndcg@10)", e.ks
         )
-        check_optimizer(cfg)
-        for section in self.max_len_section.values():
-            if section in _sections(cfg):
-                check_sequence_section(section, getattr(cfg, section))
-        if cfg.model == "elastic":
-            from reelrec.models.elastic import check_elastic_config
-
-            _as_config_error(check_elastic_config, cfg.elastic)
 
     def data(self, run: RunFolder, cfg: ExperimentConfig) -> SequenceData:
         n, step = self.max_len(cfg), self.window_step(cfg)
@@ -253,10 +216,7 @@ class GenerativeTask(RetrievalTask):
         return cfg.onerec.window_step
 
     def validate(self, cfg: ExperimentConfig) -> None:
-        from reelrec.models.onerec import check_onerec_config
-
         super().validate(cfg)
-        _as_config_error(check_onerec_config, cfg.onerec)
         t, e = cfg.train, cfg.eval
         check(
             t.metric != "mrr",
@@ -318,21 +278,3 @@ def build_generative(cfg: ExperimentConfig, data: SequenceData, run: RunFolder) 
     side = torch.from_numpy(item_side_features(run.prep.interactions, data.vocab))
     cls = OneRecV2 if cfg.model == "onerec-v2" else OneRec
     return cls(table, cfg.onerec, side)
-
-
-def _sections(cfg: ExperimentConfig) -> tuple[str, ...]:
-    from reelrec.tasks.config import sections
-
-    return sections(cfg.model)
-
-
-def _as_config_error(checker, section) -> None:
-    """Run a model file's ``check_*_config`` and report its ValueError as a ConfigError."""
-    from reelrec.config import ConfigError
-
-    try:
-        checker(section)
-    except ConfigError:
-        raise
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None

@@ -3,7 +3,7 @@ skip probability; HR@{1,5,10} and NDCG@{5,10} of the skip segment (the SegMM sam
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reelrec.data.segments import SegmentData, SegmentTrainSet, build_segments
 from reelrec.eval.segments import evaluate_segments
@@ -17,8 +17,10 @@ from reelrec.tasks.base import (
     parameters,
     read_details,
 )
-from reelrec.tasks.config import ExperimentConfig
 from reelrec.training import distributed as D
+
+if TYPE_CHECKING:
+    from reelrec.tasks.registry import ExperimentConfig
 
 #: validation metrics of the skip models
 SKIP_METRICS = tuple(f"{m}@{k}" for m in ("hr", "ndcg") for k in (1, 5, 10))
@@ -30,9 +32,6 @@ class SegmentTask(Task):
     name = "segment"
 
     def validate(self, cfg: ExperimentConfig) -> None:
-        from reelrec.models.segment_interest import check_segment_config
-        from reelrec.tasks.retrieval import _as_config_error
-
         check(
             cfg.data.dataset == "segmm",
             "data.dataset",
@@ -45,7 +44,6 @@ class SegmentTask(Task):
             f"one of {', '.join(SKIP_METRICS)}",
             cfg.train.metric,
         )
-        _as_config_error(check_segment_config, cfg.segment)
 
     def data(self, run: RunFolder, cfg: ExperimentConfig) -> SegmentData:
         return run.cached("segments", lambda: build_segments(run.prep.interactions))

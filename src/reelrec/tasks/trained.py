@@ -12,15 +12,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from reelrec.config import ConfigError
 from reelrec.data.readers import DataFormatError
+from reelrec.models.base import ScoresAllItems
 from reelrec.tasks.base import RunError, RunFolder, Task
-from reelrec.tasks.config import ExperimentConfig, load_saved_config
+from reelrec.tasks.config import load_saved_config
 from reelrec.training.checkpoint import CheckpointError, check_matches, load_model, load_tensors
+
+if TYPE_CHECKING:
+    from reelrec.tasks.registry import ExperimentConfig
 
 
 @dataclass
@@ -187,7 +191,7 @@ class TrainedRetriever(TrainedModel):
             row[0, -len(idx) :] = torch.from_numpy(idx)
         seen = set(idx.tolist()) if exclude_history else set()
         with torch.no_grad():
-            if hasattr(self.model, "score_all"):  # TODO capability
+            if isinstance(self.model, ScoresAllItems):
                 scores = self.model.score_all(row)[0].clone()
                 scores[0] = float("-inf")
                 if seen:

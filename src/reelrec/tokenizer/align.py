@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from reelrec.config import ConfigError
 from reelrec.data.splits import TRAIN, Protocol, positive_mask
 
 
@@ -69,17 +70,17 @@ def check_align_config(cfg: AlignConfig) -> None:
     import math
 
     if not (cfg.temperature > 0 and math.isfinite(cfg.temperature)):
-        raise ValueError(f"align.temperature must be finite and > 0, got {cfg.temperature}")
+        raise ConfigError(f"align.temperature must be finite and > 0, got {cfg.temperature}")
     if not 0 < cfg.holdout <= 0.25:
-        raise ValueError(f"align.holdout must be in (0, 0.25], got {cfg.holdout}")
+        raise ConfigError(f"align.holdout must be in (0, 0.25], got {cfg.holdout}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise ValueError(f"align.lr must be finite and > 0, got {cfg.lr}")
+        raise ConfigError(f"align.lr must be finite and > 0, got {cfg.lr}")
     if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
-        raise ValueError(f"align.weight_decay must be finite and >= 0, got {cfg.weight_decay}")
+        raise ConfigError(f"align.weight_decay must be finite and >= 0, got {cfg.weight_decay}")
     if not 0 <= cfg.seed < 2**31:
-        raise ValueError(f"align.seed must be in 0..2**31-1, got {cfg.seed}")
+        raise ConfigError(f"align.seed must be in 0..2**31-1, got {cfg.seed}")
     if cfg.batch_size < 2:
-        raise ValueError(
+        raise ConfigError(
             f"align.batch_size must be >= 2 (in-batch negatives), got {cfg.batch_size}"
         )
     for key in (
@@ -94,9 +95,9 @@ def check_align_config(cfg: AlignConfig) -> None:
         "behaviour_dim",
     ):
         if getattr(cfg, key) < 1:
-            raise ValueError(f"align.{key} must be >= 1, got {getattr(cfg, key)}")
+            raise ConfigError(f"align.{key} must be >= 1, got {getattr(cfg, key)}")
     if not cfg.ks or any(k < 1 for k in cfg.ks):
-        raise ValueError(f"align.ks must be positive cutoffs, got {cfg.ks}")
+        raise ConfigError(f"align.ks must be positive cutoffs, got {cfg.ks}")
 
 
 def mine_pairs(
@@ -240,8 +241,7 @@ def pair_recall(x: torch.Tensor, pairs_idx: np.ndarray, ks: list[int]) -> dict[s
         ``recall@k`` and ``ndcg@k`` per k, averaged over pairs (from
         :func:`reelrec.eval.metrics.metrics_from_ranks`).
     """
-    from reelrec.eval.metrics import metrics_from_ranks
-    from reelrec.eval.ranking import target_ranks
+    from reelrec.eval.metrics import metrics_from_ranks, target_ranks
 
     ranks = []
     with torch.no_grad():

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reelrec.config import ConfigError
 from reelrec.io import atomic_path, atomic_write_json
 
 METHODS = ("rq-kmeans-balanced", "rq-kmeans", "rq-vae", "vq")
@@ -97,14 +98,14 @@ def check_config(cfg: TokenizerConfig, n_items: int) -> int:
             count below 1, a learning rate <= 0, an EMA decay outside (0, 1).
     """
     if cfg.method not in METHODS:
-        raise ValueError(f"unknown tokenizer method {cfg.method!r}; known: {', '.join(METHODS)}")
+        raise ConfigError(f"unknown tokenizer method {cfg.method!r}; known: {', '.join(METHODS)}")
     if not 1 <= cfg.levels <= 8:
-        raise ValueError(f"tokenizer.levels must be in 1..8, got {cfg.levels}")
+        raise ConfigError(f"tokenizer.levels must be in 1..8, got {cfg.levels}")
     k = cfg.codebook_size or auto_codebook_size(n_items)
     if k < 2:
-        raise ValueError(f"tokenizer.codebook_size must be >= 2 (or 0 for auto), got {k}")
+        raise ConfigError(f"tokenizer.codebook_size must be >= 2 (or 0 for auto), got {k}")
     if n_items < k:
-        raise ValueError(
+        raise ConfigError(
             f"fewer items ({n_items}) than codes per level ({k}): lower tokenizer.codebook_size"
         )
     positive = {
@@ -114,24 +115,24 @@ def check_config(cfg: TokenizerConfig, n_items: int) -> int:
     }
     for key, value in positive.items():
         if value < 1:
-            raise ValueError(f"tokenizer.{key} must be >= 1, got {value}")
+            raise ConfigError(f"tokenizer.{key} must be >= 1, got {value}")
     if not 0 < cfg.rqvae_lr < float("inf"):
-        raise ValueError(f"tokenizer.rqvae_lr must be finite and > 0, got {cfg.rqvae_lr}")
+        raise ConfigError(f"tokenizer.rqvae_lr must be finite and > 0, got {cfg.rqvae_lr}")
     if not 0 <= cfg.seed <= 2**31 - 1 - cfg.levels:
-        raise ValueError(f"tokenizer.seed must be in 0..2**31-{1 + cfg.levels}, got {cfg.seed}")
+        raise ConfigError(f"tokenizer.seed must be in 0..2**31-{1 + cfg.levels}, got {cfg.seed}")
     if cfg.method == "rq-vae" and cfg.rqvae_batch_size < k:
-        raise ValueError(
+        raise ConfigError(
             f"tokenizer.rqvae_batch_size ({cfg.rqvae_batch_size}) must be >= the codebook size "
             f"({k}): the codebooks are initialised by k-means on the first batch"
         )
     if not 0 < cfg.rqvae_ema_decay < 1:
-        raise ValueError(f"tokenizer.rqvae_ema_decay must be in (0, 1), got {cfg.rqvae_ema_decay}")
+        raise ConfigError(f"tokenizer.rqvae_ema_decay must be in (0, 1), got {cfg.rqvae_ema_decay}")
     if not cfg.rqvae_dead_code_threshold >= 0 or cfg.rqvae_dead_code_threshold == float("inf"):
-        raise ValueError(
+        raise ConfigError(
             f"tokenizer.rqvae_dead_code_threshold must be >= 0, got {cfg.rqvae_dead_code_threshold}"
         )
     if cfg.method == "vq" and not 1 <= cfg.vq_topk < n_items:
-        raise ValueError(f"tokenizer.vq_topk must be in 1..{n_items - 1}, got {cfg.vq_topk}")
+        raise ConfigError(f"tokenizer.vq_topk must be in 1..{n_items - 1}, got {cfg.vq_topk}")
     return k
 
 

@@ -6,11 +6,14 @@ checkpoint folder::
 
     model.safetensors       model weights
     optimizer.safetensors   optimizer state tensors, keys "state.<param index>.<name>"
-    rng.safetensors         torch CPU RNG state (uint8) so dropout continues identically
+    rng.safetensors         torch CPU RNG state (uint8), and the CUDA RNG state of every
+                            visible GPU ("torch_cuda_<i>"), so dropout continues identically
     trainer_state.json      epoch, best metric, history, optimizer scalars and param groups
 
-A folder is written under a temp name and renamed into place, so a crash never leaves a
-half-written checkpoint.
+A folder is written under a temp name and renamed into place (the previous one is moved to
+``<name>.old`` first and deleted last), so a crash never leaves a half-written checkpoint: a
+process killed between the two renames leaves ``<name>.old``, which
+:func:`resumable_checkpoint` then resumes from.
 """
 
 from __future__ import annotations
@@ -116,7 +119,10 @@ def save_training_state(
             else:
                 scalars[key] = value
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+    rng = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng.update({f"torch_cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(rng, str(tmp / "rng.safetensors"))
     state = {
         "trainer": trainer,
         "optimizer_scalars": scalars,
@@ -164,5 +170,19 @@ def load_training_state(
         optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     except (ValueError, KeyError) as exc:
         raise CheckpointError(f"{folder}: optimizer state does not match: {exc}") from None
-    torch.set_rng_state(load_tensors(folder / "rng.safetensors")["torch_cpu"])
+    rng = load_tensors(folder / "rng.safetensors")
+    torch.set_rng_state(rng["torch_cpu"])
+    cuda = [rng[f"torch_cuda_{i}"] for i in range(len(rng) - 1) if f"torch_cuda_{i}" in rng]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
     return meta["trainer"], meta.get("scheduler")
+
+
+def resumable_checkpoint(folder: Path) -> Path | None:
+    """The complete checkpoint to resume from: ``folder`` when it holds a trainer state, else
+    ``<folder>.old`` when a save was interrupted between its two renames, else None."""
+    folder = Path(folder)
+    for candidate in (folder, folder.with_name(folder.name + ".old")):
+        if (candidate / "trainer_state.json").exists():
+            return candidate
+    return None

@@ -9,14 +9,15 @@ backend, so this path is not exercised by the CPU test suite) for models that do
 device.
 Each global batch of ``train.batch_size`` samples is split into ``WORLD_SIZE`` equal parts
 (:func:`shard`), so a rank reads only its own rows. Every rank evaluates (retrieval models rank
-their share of the instances and gather the ranks: ``reelrec.cli.train.gathered_evaluate``);
+their share of the instances and gather the ranks: ``reelrec.tasks.retrieval.gathered_evaluate``);
 rank 0's metrics decide early stopping for all, and rank 0 alone writes files. With losses that are means over samples of
 equal-sized shards, N ranks take the same step as one process on the whole batch (tested).
 
 MFU (the OneRec Technical Report's measure of how well a recommender uses its hardware):
 ``achieved FLOP/s / peak FLOP/s``, where the model FLOPs per sample are counted once on a
 training batch by ``torch.utils.flop_counter`` (forward + backward) and the peak is measured once
-on this machine by a large matrix product of the training dtype (:func:`peak_flops`).
+on this machine by a large matrix product of the training dtype (:func:`peak_flops`); the
+measurement itself (:mod:`reelrec.training.meter`) restores every RNG and buffer it touches.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from reelrec.models.base import LossOutput, MayLeaveParametersUnused
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,16 @@ def broadcast(obj, env: DistEnv):
     return box[0]
 
 
+def gather(obj, env: DistEnv) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` in one process;
+    pickled by torch.distributed, small objects only)."""
+    if not env.distributed:
+        return [obj]
+    parts: list = [None] * env.world
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
 def barrier(env: DistEnv) -> None:
     """Wait for every rank (no-op in a single process)."""
     if env.distributed:
@@ -98,34 +111,38 @@ def barrier(env: DistEnv) -> None:
 
 
 class LossModule(nn.Module):
-    """``forward(*args) = model.loss(*args)``: lets DDP/FSDP see the loss as a forward pass."""
+    """``forward(batch) = model.loss(batch)``: lets DDP/FSDP see the loss as a forward pass.
+
+    ``model`` declares :class:`~reelrec.models.base.Trainable` (one typed batch in, a
+    :class:`~reelrec.models.base.LossOutput` out).
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, *args, **kwargs):
-        return self.model.loss(*args, **kwargs)
+    def forward(self, batch) -> LossOutput:
+        return self.model.loss(batch)
 
 
 class LossProxy:
-    """An object whose ``.loss(...)`` runs the wrapped (DDP/FSDP or compiled) loss module;
-    training sets call ``model.loss``, so they work unchanged. With a ``fallback``, a failure
-    of the first call (torch.compile compiles lazily) is logged and the fallback is used from
-    then on."""
+    """An object whose ``.loss(batch)`` runs the wrapped (DDP/FSDP or compiled) loss module,
+    so it stands where the model's ``loss`` is called. With a ``fallback``, a failure of the
+    first call (torch.compile compiles lazily) is logged and the fallback is used from then on."""
 
     def __init__(self, module: nn.Module, fallback: nn.Module | None = None, log=print) -> None:
         self.module, self.fallback, self.log = module, fallback, log
 
-    def loss(self, *args, **kwargs):
+    def loss(self, batch) -> LossOutput:
+        """The wrapped module's ``model.loss(batch)``."""
         if self.fallback is None:
-            return self.module(*args, **kwargs)
+            return self.module(batch)
         try:
-            out = self.module(*args, **kwargs)
+            out = self.module(batch)
         except Exception as exc:  # noqa: BLE001 - any compiler/backend failure
             self.log(f"warning: torch.compile failed ({type(exc).__name__}); training eagerly")
             self.module = self.fallback
-            out = self.module(*args, **kwargs)
+            out = self.module(batch)
         self.fallback = None  # the first call succeeded (or fell back): no more checks
         return out
 
@@ -145,8 +162,8 @@ def wrap(model: nn.Module, env: DistEnv, strategy: str = "ddp") -> nn.Module:
 
         ids = [env.device.index] if env.device.type == "cuda" else None
         # models whose steps may leave parameters without gradient (MoE experts, tasks without
-        # labels) declare ``ddp_find_unused``; the others skip DDP's extra graph traversal
-        unused = bool(getattr(model, "ddp_find_unused", False))
+        # labels) declare it; the others skip DDP's extra graph traversal
+        unused = isinstance(model, MayLeaveParametersUnused)
         return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=unused)
     if strategy == "fsdp":
         if env.device.type != "cuda":
@@ -163,9 +180,14 @@ def wrap(model: nn.Module, env: DistEnv, strategy: str = "ddp") -> nn.Module:
 def peak_flops(
     dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", n: int = 2048
 ) -> float:
-    """Measured FLOP/s of an ``n x n`` matrix product in ``dtype`` on ``device`` (best of 5)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    """Measured FLOP/s of an ``n x n`` matrix product in ``dtype`` on ``device`` (best of 5).
+
+    The matrices come from a private generator: no global RNG (CPU or CUDA) is drawn from, so
+    measuring never changes what training draws next (dropout, sampling).
+    """
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device, dtype)
+    b = torch.randn(n, n, generator=gen).to(device, dtype)
     best = float("inf")
     for _ in range(6):
         if torch.device(device).type == "cuda":

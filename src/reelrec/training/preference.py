@@ -5,7 +5,8 @@ Sources: OneRec (arXiv 2502.18965) section 3.3 (Iterative Preference Alignment: 
 reward model pick the best (chosen) and worst (rejected), and train M_{t+1} with the next-token
 loss plus ``lambda * L_DPO``, M_t being the reference); DPO (Rafailov et al., arXiv 2305.18290,
 eq. 7). The reinforcement-learning variant (ECPO) is :mod:`reelrec.training.rl`; both share
-the samples, the reward lookup and the training set defined here.
+the samples, the reward lookup and the training set defined here, and the settings of
+:mod:`reelrec.training.alignment` (imports flow preference -> rl -> alignment, no cycle).
 
 What one training step does (``reelrec train ipa``):
     * The batch holds training samples of the SFT generator: a user's history of liked videos
@@ -28,6 +29,13 @@ Deviations, and why:
       session reward model with swt/vtr/wtr/ltr towers.
     * Dropout of the policy is ``preference.dropout`` (default 0) during alignment, so that the
       policy and its reference compare the same deterministic network.
+
+Interface: :class:`AlignmentTrainSet` builds one :class:`~reelrec.models.base.AlignmentBatch`
+per (micro-)batch (generation and rewards happen there, once); the policy's
+``loss(AlignmentBatch)`` scores the term. The loss parts (``dpo``, ``dpo_margin``; ECPO's
+``ecpo``, ``clip_fraction``, ``early_clipped``) reach the history as ``loss_<part>``; the
+generation statistics (``reward_mean``, ``reward_chosen``, ``reward_rejected``,
+``legal_rate``) as epoch statistics.
 """
 
 from __future__ import annotations
@@ -43,51 +51,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from reelrec.data.sequences import ItemVocab, _left_pad, windows
+from reelrec.models.base import (
+    AlignmentBatch,
+    AlignmentTerm,
+    GeneratesSemanticIDs,
+    ReportsEpochStats,
+)
 from reelrec.models.generative import generate
+from reelrec.training.alignment import PreferenceConfig, check_preference_config
+from reelrec.training.rl import ecpo_term
+from reelrec.training.trainsets import CountsWork, length_bucketed_batches, trim_left_padding
 
-
-@dataclass
-class PreferenceConfig:
-    """Settings of the alignment presets ``ipa`` and ``ecpo`` (section ``preference``)."""
-
-    init: str = "onerec"  # RUN/models/<init>: the trained generator (onerec, onerec-v2, tiger)
-    reward: str = "pscore"  # RUN/models/<reward>: the trained reward model (preset pscore)
-    fraction: float = 0.25  # share of each batch's samples that get generated candidates,
-    # in (0, 1] (IPA's r_DPO)
-    candidates: int = 8  # IPA: N beam-search candidates per sample; ECPO: group size G (>= 2)
-    beta: float = 0.1  # DPO temperature beta (> 0)
-    weight: float = 1.0  # weight of the DPO / ECPO loss beside the next-token loss (> 0)
-    ntp_weight: float = 1.0  # weight of the next-token loss (>= 0; 0 = alignment loss only)
-    clip: float = 0.2  # ECPO: PPO clipping range epsilon (> 0)
-    delta: float = 0.1  # ECPO: early clipping of negative advantages at ratio 1 + clip + delta
-    # (> 0)
-    refresh_steps: int = 4  # ECPO: the old policy that samples groups is refreshed every
-    # this many optimizer steps (>= 1; 1 = fully on-policy, the ratio is 1 at every step;
-    # with train.grad_accum > 1 it counts micro-batches)
-    dropout: float = 0.0  # dropout of the policy during alignment, in [0, 1)
-    illegal: str = "drop"  # ECPO outputs that are no item: "drop" (no update, the report's
-    # format handling) or "penalize" (reward 0, the lowest P-Score; an ablation)
-
-
-def check_preference_config(cfg: PreferenceConfig) -> None:
-    """Raise ValueError naming the first invalid ``preference.*`` value."""
-    rules = [
-        (cfg.init.strip() != "", "init", "a model folder name"),
-        (cfg.reward.strip() != "", "reward", "a model folder name"),
-        (0 < cfg.fraction <= 1, "fraction", "in (0, 1]"),
-        (2 <= cfg.candidates <= 1024, "candidates", "in 2..1024 (a pair or a group)"),
-        (math.isfinite(cfg.beta) and 0 < cfg.beta <= 100, "beta", "in (0, 100]"),
-        (math.isfinite(cfg.weight) and 0 < cfg.weight <= 100, "weight", "in (0, 100]"),
-        (math.isfinite(cfg.ntp_weight) and 0 <= cfg.ntp_weight <= 100, "ntp_weight", "in [0, 100]"),
-        (math.isfinite(cfg.clip) and 0 < cfg.clip <= 10, "clip", "in (0, 10]"),
-        (math.isfinite(cfg.delta) and 0 < cfg.delta <= 10, "delta", "in (0, 10]"),
-        (cfg.refresh_steps >= 1, "refresh_steps", ">= 1"),
-        (0 <= cfg.dropout < 1, "dropout", "in [0, 1)"),
-        (cfg.illegal in ("drop", "penalize"), "illegal", "'drop' or 'penalize'"),
-    ]
-    for ok, key, rule in rules:
-        if not ok:
-            raise ValueError(f"preference.{key} must be {rule}, got {getattr(cfg, key)!r}")
+# the settings and the term are defined in reelrec.training.alignment / reelrec.models.base;
+# importable from here as before
+__all__ = [
+    "AlignmentSamples",
+    "AlignmentTerm",
+    "AlignmentTrainSet",
+    "PreferenceConfig",
+    "RewardFn",
+    "alignment_samples",
+    "check_preference_config",
+    "dpo_loss",
+    "frozen_copy",
+    "set_dropout",
+]
 
 
 def dpo_loss(
@@ -218,28 +206,17 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return snap
 
 
-@dataclass
-class AlignmentTerm:
-    """The alignment part of one step, computed by the policy inside its ``loss``.
-
-    ``history`` (B', L) and ``codes`` (B', G, levels) are what the policy scores
-    (:meth:`GenerativeRetriever.sequence_logp`); ``objective(logp) -> (loss, parts)`` turns the
-    policy's log-probabilities (B', G) into the DPO or ECPO loss; ``weight`` scales it.
-    """
-
-    history: torch.Tensor
-    codes: torch.Tensor
-    objective: object
-    weight: float
-
-
-class AlignmentTrainSet:
+class AlignmentTrainSet(CountsWork, ReportsEpochStats):
     """Samples, generation and rewards of IPA or ECPO as :func:`reelrec.training.loop.fit`
-    consumes them (``batches``, ``loss``).
+    consumes them (``batches``, ``batch``).
 
     Args:
-        kind: "ipa" or "ecpo". policy: the generator being trained (its weights change).
+        kind: "ipa" or "ecpo". policy: the generator being trained (its weights change); it
+            must declare :class:`~reelrec.models.base.GeneratesSemanticIDs`.
         samples: :func:`alignment_samples`. reward: :class:`RewardFn`. cfg: preference settings.
+
+    Raises:
+        ValueError: an unknown kind. TypeError: a policy that is no semantic-ID generator.
     """
 
     def __init__(
@@ -252,6 +229,11 @@ class AlignmentTrainSet:
     ) -> None:
         if kind not in ("ipa", "ecpo"):
             raise ValueError(f"kind must be 'ipa' or 'ecpo', got {kind!r}")
+        if not isinstance(policy, GeneratesSemanticIDs):
+            raise TypeError(
+                f"{type(policy).__name__} is no semantic-ID generator (declares no "
+                "reelrec.models.base.GeneratesSemanticIDs): it cannot be aligned"
+            )
         self.kind, self.policy, self.samples = kind, policy, samples
         self.reward, self.cfg = reward, cfg
         self.lengths = (samples.windows > 0).sum(1)
@@ -262,31 +244,32 @@ class AlignmentTrainSet:
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def tokens(self) -> int:
+        """Samples per epoch (one target item each)."""
+        return len(self.samples)
+
     def batches(self, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
         """Shuffled batches; IPA starts a new round here (the reference is the policy now)."""
-        from reelrec.training.loop import _length_bucketed_batches
-
         if self.kind == "ipa" or self.snapshot is None:
             self.snapshot = frozen_copy(self.policy)
         self.calls = 0
-        return _length_bucketed_batches(self.lengths, batch_size, gen)
+        return length_bucketed_batches(self.lengths, batch_size, gen)
 
     def work(self, idx: torch.Tensor) -> int:
-        """Rows x trimmed width, as :class:`reelrec.training.loop.WindowTrainSet`."""
+        """Rows x trimmed width, as :class:`reelrec.training.trainsets.WindowTrainSet`."""
         return int(len(idx) * int(self.lengths[idx].max()))
 
     def term(self, idx: torch.Tensor, device) -> AlignmentTerm | None:
-        """Generate for the first ``fraction`` of ``idx`` and build the DPO or ECPO term."""
-        from reelrec.training.loop import _trim_left_padding
-        from reelrec.training.rl import ecpo_term
-
+        """Generate for the first ``fraction`` of ``idx`` and build the DPO or ECPO term
+        (None when no sample gives a pair / group)."""
         cfg = self.cfg
         if self.kind == "ecpo" and (self.snapshot is None or self.calls % cfg.refresh_steps == 0):
             self.snapshot = frozen_copy(self.policy)
         self.calls += 1
         sel = idx[: max(1, math.ceil(cfg.fraction * len(idx)))]
         s = self.samples
-        hist = _trim_left_padding(s.windows[sel][:, :-1]).to(device)
+        hist = trim_left_padding(s.windows[sel][:, :-1]).to(device)
         rows = sel.numpy()
         users, times, hours = s.users[rows], s.times[rows], s.hours[rows]
         snap = self.snapshot
@@ -300,7 +283,7 @@ class AlignmentTrainSet:
             self._note("reward_mean", float(rewards.nanmean()))
         if self.kind == "ecpo":  # IPA's candidates are trie-constrained: always legal
             self._note("legal_rate", float(out.legal.float().mean()))
-            return ecpo_term(hist, out, rewards, cfg, self._note)
+            return ecpo_term(hist, out, rewards, cfg)
         return self._ipa_term(hist, out, rewards, snap)
 
     def _ipa_term(self, hist, out, rewards, ref) -> AlignmentTerm | None:
@@ -322,13 +305,11 @@ class AlignmentTrainSet:
         self._note("reward_rejected", float(r[rows, pair[:, 1]].mean()))
         beta = self.cfg.beta
 
-        def objective(logp: torch.Tensor):
+        def objective(logp: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            # pure: the parts are logged by the training loop (``loss_dpo``, ...)
             loss = dpo_loss(logp[:, 0], logp[:, 1], ref_logp[:, 0], ref_logp[:, 1], beta)
             margin = (logp[:, 0] - ref_logp[:, 0]) - (logp[:, 1] - ref_logp[:, 1])
-            parts = {"dpo": float(loss.detach()), "dpo_margin": float(margin.detach().mean())}
-            for key, value in parts.items():
-                self._note(key, value)
-            return loss, parts
+            return loss, {"dpo": float(loss.detach()), "dpo_margin": float(margin.detach().mean())}
 
         return AlignmentTerm(h, codes, objective, self.cfg.weight)
 
@@ -336,21 +317,16 @@ class AlignmentTrainSet:
         self.stats.setdefault(key, []).append(value)
 
     def epoch_stats(self) -> dict[str, float]:
-        """Means of the per-step statistics since the last call (legal rate, rewards)."""
+        """Means of the per-step generation statistics since the last call (legal rate,
+        rewards)."""
         out = {k: float(np.mean(v)) for k, v in self.stats.items() if v}
         self.stats = {}
         return out
 
-    def loss(self, model, idx: torch.Tensor, gen: torch.Generator, device):
-        """Next-token loss on ``idx`` plus the alignment term (computed by ``model.loss``)."""
-        from reelrec.training.loop import _trim_left_padding
-
+    def batch(self, idx: torch.Tensor, gen: torch.Generator, device) -> AlignmentBatch:
+        """The windows ``idx`` (leading padding trimmed) with the alignment term of their first
+        ``fraction`` (generated now, once per call), as an
+        :class:`~reelrec.models.base.AlignmentBatch` on ``device`` (``gen`` is unused)."""
         term = self.term(idx, device)
-        batch = _trim_left_padding(self.samples.windows[idx]).to(device, torch.long)
-        return model.loss(
-            batch[:, :-1],
-            batch[:, 1:],
-            generator=gen,
-            alignment=term,
-            ntp_weight=self.cfg.ntp_weight,
-        )
+        windows = trim_left_padding(self.samples.windows[idx]).to(device, torch.long)
+        return AlignmentBatch(windows[:, :-1], windows[:, 1:], term, self.cfg.ntp_weight)

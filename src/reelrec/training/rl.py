@@ -38,7 +38,8 @@ import math
 
 import torch
 
-from reelrec.training.preference import AlignmentTerm, PreferenceConfig
+from reelrec.models.base import AlignmentTerm
+from reelrec.training.alignment import PreferenceConfig
 
 
 def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -105,9 +106,22 @@ def ecpo_loss(
     }
 
 
-def ecpo_term(hist, out, rewards: torch.Tensor, cfg: PreferenceConfig, note) -> AlignmentTerm:
-    """The ECPO part of one step from an unconstrained generation ``out`` of the old policy
-    (:class:`reelrec.models.generative.Generation`) and its P-Scores ``rewards`` (B, G)."""
+def ecpo_term(
+    hist: torch.Tensor, out, rewards: torch.Tensor, cfg: PreferenceConfig
+) -> AlignmentTerm:
+    """The ECPO part of one step.
+
+    Args:
+        hist: int64 (B, L) histories the group was generated for.
+        out: the old policy's unconstrained :class:`reelrec.models.generative.Generation`
+            (items, logp, codes for G outputs per user).
+        rewards: float (B, G) P-Scores (NaN for illegal outputs).
+        cfg: ``illegal``, ``clip``, ``delta``, ``weight``.
+
+    Returns:
+        :class:`~reelrec.models.base.AlignmentTerm` whose pure objective is
+        :func:`ecpo_loss` (parts ``ecpo``, ``clip_fraction``, ``early_clipped``).
+    """
     legal = out.legal & ~torch.isnan(rewards)
     if cfg.illegal == "penalize":  # ablation: illegal outputs get reward 0 and enter the update
         member = torch.isfinite(out.logp)
@@ -117,10 +131,7 @@ def ecpo_term(hist, out, rewards: torch.Tensor, cfg: PreferenceConfig, note) -> 
     adv = group_advantages(rewards, member)
     logp_old = out.logp.to(rewards.dtype)
 
-    def objective(logp: torch.Tensor):
-        loss, parts = ecpo_loss(logp, logp_old, adv, member, cfg.clip, cfg.delta)
-        for key, value in parts.items():
-            note(key, value)
-        return loss, parts
+    def objective(logp: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return ecpo_loss(logp, logp_old, adv, member, cfg.clip, cfg.delta)
 
     return AlignmentTerm(hist, out.codes.clamp(min=0), objective, cfg.weight)
