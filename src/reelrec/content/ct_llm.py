@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from reelrec.config import ConfigError
 from reelrec.content.encoders import Encoder, optional_import
+from reelrec.data.readers import DataFormatError
 
 #: where the weights come from (for error messages; nothing is downloaded by reelrec)
 CT_LLM_REPO = "m-a-p/CT-LLM-Base"
@@ -98,7 +100,7 @@ def resolve_device(device: str, what: str) -> str:
     import torch
 
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise ValueError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -157,7 +159,7 @@ class CTLLMEncoder(Encoder):
             self.dim = int(config["hidden_size"])
             context = int(config.get("max_position_embeddings") or max_length)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(
+            raise DataFormatError(
                 f"{cfg_path}: not a Llama config with hidden_size ({type(exc).__name__}: {exc})"
             ) from None
         # longer inputs would run past the positions the model was trained on

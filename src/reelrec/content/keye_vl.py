@@ -50,6 +50,7 @@ import numpy as np
 
 from reelrec.content.ct_llm import check_model_dir, masked_mean, resolve_device
 from reelrec.content.encoders import optional_import
+from reelrec.data.readers import DataFormatError
 
 KEYE_REPOS = ("Kwai-Keye/Keye-VL-1_5-8B", "Kwai-Keye/Keye-VL-8B-Preview")
 PATCH = 28  # pixels per merged patch side (14-pixel ViT patches, 2 x 2 merge)
@@ -388,10 +389,10 @@ def _check_vision_config(path: Path) -> None:
     try:
         cfg = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path / 'config.json'}: not readable JSON ({exc})") from None
+        raise DataFormatError(f"{path / 'config.json'}: not readable JSON ({exc})") from None
     if not isinstance(cfg, dict) or "vision_config" not in cfg:
         kind = cfg.get("model_type") if isinstance(cfg, dict) else None
-        raise ValueError(
+        raise DataFormatError(
             f"{path / 'config.json'}: no vision_config (model_type {kind!r}): not a Keye-VL "
             f"checkpoint ({' or '.join(KEYE_REPOS)})"
         )
@@ -477,12 +478,12 @@ class KeyeVLAdapter:
                 path, trust_remote_code=True, local_files_only=True
             )
         except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(
+            raise DataFormatError(
                 f"{path}: could not load a Keye-VL checkpoint ({type(exc).__name__}: {exc}); "
                 f"expected a copy of {' or '.join(KEYE_REPOS)}"
             ) from None
         if not hasattr(processor, "apply_chat_template"):
-            raise ValueError(f"{path}: its processor has no chat template; is it Keye-VL?")
+            raise DataFormatError(f"{path}: its processor has no chat template; is it Keye-VL?")
         return model, processor
 
     def sample(self, video: np.ndarray, video_fps: float) -> tuple[np.ndarray, np.ndarray]:
