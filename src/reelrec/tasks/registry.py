@@ -17,6 +17,7 @@ from reelrec.models.ctr import CTRSchema, RankingConfig
 from reelrec.models.deepfm import DeepFM
 from reelrec.models.din import DIN, DINConfig
 from reelrec.models.elastic import Elastic, ElasticConfig
+from reelrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from reelrec.models.onerec import OneRecConfig
 from reelrec.models.popularity import Popularity, PopularityConfig
 from reelrec.models.reward import PScoreModel, RewardConfig
@@ -47,6 +48,7 @@ SECTIONS: dict[str, type] = {
     "popularity": PopularityConfig,
     "onerec": OneRecConfig,  # onerec, onerec-v2 (and tiger); the generator of ipa / ecpo
     "elastic": ElasticConfig,
+    "gru4rec": GRU4RecConfig,
     "features": FeatureConfig,  # can, din, deepfm, pscore
     "ranking": RankingConfig,  # can, din, deepfm, pscore
     "din": DINConfig,  # din, can
@@ -78,6 +80,12 @@ MODELS: dict[str, ModelEntry] = {
         ("elastic",),
         lambda cfg, data, run: Elastic(data.vocab.size, cfg.elastic),
         "ELASTIC linear dispatcher attention + interest memory (arXiv 2408.09380)",
+    ),
+    "gru4rec": ModelEntry(
+        RETRIEVAL,
+        ("gru4rec",),
+        lambda cfg, data, run: GRU4Rec(data.vocab.size, cfg.gru4rec),
+        "GRU4Rec recurrent sequential recommender (Hidasi et al., ICLR 2016)",
     ),
     "onerec": ModelEntry(
         GENERATIVE,
@@ -179,6 +187,8 @@ PRESETS: dict[str, ExperimentConfig] = {
     ),
     # ELASTIC with SASRec's RecBole defaults (width 64, 2 blocks, dropout 0.5, CE over all items)
     "elastic": ExperimentConfig(model="elastic"),
+    # GRU4Rec with RecBole's defaults (embedding 64, GRU 128, dropout 0.3, CE over all items)
+    "gru4rec": ExperimentConfig(model="gru4rec"),
     "onerec": ExperimentConfig(model="onerec", train=replace(_GEN_TRAIN)),
     "onerec-v2": ExperimentConfig(model="onerec-v2", train=replace(_GEN_TRAIN)),
     # TIGER (arXiv 2305.05065) as a baseline: RQ-VAE semantic IDs, the last 20 items as one flat
