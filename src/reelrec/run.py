@@ -191,7 +191,8 @@ class Run:
         """Train one model and write ``RUN/models/NAME/`` (``reelrec train``).
 
         Args:
-            cfg: an :class:`ExperimentConfig`, a preset name or a YAML path.
+            cfg: an :class:`ExperimentConfig`, a preset name or a YAML path. A preset trains on
+                the dataset the run was prepared for unless ``overrides`` name another.
             overrides: ``--section.key=value`` strings applied to a preset or YAML.
             resume: continue from ``RUN/models/NAME/checkpoint`` when it exists.
             log: receives progress lines.
@@ -206,7 +207,7 @@ class Run:
             FileNotFoundError, DatasetNotFound, DataFormatError: missing or malformed data.
         """
         if isinstance(cfg, str):
-            cfg = resolve_config(cfg, list(overrides))
+            cfg = resolve_config(cfg, self._with_run_dataset(cfg, overrides))
         elif overrides:
             cfg = override(cfg, list(overrides))
         validate(cfg)
@@ -246,6 +247,21 @@ class Run:
         D.barrier(env)
         self._trained.pop(cfg.run_name, None)
         return task.fit(cfg, self.folder, model, data, out, resume, log)
+
+    def _with_run_dataset(self, spec: str, overrides: Sequence[str]) -> list[str]:
+        """A preset trains on the dataset this run was prepared for, unless the overrides name
+        one (``Run.prepare(p, "ml-100k").train("sasrec")`` trains on ML-100K; a YAML file names
+        its own dataset, and the CLI always takes the config's)."""
+        import json
+
+        from reelrec.tasks.registry import PRESETS
+
+        meta = self.path / "run.json"
+        named = any(o.lstrip("-").startswith("data.dataset=") for o in overrides)
+        if spec not in PRESETS or named or not meta.exists():
+            return list(overrides)
+        dataset = json.loads(meta.read_text(encoding="utf-8")).get("dataset")
+        return [f"--data.dataset={dataset}", *overrides] if dataset else list(overrides)
 
     def _check_resume(self, cfg: ExperimentConfig, out: Path, resume: bool, model, task) -> None:
         """Refuse to resume a checkpoint of another config, other semantic IDs or other shapes,

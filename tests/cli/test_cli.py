@@ -197,6 +197,24 @@ def test_invalid_elastic_config_exits_2(tmp_path, capsys, override, message):
     assert not (tmp_path / "models").exists()
 
 
+def test_train_gru4rec_through_the_library_and_recommend(tmp_path, data_root):
+    """A model added as one table row trains, evaluates and recommends like the others."""
+    from reelrec.run import Run
+
+    run = Run.prepare(tmp_path, "ml-100k", data_dir=str(data_root), log=lambda s: None)
+    m = run.train(
+        "gru4rec",
+        ["--train.epochs=1", "--train.progress=false", "--gru4rec.gru_hidden=16"],
+        log=lambda s: None,
+    )
+    assert m["task"] == "retrieval" and m["test"]["n_instances"] == 943
+    saved = yaml.safe_load((tmp_path / "models" / "gru4rec" / "config.yaml").read_text())
+    assert list(saved) == ["model", "name", "data", "train", "eval", "gru4rec"]
+    items = run.trained("gru4rec").recommend([1, 2, 3], k=5, exclude_history=True)
+    assert len(items) == 5 and not {1, 2, 3} & set(items)
+    assert "gru4rec" in run.evaluate(log=lambda s: None)["models"]
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
