@@ -7,7 +7,7 @@ first use, so that ``import reelrec`` stays light.
 
 __version__ = "0.2.0"
 
-__all__ = ["Run", "RunError", "__version__"]
+__all__ = ["ConfigError", "Run", "RunError", "__version__"]
 
 
 def __getattr__(name: str):
@@ -15,4 +15,8 @@ def __getattr__(name: str):
         from reelrec import run
 
         return getattr(run, name)
+    if name == "ConfigError":
+        from reelrec.config import ConfigError
+
+        return ConfigError
     raise AttributeError(f"module 'reelrec' has no attribute {name!r}")

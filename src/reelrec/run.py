@@ -22,6 +22,7 @@ import torch
 
 from reelrec.config import ConfigError, differences
 from reelrec.data.prepare import Prepared, prepare_run
+from reelrec.data.readers import DataFormatError
 from reelrec.io import atomic_write_json, atomic_write_text, run_metadata
 from reelrec.tasks.base import RunError, RunFolder
 from reelrec.tasks.config import load_saved_config, override, save_config
@@ -43,7 +44,7 @@ from reelrec.tasks.trained import (
 )
 from reelrec.training import distributed as D
 from reelrec.training import loop
-from reelrec.training.checkpoint import check_matches, load_tensors
+from reelrec.training.checkpoint import check_matches, load_tensors, resumable_checkpoint
 
 __all__ = [
     "ExperimentConfig",
@@ -73,6 +74,12 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
+
+    def forget(self) -> None:
+        """Drop every loaded model, the prepared data and the datasets built from it (they are
+        read again on next use)."""
+        self._trained.clear()
+        self.folder.forget()
 
     # -- data ------------------------------------------------------------------------------
     @classmethod
@@ -136,6 +143,7 @@ class Run:
             raise ConfigError(f"Run.encode: unknown option(s) {sorted(unknown)}")
         if "dim" in options:
             rest["dim"] = options["dim"]
+        self.forget()  # what was loaded may rest on the files this stage rewrites
         return encode_run(self.path, encoder, log=log, options=opts, **rest)
 
     def align(self, overrides: Sequence[str] = (), log: Log = print) -> dict[str, Any]:
@@ -150,6 +158,7 @@ class Run:
         from reelrec.config import apply_overrides
         from reelrec.tokenizer.align_stage import AlignStage, align_run
 
+        self.forget()  # what was loaded may rest on the files this stage rewrites
         return align_run(self.path, apply_overrides(AlignStage(), list(overrides)), log=log)
 
     def tokenize(
@@ -178,6 +187,7 @@ class Run:
         cfg = apply_overrides(TokenizeStage(), list(overrides))
         if method:
             cfg.tokenizer.method = method
+        self.forget()  # what was loaded may rest on the files this stage rewrites
         return tokenize_run(self.path, cfg, Path(out) if out else None, log=log)
 
     # -- training --------------------------------------------------------------------------
@@ -206,6 +216,11 @@ class Run:
             RunError: a model this one starts from is missing or unusable (alignment).
             FileNotFoundError, DatasetNotFound, DataFormatError: missing or malformed data.
         """
+        if isinstance(overrides, str):
+            raise ConfigError(
+                f"overrides must be a list of strings, got one string {overrides!r}: "
+                f"write [{overrides!r}]"
+            )
         if isinstance(cfg, str):
             cfg = resolve_config(cfg, self._with_run_dataset(cfg, overrides))
         elif overrides:
@@ -232,13 +247,16 @@ class Run:
                 log(warning)
             cfg = replace(cfg, train=clamped)
         out = self.folder.model_dir(cfg.run_name)
-        self._check_resume(cfg, out, resume, model, task)
+        ckpt = resumable_checkpoint(out / "checkpoint") if resume else None
+        self._check_resume(cfg, out, ckpt, model, task, task.train_size(data))
         digest = task.digest(cfg, self.folder)
         if env.main:
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.json").unlink(missing_ok=True)  # the run is unfinished until it ends
-            if not resume:  # starting over: an old checkpoint must not be resumed
-                shutil.rmtree(out / "checkpoint", ignore_errors=True)
+            if ckpt is None:  # starting over: nothing of an older training may stay beside
+                # the new config.yaml (weights of another config would load under it)
+                for folder in ("checkpoint", "checkpoint.old"):
+                    shutil.rmtree(out / folder, ignore_errors=True)
                 for name in ("model.safetensors", "history.json"):
                     (out / name).unlink(missing_ok=True)
             save_config(cfg, out / "config.yaml")
@@ -263,23 +281,31 @@ class Run:
         dataset = json.loads(meta.read_text(encoding="utf-8")).get("dataset")
         return [f"--data.dataset={dataset}", *overrides] if dataset else list(overrides)
 
-    def _check_resume(self, cfg: ExperimentConfig, out: Path, resume: bool, model, task) -> None:
-        """Refuse to resume a checkpoint of another config, other semantic IDs or other shapes,
-        before anything of the finished run is touched.
+    def _check_resume(
+        self, cfg: ExperimentConfig, out: Path, ckpt: Path | None, model, task, n_train: int
+    ) -> None:
+        """Refuse to resume the checkpoint ``ckpt`` (``checkpoint/``, or ``checkpoint.old``
+        left by a save interrupted between its renames) of another config, other semantic IDs
+        or other shapes, before anything of the finished run is touched.
 
         Raises:
             ConfigError: naming what differs and how to start over.
             CheckpointError: the checkpoint's weights do not fit the model.
         """
-        if not resume or not (out / "checkpoint").exists():
+        if ckpt is None:
             return
         if (out / "config.yaml").exists():
             old = load_saved_config(out / "config.yaml")
             own = {"model", "name", *(MODELS[cfg.model].sections), "data", "train", "eval"}
+            # more epochs move a clamped warmup (half the run) with them: not a change of its own
+            clamped = old.train.warmup_steps == loop.total_steps(old.train, n_train) // 2
+            follows = clamped and old.train.epochs != cfg.train.epochs
             changed = [
                 d
                 for d in differences(old, cfg)
-                if not d.startswith(RESUMABLE_CHANGES) and d.split(" ")[0].split(".")[0] in own
+                if not d.startswith(RESUMABLE_CHANGES)
+                and d.split(" ")[0].split(".")[0] in own
+                and not (follows and d.startswith("train.warmup_steps "))
             ]
             if changed:
                 raise ConfigError(
@@ -295,7 +321,7 @@ class Run:
                 f"{task.describe_digest(cfg, self.folder)} holds now (re-tokenized?); add "
                 "--no-resume to train from scratch on the new ones"
             )
-        weights = out / "checkpoint" / "model.safetensors"
+        weights = ckpt / "model.safetensors"
         if weights.exists():
             check_matches(model, load_tensors(weights), weights)
 
@@ -337,7 +363,18 @@ class Run:
                 not fit its config (the message says what to run).
         """
         if name not in self._trained:
-            self._trained[name] = wrap(load_trained(self.folder, name), self.folder)
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise RunError(f"{name!r}: a model folder name under {self.path / 'models'}")
+            loaded = load_trained(self.folder, name)
+            if not (loaded.folder / "metrics.json").exists():
+                import warnings
+
+                warnings.warn(
+                    f"{loaded.folder}: its training did not finish (no metrics.json); these are "
+                    "the best weights so far. Rerun the same train call to resume it.",
+                    stacklevel=2,
+                )
+            self._trained[name] = wrap(loaded, self.folder)
         return self._trained[name]
 
     # -- evaluation ------------------------------------------------------------------------
@@ -370,7 +407,11 @@ class Run:
             except RunError as exc:
                 log(f"warning: skipping {name}: {exc}")
                 continue
-            ev = t.task.evaluate(t.cfg, t.model, t.data, t.folder, log)
+            try:
+                ev = t.task.evaluate(t.cfg, t.model, t.data, t.folder, log)
+            except (DataFormatError, ConfigError) as exc:  # e.g. a damaged metrics.json
+                log(f"warning: skipping {name}: {exc}")
+                continue
             models[name] = ev.summary
             per_task.setdefault(t.task, {})[name] = ev
         if not models:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from reelrec.cli.common import parse_with_overrides
 from reelrec.run import Run
+from reelrec.tasks.config import config_text
 from reelrec.tasks.registry import MODELS, PRESETS, resolve_config
 from reelrec.training import distributed as D
 
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Overrides: any key of the config's sections as --section.key=value, e.g. "
         "--train.epochs=5 --sasrec.hidden=128 --data.dataset=amazon-beauty. Every model has the "
         "sections data, train and eval, plus its own (a key of another model's section is "
-        "rejected like any unknown key; RUN/models/NAME/config.yaml lists them after a run). "
+        "rejected like any unknown key; --print-config shows every key and value before a run). "
         f"Presets: {', '.join(PRESETS)}. Models (their own sections in brackets): "
         + "; ".join(f"{k} [{', '.join(v.sections)}]: {v.description}" for k, v in MODELS.items())
         + ". Each model writes to RUN/models/<--name, default the model name>: use --name=NAME "
@@ -56,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run folder (RUN); under torchrun write --run-dir (torchrun reads --run as its own --run-path)",
     )
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (every key of the model's sections, with the overrides "
+        "applied) as YAML and exit without training",
+    )
     return p
 
 
@@ -63,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``reelrec train``; returns the exit status."""
     args, overrides = parse_with_overrides(build_parser(), argv)
     cfg = resolve_config(args.config, overrides)
+    if args.print_config:
+        print(config_text(cfg), end="")
+        return 0
     env = D.setup()  # joins the process group under torchrun (gloo on CPU, NCCL on GPU)
     try:
         Run(args.run).train(cfg, resume=not args.no_resume, log=print if env.main else _quiet)

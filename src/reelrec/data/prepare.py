@@ -157,7 +157,6 @@ def read_prepared(data_dir: Path) -> Prepared:
     Raises:
         FileNotFoundError: ``data_dir`` holds no prepared data (names the missing file).
     """
-    import json
 
     from reelrec.data.splits import Protocol
 
@@ -165,30 +164,36 @@ def read_prepared(data_dir: Path) -> Prepared:
     for f in ("interactions.parquet", "items.parquet", "users.parquet", "splits.json"):
         if not (data_dir / f).exists():
             raise FileNotFoundError(f"{data_dir / f}: missing; run `reelrec prepare` first")
-    splits = json.loads((data_dir / "splits.json").read_text(encoding="utf-8"))
     report_path = data_dir / "prepare_report.json"
-    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else {}
-    return Prepared(
-        pd.read_parquet(data_dir / "interactions.parquet"),
-        pd.read_parquet(data_dir / "items.parquet"),
-        pd.read_parquet(data_dir / "users.parquet"),
-        Protocol(**splits["protocol"]),
-        report,
-    )
+    try:
+        splits = read_json(data_dir / "splits.json")
+        protocol = Protocol(**splits["protocol"])
+        report = read_json(report_path) if report_path.exists() else {}
+        tables = [
+            pd.read_parquet(data_dir / f"{n}.parquet") for n in ("interactions", "items", "users")
+        ]
+    except (ValueError, KeyError, TypeError, OSError, UnicodeDecodeError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise DataFormatError(
+            f"{data_dir}: the prepared data is damaged ({type(exc).__name__}: {exc}); prepare it "
+            "again with `reelrec prepare` into a new folder"
+        ) from None
+    return Prepared(*tables, protocol, report)
 
 
 def read_json(path: Path) -> dict:
     """Read a JSON file.
 
     Raises:
-        ValueError: the file is not valid JSON (names the file).
+        DataFormatError: the file is not valid UTF-8 JSON (names the file).
     """
     import json
 
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{path}: invalid JSON ({exc})") from None
 
 
 def prepare_run(

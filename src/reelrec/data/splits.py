@@ -109,14 +109,18 @@ def assign_splits(df: pd.DataFrame, protocol: Protocol) -> np.ndarray:
     ``df`` must already be stable-sorted by (user, time) (:func:`reelrec.data.prepare.prepare`).
 
     Raises:
-        KeyError: a column the protocol needs is missing.
+        ConfigError: a column the protocol needs is missing (the protocol is not this
+            dataset's).
         ValueError: unknown protocol kind.
     """
     n = len(df)
     split = np.full(n, TRAIN, dtype=np.int8)
     if protocol.kind == "temporal":
         if protocol.day_column not in df.columns:
-            raise KeyError(f"protocol {protocol.name!r} needs day column {protocol.day_column!r}")
+            raise ConfigError(
+                f"protocol {protocol.name!r} needs day column {protocol.day_column!r}, which this "
+                "dataset does not have: use its own protocol (leave --protocol out)"
+            )
         day = df[protocol.day_column].to_numpy()
         split[day >= protocol.valid_from] = VALID
         split[day >= protocol.test_from] = TEST

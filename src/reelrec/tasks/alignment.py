@@ -43,6 +43,7 @@ class AlignmentTask(Task):
 
     name = "alignment"
     ranks_items = True
+    _reward = None  # the reward loaded by prepare_train, handed to the fit that follows
 
     def validate(self, cfg: ExperimentConfig) -> None:
         check(
@@ -118,7 +119,7 @@ class AlignmentTask(Task):
         sft = load_trained(run, cfg.preference.init)
         # config.yaml records the architecture trained (with the dropout used while aligning)
         cfg = replace(cfg, onerec=replace(sft.cfg.onerec, dropout=cfg.preference.dropout))
-        self.reward(cfg, run, sft.data.vocab)  # fails before anything is written
+        self._reward = self.reward(cfg, run, sft.data.vocab)  # fails before anything is written
         return cfg, set_dropout(sft.model.train(), cfg.preference.dropout), sft.data
 
     def reward(self, cfg: ExperimentConfig, run: RunFolder, vocab) -> Any:
@@ -133,9 +134,6 @@ class AlignmentTask(Task):
         from reelrec.tasks.trained import load_trained, saved_config
         from reelrec.training.preference import RewardFn
 
-        key = ("reward", cfg.preference.reward)
-        if key in run._cache:
-            return run._cache[key]
         try:
             rcfg = saved_config(run, cfg.preference.reward)
         except RunError as exc:
@@ -156,7 +154,7 @@ class AlignmentTask(Task):
             )
         r = load_trained(run, cfg.preference.reward)
         features = RequestFeatures(r.data, run.prep.interactions, r.cfg.features)
-        return run.cached(key, lambda: RewardFn(r.model, features, vocab))
+        return RewardFn(r.model, features, vocab)
 
     def digest(self, cfg: ExperimentConfig, run: RunFolder) -> str:
         try:
@@ -190,7 +188,7 @@ class AlignmentTask(Task):
 
         inter = run.prep.interactions
         positive = positive_mask(inter, run.prep.protocol)
-        reward = self.reward(cfg, run, data.vocab)
+        reward, self._reward = self._reward or self.reward(cfg, run, data.vocab), None
         samples = alignment_samples(
             inter, positive, data.vocab, cfg.onerec.max_len, cfg.onerec.window_step
         )

@@ -236,7 +236,12 @@ def read_history(folder: Path) -> list[dict[str, Any]]:
     from reelrec.data.prepare import read_json
 
     path = folder / "history.json"
-    return read_json(path) if path.exists() else []
+    rows = read_json(path) if path.exists() else []
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        from reelrec.data.readers import DataFormatError
+
+        raise DataFormatError(f"{path}: expected a list of epoch rows")
+    return rows
 
 
 def parameters(model: nn.Module) -> int:

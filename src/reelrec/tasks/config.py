@@ -125,12 +125,12 @@ def sections(model: str) -> tuple[str, ...]:
 
 def _check_sections(model: str, keys: list[str], where: str) -> None:
     own = sections(model)
-    for key in keys:
+    for key in map(str, keys):
         top = key.split(".")[0].replace("-", "_")
         if top in _model_sections() and top not in own:
             raise ConfigError(
                 f"{where}unknown config key {key!r} for model {model!r}: its sections are "
-                f"{', '.join(own)}"
+                f"{', '.join(s for s in own if s not in ('model', 'name'))}"
             )
 
 
@@ -191,6 +191,10 @@ def _read_yaml(path: Path) -> Any:
         return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a config file") from None
 
 
 def load_config_file(path: Path) -> ExperimentConfig:

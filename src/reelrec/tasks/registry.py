@@ -278,8 +278,15 @@ def validate(cfg: ExperimentConfig) -> None:
     task = task_of(cfg)
     if cfg.name:
         check_folder_name("name", cfg.name)
-    for section in ("data", "train", "eval", *MODELS[cfg.model].sections):
+    own = MODELS[cfg.model].sections
+    for section in ("data", "train", "eval", *own):
         getattr(cfg, section).validate(section)  # each section's own ranges
+    for section, cls in SECTIONS.items():  # e.g. a YAML's sasrec section under --model=gru4rec
+        if section not in own and getattr(cfg, section) != cls():
+            raise ConfigError(
+                f"{section}: set, but model {cfg.model!r} does not read it (its sections: "
+                f"{', '.join(('data', 'train', 'eval', *own))})"
+            )
     task.validate(cfg)
 
 
@@ -294,4 +301,5 @@ RESUMABLE_CHANGES = (
     "train.mfu",
     "train.compile",
     "train.strategy",
+    "eval.batch_size",
 )

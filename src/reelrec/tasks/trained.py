@@ -60,17 +60,44 @@ def saved_config(run: RunFolder, name: str) -> ExperimentConfig:
         RunError: no such model folder, or its config cannot be read (says how to retrain).
     """
     folder = run.model_dir(name)
-    if not (folder / "config.yaml").exists():
+    if not run.path.is_dir():
+        raise RunError(
+            f"{run.path}: no such run folder; make it with Run.prepare(path, dataset) "
+            f"(`reelrec prepare --dataset NAME --out {run.path}`)"
+        )
+    if not name or not (folder / "config.yaml").exists():
         known = trained_names(run)
         raise RunError(
             f"{folder}: no trained model {name!r} in this run"
             + (f" (it holds {', '.join(known)})" if known else " (it holds none)")
-            + f"; train it with `reelrec train {name} --run {run.path}`"
+            + "; a model is kept under RUN/models/<its model name, or --name>: train it with "
+            f"Run.train(PRESET) or `{train_command(run, 'PRESET')}`"
         )
     try:
         return load_saved_config(folder / "config.yaml")
     except ConfigError as exc:
         raise RunError(str(exc)) from None
+
+
+def train_command(run: RunFolder, preset: str, name: str = "") -> str:
+    """The ``reelrec train`` command line that trains ``preset`` into this run (with the run's
+    dataset, and ``--name`` when the folder name is not the model's)."""
+    import json
+
+    meta = run.path / "run.json"
+    dataset = json.loads(meta.read_text()).get("dataset", "") if meta.exists() else ""
+    cmd = f"reelrec train {preset} --run {run.path}"
+    if dataset and dataset != "kuairand":
+        cmd += f" --data.dataset={dataset}"
+    if name and name != preset:
+        cmd += f" --name={name}"
+    return cmd
+
+
+def retrain_command(run: RunFolder, name: str) -> str:
+    """The command that retrains ``RUN/models/<name>`` from scratch with the config it was
+    trained with (its own ``config.yaml``: overrides, ``--name`` and dataset included)."""
+    return f"reelrec train {run.model_dir(name) / 'config.yaml'} --run {run.path} --no-resume"
 
 
 def check_digest(run: RunFolder, name: str, cfg: ExperimentConfig, task: Task) -> None:
@@ -80,11 +107,15 @@ def check_digest(run: RunFolder, name: str, cfg: ExperimentConfig, task: Task) -
         RunError: they changed since (re-tokenized): says to retrain.
     """
     digest_file = run.model_dir(name) / "semantic_ids.sha256"
-    if digest_file.exists() and digest_file.read_text().strip() != task.digest(cfg, run):
+    try:
+        recorded = digest_file.read_text(encoding="ascii").strip() if digest_file.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"{digest_file}: unreadable ({exc}); retrain the model") from None
+    if digest_file.exists() and recorded != task.digest(cfg, run):
         raise RunError(
             f"{run.model_dir(name)} was trained on other semantic IDs (or codes) than "
-            f"{task.describe_digest(cfg, run)} holds now (re-tokenized?): retrain it with "
-            f"`reelrec train {name} --run {run.path} --no-resume`"
+            f"{task.describe_digest(cfg, run)} holds now (re-tokenized?): retrain it "
+            f"(`{retrain_command(run, name)}`, or resume=False)"
         )
 
 
@@ -99,7 +130,7 @@ def load_weights(model: nn.Module, path: Path, cfg: ExperimentConfig, run: RunFo
         load_model(model, path)
     except CheckpointError as exc:
         raise RunError(
-            f"{exc} -- retrain it with `reelrec train {cfg.run_name} --run {run.path} --no-resume`"
+            f"{exc} -- retrain it (`{retrain_command(run, cfg.run_name)}`, or resume=False)"
         ) from None
 
 
@@ -124,7 +155,7 @@ def load_trained(run: RunFolder, name: str) -> Loaded:
     check_digest(run, name, cfg, task)
     try:
         model, data = task.load(cfg, run)
-    except (FileNotFoundError, DataFormatError) as exc:
+    except (FileNotFoundError, DataFormatError, ConfigError) as exc:
         raise RunError(f"{name}: {exc}") from None
     load_weights(model, weights, cfg, run)
     return Loaded(name, folder, cfg, task, model.eval(), data)
@@ -168,7 +199,10 @@ class TrainedRetriever(TrainedModel):
 
         Full-ranking models rank every item of the vocabulary (ties: lower item index first);
         generative models return their trie-constrained beam's items (fewer than ``k`` when
-        the beam holds fewer legal items).
+        the beam holds fewer legal items). A history with no item the model knows (empty, or
+        only ids unseen in training) gets the most popular training items instead: a model
+        has nothing to condition on, and its all-equal scores would otherwise list the
+        lowest item ids.
 
         Args:
             history: raw item ids, oldest first; ids the model never saw are ignored.
@@ -186,6 +220,10 @@ class TrainedRetriever(TrainedModel):
         vocab = self.data.vocab
         idx = vocab.encode(np.asarray(list(history), dtype=np.int64))
         idx = idx[idx > 0][-self.max_len :]
+        if len(idx) == 0:  # cold start: the most popular training items
+            counts = np.asarray(self.data.train_counts, dtype=np.int64)[1:]
+            top = (np.argsort(-counts, kind="stable") + 1)[:k]
+            return [int(x) for x in vocab.decode(top)]
         row = torch.zeros(1, self.max_len, dtype=torch.long)
         if len(idx):
             row[0, -len(idx) :] = torch.from_numpy(idx)
@@ -218,10 +256,11 @@ class TrainedRanker(TrainedModel):
         """The :class:`reelrec.data.ctr.RequestFeatures` of this ranker (built once)."""
         from reelrec.data.ctr import RequestFeatures
 
-        key = ("request-features", self.name)
-        return self._run.cached(
-            key, lambda: RequestFeatures(self.data, self._run.prep.interactions, self.cfg.features)
-        )
+        if getattr(self, "_features", None) is None:  # built once per loaded ranker
+            self._features = RequestFeatures(
+                self.data, self._run.prep.interactions, self.cfg.features
+            )
+        return self._features
 
     def score(self, requests: Any) -> Any:
         """Predicted probabilities (watch ratio: the predicted ratio) per request and task.
@@ -232,27 +271,46 @@ class TrainedRanker(TrainedModel):
                 strictly earlier), optionally ``hour`` (0..23, Beijing; derived from
                 ``timestamp_ms`` when absent).
 
+                Users and videos unseen in training get the "unknown" embedding (and, for
+                users, no profile), as new ones do in the test days.
+
         Returns:
-            float32 ndarray (n, len(tasks)).
+            float32 ndarray (n, len(tasks)); (0, len(tasks)) for no request.
 
         Raises:
-            KeyError: a required column is missing (named).
+            ValueError: a column is missing, not integer, of another length than the others,
+                or an hour outside 0..23 (the message names it).
         """
         import numpy as np
         import torch
 
-        for col in ("user_id", "item_id", "timestamp_ms"):
+        cols = {}
+        for col in ("user_id", "item_id", "timestamp_ms", "hour"):
             if col not in requests:
-                raise KeyError(f"requests lack the column {col!r} (user_id, item_id, timestamp_ms)")
-        t = np.asarray(requests["timestamp_ms"], dtype=np.int64)
-        hours = (
-            np.asarray(requests["hour"], dtype=np.int64)
-            if "hour" in requests
-            else ((t // 3_600_000) + 8) % 24  # Beijing time (UTC+8)
-        )
-        batch = self.features.batch(
-            np.asarray(requests["user_id"]), np.asarray(requests["item_id"]), t, hours
-        )
+                if col == "hour":
+                    continue
+                raise ValueError(
+                    f"requests lack the column {col!r} (user_id, item_id, timestamp_ms)"
+                )
+            values = np.atleast_1d(np.asarray(requests[col]))
+            if values.ndim != 1 or not (
+                np.issubdtype(values.dtype, np.integer) or len(values) == 0
+            ):
+                raise ValueError(
+                    f"requests[{col!r}] must be a 1-D column of integers, got dtype {values.dtype}"
+                    f" and shape {values.shape}"
+                )
+            cols[col] = values.astype(np.int64)
+        lengths = {c: len(v) for c, v in cols.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"requests' columns differ in length: {lengths}")
+        t = cols["timestamp_ms"]
+        hours = cols["hour"] if "hour" in cols else ((t // 3_600_000) + 8) % 24  # Beijing, UTC+8
+        if len(hours) and (hours.min() < 0 or hours.max() > 23):
+            raise ValueError("requests['hour'] must be in 0..23 (Beijing time)")
+        if len(t) == 0:
+            return np.zeros((0, len(self.tasks)), dtype=np.float32)
+        batch = self.features.batch(cols["user_id"], cols["item_id"], t, hours)
         with torch.no_grad():
             return self.model.predict(batch).float().numpy()
 

@@ -134,6 +134,7 @@ class TrainConfig:
             (self.optimizer in ("adam", "adamw"), "optimizer", "'adam' or 'adamw'"),
             (self.warmup_steps >= 0, "warmup_steps", ">= 0"),
             (self.schedule in ("constant", "cosine"), "schedule", "'constant' or 'cosine'"),
+            (0 <= self.seed < 2**63, "seed", "in 0..2**63-1"),
         ]
         for ok, key, rule in rules:
             if not ok:
