@@ -178,3 +178,19 @@ def test_ranker_requests_are_checked_and_an_empty_request_is_empty(kuairand_prep
         warnings.simplefilter("error")  # unknown users / videos: the "unknown" index, no warning
         unknown = ranker.score({"user_id": [10**12], "item_id": [-5], "timestamp_ms": [0]})
     assert unknown.shape == (1, len(ranker.tasks)) and np.isfinite(unknown).all()
+
+
+def test_a_bug_in_a_model_is_never_reported_as_a_user_error(ml100k, tmp_path, monkeypatch):
+    """Only user errors become one line (exit 2) or an evaluate warning; a ValueError or
+    KeyError from inside a model keeps its traceback (the CLI used to catch both broadly)."""
+    from reelrec.models import sasrec
+
+    def broken(self, *args, **kwargs):
+        raise KeyError("a bug in the model's constructor")
+
+    copy = fresh_copy(ml100k, tmp_path)
+    monkeypatch.setattr(sasrec.SASRec, "__init__", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main.main(["train", "sasrec", "--run", str(copy), "--data.dataset=ml-100k", *TINY])
+    with pytest.raises(KeyError, match="a bug"):
+        Run(copy).evaluate(**QUIET)  # not "warning: skipping sasrec"

@@ -136,18 +136,20 @@ def test_datasets_lists_found_and_missing(data_root, tmp_path, capsys):
 
 
 def test_quickstart_sasrec_beats_popularity(tmp_path, data_root, capsys):
-    """The main job with its real default config (about a minute on 2 cores)."""
+    """The main job with its real default config, but a fixed number of epochs instead of its
+    6-minute wall-clock budget: how many epochs fit in 6 minutes depends on the machine, and
+    no assertion may (on a loaded 2-core machine the budget allowed fewer epochs)."""
     out = tmp_path / "qs"
-    assert (
-        quickstart.main(["--data-dir", str(data_root), "--out", str(out), "--train.progress=false"])
-        == 0
-    )
+    args = ["--data-dir", str(data_root), "--out", str(out), "--train.progress=false"]
+    assert quickstart.main([*args, "--train.max_minutes=0", "--train.epochs=6"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "kuairand" and metrics["protocol"] == "kuairand-temporal"
     pop, sas = metrics["models"]["popularity"], metrics["models"]["sasrec"]
     for m in (pop, sas):
         assert {"recall@10", "ndcg@10"} <= set(m)
     assert sas["ndcg@10"] > pop["ndcg@10"]
+    sasrec = json.loads((out / "models" / "sasrec" / "metrics.json").read_text())
+    assert sasrec["epochs_run"] == 6 and sasrec["stopped"] == "epochs"
     assert (out / "report.md").exists()
     assert "report.md" in capsys.readouterr().out
 
