@@ -27,6 +27,21 @@ class ConfigError(ValueError):
     """A config key or value is invalid; the message names the key."""
 
 
+def check_section(check: Any, section: Any) -> None:
+    """Run a model file's ``check_*_config(section)`` and report its ValueError as a
+    :class:`ConfigError` (the message already names the key).
+
+    Raises:
+        ConfigError: the section breaks one of its rules.
+    """
+    try:
+        check(section)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

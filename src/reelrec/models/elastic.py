@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reelrec.config import ConfigError
+from reelrec.config import check_section
 from reelrec.models.base import PaddingInvariant
 from reelrec.models.sasrec import Dropout, SASRec, SASRecConfig, SASRecOutput
 
@@ -174,10 +174,7 @@ class ElasticConfig(SASRecConfig):
             ConfigError: naming the first invalid key.
         """
         super().validate(section)
-        try:
-            check_elastic_config(self)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        check_section(check_elastic_config, self)
 
 
 def check_elastic_config(cfg: ElasticConfig) -> None:

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reelrec.config import ConfigError
+from reelrec.config import check_section
 from reelrec.models.base import (
     AlignmentBatch,
     GeneratesSemanticIDs,
@@ -106,12 +106,7 @@ class OneRecConfig:
         Raises:
             ConfigError: naming the first invalid key.
         """
-        try:
-            check_onerec_config(self)
-        except ConfigError:
-            raise
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        check_section(check_onerec_config, self)
 
 
 class ItemTokenizer(nn.Module):

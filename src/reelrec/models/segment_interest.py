@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reelrec.config import ConfigError
+from reelrec.config import check_section
 from reelrec.data.segments import MAX_SEGMENTS, SegmentBatch
 from reelrec.models.base import LossOutput, Trainable
 
@@ -63,12 +63,7 @@ class SegmentConfig:
         Raises:
             ConfigError: naming the first invalid key.
         """
-        try:
-            check_segment_config(self)
-        except ConfigError:
-            raise
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        check_section(check_segment_config, self)
 
 
 def check_segment_config(cfg: SegmentConfig) -> None:

@@ -26,7 +26,6 @@ from reelrec.tasks.base import (
     check_folder_name,
     fit_summary,
     parameters,
-    read_details,
 )
 from reelrec.tasks.retrieval import GenerativeTask, gathered_evaluate
 from reelrec.training import distributed as D
@@ -238,17 +237,10 @@ class AlignmentTask(Task):
         return metrics
 
     def evaluate(self, cfg, model, data, folder, log) -> Evaluation:
-        from reelrec.eval.ranking import evaluate_model
+        from reelrec.tasks.retrieval import next_item_evaluation
 
-        test, _ = evaluate_model(
-            model, data.test.history, data.test.target, tuple(cfg.eval.ks), cfg.eval.batch_size
-        )
-        detail = read_details(folder, log)
-        detail["test"] = test
-        summary = {k: v for k, v in test.items() if k not in ("n_instances", "oov_targets")}
-        log(f"{folder.name}: test recall@10 {test['recall@10']:.4f}  ndcg@10 {test['ndcg@10']:.4f}")
         # its epoch rows hold the per-user next-day protocol, not the run's: no training curve
-        return Evaluation(summary, detail, [])
+        return next_item_evaluation(cfg, model, data, folder, log, history=[])
 
     def report_section(self, run, evaluations) -> list[str]:
         from reelrec.eval.report import alignment_section

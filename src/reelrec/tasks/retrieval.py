@@ -189,19 +189,25 @@ class RetrievalTask(Task):
         return metrics
 
     def evaluate(self, cfg, model, data, folder, log) -> Evaluation:
-        test, _ = evaluate_model(
-            model, data.test.history, data.test.target, tuple(cfg.eval.ks), cfg.eval.batch_size
-        )
-        detail = read_details(folder, log)
-        detail["test"] = test
-        summary = {k: v for k, v in test.items() if k not in ("n_instances", "oov_targets")}
-        log(f"{folder.name}: test recall@10 {test['recall@10']:.4f}  ndcg@10 {test['ndcg@10']:.4f}")
-        return Evaluation(summary, detail, read_history(folder))
+        return next_item_evaluation(cfg, model, data, folder, log, read_history(folder))
 
     def report_section(self, run, evaluations) -> list[str]:
         """The full-ranking test table of every item-ranking model of the run is drawn by the
         run itself (:func:`reelrec.eval.report.retrieval_section`), across families."""
         return []
+
+
+def next_item_evaluation(cfg, model, data, folder, log, history: list) -> Evaluation:
+    """Full-ranking test metrics of a next-item model (generators: of their beam's list),
+    with its ``metrics.json`` as the detail and ``history`` as its training curve."""
+    test, _ = evaluate_model(
+        model, data.test.history, data.test.target, tuple(cfg.eval.ks), cfg.eval.batch_size
+    )
+    detail = read_details(folder, log)
+    detail["test"] = test
+    summary = {k: v for k, v in test.items() if k not in ("n_instances", "oov_targets")}
+    log(f"{folder.name}: test recall@10 {test['recall@10']:.4f}  ndcg@10 {test['ndcg@10']:.4f}")
+    return Evaluation(summary, detail, history)
 
 
 class GenerativeTask(RetrievalTask):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from reelrec.config import ConfigError
+from reelrec.config import check_section
 
 
 @dataclass
@@ -42,12 +42,7 @@ class PreferenceConfig:
         Raises:
             ConfigError: naming the first invalid key.
         """
-        try:
-            check_preference_config(self)
-        except ConfigError:
-            raise
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        check_section(check_preference_config, self)
 
 
 def check_preference_config(cfg: PreferenceConfig) -> None:
