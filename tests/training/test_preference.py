@@ -284,6 +284,11 @@ def test_the_alignment_term_enters_the_loss_by_name(model):
     assert "dpo" in both.parts and "dpo" not in plain.parts
     expect = 2.0 * float(plain.loss) + 0.3 * both.parts["dpo"]
     assert float(both.loss) == pytest.approx(expect, rel=1e-5)
+    with torch.no_grad():  # a batch without pairs still weighs the next-code loss by ntp_weight
+        alone = model.loss(AlignmentBatch(w[:, :-1], w[:, 1:], None, ntp_weight=0.25))
+        none = model.loss(AlignmentBatch(w[:, :-1], w[:, 1:], None, ntp_weight=0.0))
+    assert float(alone.loss) == pytest.approx(0.25 * float(plain.loss), rel=1e-5)
+    assert float(none.loss) == 0.0 and none.parts["ce"] == pytest.approx(float(plain.loss))
 
 
 def test_with_a_fresh_old_policy_the_ratio_is_one_in_training_mode():

@@ -424,12 +424,15 @@ class GenerativeRetriever(
 
         Returns:
             :class:`LossOutput`: mean cross-entropy over code tokens (``ce`` and
-            ``ce_level<j>`` parts); with an alignment term, ``ntp_weight`` times that plus
-            ``weight * alignment loss``, and the term's parts.
+            ``ce_level<j>`` parts); for an ``AlignmentBatch``, ``ntp_weight`` times that, plus
+            ``weight * alignment loss`` and the term's parts when it has a term.
         """
         alignment = batch.alignment if isinstance(batch, AlignmentBatch) else None
-        if alignment is None:  # (a step without pairs/groups trains the next-code loss alone)
-            return self._ntp_loss(batch.inputs, batch.targets)
+        if alignment is None:  # a step without pairs / groups: the next-code loss alone, still
+            out = self._ntp_loss(batch.inputs, batch.targets)  # weighed by ntp_weight
+            if isinstance(batch, AlignmentBatch) and batch.ntp_weight != 1.0:
+                return LossOutput(batch.ntp_weight * out.loss, out.parts)
+            return out
         # the alignment term first: a training forward moves the MoE routing bias, and the
         # policy ratios must compare the network the old policy / reference was copied from
         logp = self.sequence_logp(alignment.history, alignment.codes)
