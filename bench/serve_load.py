@@ -64,7 +64,7 @@ def start(
 ) -> tuple[subprocess.Popen, str]:
     """A ``reelrec serve`` process and its URL, once ``/healthz`` answers."""
     port = free_port()
-    cmd = [sys.executable, "-m", "reelrec"]
+    cmd = [str(Path(sys.executable).with_name("reelrec"))]  # the console script of this venv
     cmd += ["serve", str(run), "--port", str(port), "--db", str(db), "--load-signal", signal]
     cmd += ["--capacity-ms", str(capacity)] + ([] if dcaf else ["--no-dcaf"])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ)

@@ -1,8 +1,9 @@
 """The import direction of STYLE.md holds in every module, lazy imports included:
 data <- content <- tokenizer <- models <- (training, eval) <- tasks <- run <- serving <- cli.
 
-A module may import its own layer and the layers to its left; nothing imports ``cli`` (but the
-``python -m reelrec`` entry point), and ``serving`` and the benchmarks use the library API."""
+A module may import its own layer and the layers to its left; nothing imports ``cli`` (the
+``reelrec`` console script enters it directly), and ``serving`` and the benchmarks use the
+library API."""
 
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ LAYER = {
     "run": 7,
     "serving": 8,
     "cli": 9,
-    "__main__": 10,
 }
 #: modules whose layer differs from their package's: pure functions that import nothing of
 #: reelrec (checked below), usable from every layer

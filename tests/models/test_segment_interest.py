@@ -59,7 +59,7 @@ def test_full_views_have_no_loss_and_no_metric_row_but_stay_in_histories():
     assert not set(full) & set(d.rows(0, skipped_only=True))
     b = d.batch(full)
     scores = torch.randn(len(full), MAX_SEGMENTS, requires_grad=True)
-    loss = intra_video_loss(scores, b["segments"], b["skip"])
+    loss = intra_video_loss(scores, b.segments, b.skip)
     loss.backward()
     assert float(loss.detach()) == 0.0 and scores.grad.abs().sum() == 0
     # a full view is in the next view's history (watched fraction 1, not skipped): the views of
@@ -134,7 +134,7 @@ def test_tiny_models_get_gradients_and_overfit(name):
         "duration-position": lambda: DurationPosition(cfg),
         "mlp": lambda: SegmentMLP(cfg),
     }[name]()
-    b = SegmentBatch.of(d.batch(d.rows(0, skipped_only=True)))
+    b = d.batch(d.rows(0, skipped_only=True))
     out = model.loss(b)
     assert set(out.parts) == {"pairwise"} and out.parts["pairwise"] == float(out.loss.detach())
     out.loss.backward()
@@ -149,11 +149,12 @@ def test_history_is_strictly_earlier_and_padding_invariant():
     assert d.hist_segments[3, -3:].tolist() == d.segments[:3].tolist()
     model = SegmentInterest(d.n_users, d.n_videos, SegmentConfig(dim=8, dropout=0.0)).eval()
     b = d.batch([4, 5])
-    wide = {k: v for k, v in b.items()}
-    for k in ("hist_video", "hist_segments"):
-        wide[k] = torch.cat([torch.zeros(2, 3, dtype=torch.long), b[k]], 1)
-    for k in ("hist_watched", "hist_skipped"):
-        wide[k] = torch.cat([torch.zeros(2, 3), b[k]], 1)
+    wide = b._replace(
+        hist_video=torch.cat([torch.zeros(2, 3, dtype=torch.long), b.hist_video], 1),
+        hist_segments=torch.cat([torch.zeros(2, 3, dtype=torch.long), b.hist_segments], 1),
+        hist_watched=torch.cat([torch.zeros(2, 3), b.hist_watched], 1),
+        hist_skipped=torch.cat([torch.zeros(2, 3), b.hist_skipped], 1),
+    )
     torch.testing.assert_close(model(b), model(wide))
 
 

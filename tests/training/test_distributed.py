@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ctr_fixture import tiny_ctr_data
 
 from reelrec.data.ctr import CTRData, CTRTrainSet
 from reelrec.models.ctr import CTRSchema, RankingConfig
@@ -22,25 +22,7 @@ N_TRAIN = 8  # one global batch: 4 rows per rank
 
 
 def _data() -> CTRData:
-    g = np.random.default_rng(0)
-    n = N_TRAIN + 4
-    sparse = np.stack([g.integers(2, 7, n), g.integers(2, 9, n)], 1)
-    labels = np.stack([sparse[:, 1] % 2, g.integers(0, 2, n)], 1).astype(np.float32)
-    return CTRData(
-        fields=["user_id", "video_id"],
-        vocab=[7, 9],
-        sparse=torch.from_numpy(sparse),
-        sequences=[],
-        seq_target=[],
-        history=torch.zeros((n, 0, 1), dtype=torch.long),
-        bags=[],
-        bag_vocab=[],
-        bag=torch.zeros((n, 0, 1), dtype=torch.long),
-        tasks=["click", "like"],
-        labels=torch.from_numpy(labels),
-        groups=np.zeros(n, dtype=np.int64),
-        split=np.array([0] * N_TRAIN + [1] * 4, dtype=np.int8),
-    )
+    return tiny_ctr_data(N_TRAIN)
 
 
 def _train(out, epochs: int, strategy: str = "ddp", grad_accum: int = 1, mfu: bool = False) -> None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+from ctr_fixture import tiny_ctr_data
 from test_onerec import make_table, tiny  # noqa: E402
 
 from reelrec.data.ctr import CTRData, CTRTrainSet  # noqa: E402
@@ -97,26 +98,7 @@ def test_clamp_warmup_returns_the_config_that_runs_and_fit_refuses_an_unclamped_
 
 
 def _ctr_data(n_train: int = 8) -> CTRData:
-    g = np.random.default_rng(0)
-    n = n_train + 4
-    sparse = np.stack([g.integers(2, 7, n), g.integers(2, 9, n)], 1)
-    labels = np.stack([sparse[:, 1] % 2, g.integers(0, 2, n)], 1).astype(np.float32)
-    labels[1, 1] = np.nan  # a row without a like label
-    return CTRData(
-        fields=["user_id", "video_id"],
-        vocab=[7, 9],
-        sparse=torch.from_numpy(sparse),
-        sequences=[],
-        seq_target=[],
-        history=torch.zeros((n, 0, 1), dtype=torch.long),
-        bags=[],
-        bag_vocab=[],
-        bag=torch.zeros((n, 0, 1), dtype=torch.long),
-        tasks=["click", "like"],
-        labels=torch.from_numpy(labels),
-        groups=np.zeros(n, dtype=np.int64),
-        split=np.array([0] * n_train + [1] * 4, dtype=np.int8),
-    )
+    return tiny_ctr_data(n_train, missing_like=True)
 
 
 def _segment_views() -> pd.DataFrame:

@@ -1,1 +1,1 @@
-"""cli stage of reelrec; see the README file tree."""
+"""cli stage of reelrec; see docs/layout.md."""

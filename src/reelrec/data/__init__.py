@@ -1,1 +1,1 @@
-"""data stage of reelrec; see the README file tree."""
+"""data stage of reelrec; see docs/layout.md."""

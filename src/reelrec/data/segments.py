@@ -25,7 +25,6 @@ Arrays (n views, S_max = 40 segments, H history views):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -70,21 +69,10 @@ class SegmentData:
             ok &= self.skip.numpy() >= 0
         return np.flatnonzero(ok)
 
-    def batch(self, idx) -> dict[str, torch.Tensor]:
-        """The views at ``idx`` as a dict of tensors (keys as the attribute names)."""
+    def batch(self, idx) -> SegmentBatch:
+        """The views at ``idx`` (int64 indices) as a :class:`SegmentBatch`."""
         idx = torch.as_tensor(idx, dtype=torch.long)
-        names = (
-            "user",
-            "video",
-            "segments",
-            "labels",
-            "skip",
-            "hist_video",
-            "hist_segments",
-            "hist_watched",
-            "hist_skipped",
-        )
-        return {k: getattr(self, k)[idx] for k in names}
+        return SegmentBatch(*(getattr(self, k)[idx] for k in SegmentBatch._fields))
 
 
 class SegmentBatch(NamedTuple):
@@ -106,17 +94,6 @@ class SegmentBatch(NamedTuple):
     hist_segments: torch.Tensor
     hist_watched: torch.Tensor
     hist_skipped: torch.Tensor
-
-    @classmethod
-    def of(cls, batch: SegmentBatch | Mapping[str, torch.Tensor]) -> SegmentBatch:
-        """``batch`` itself, or the batch of a :meth:`SegmentData.batch` dict (same keys).
-
-        Raises:
-            KeyError: a field is missing from the dict.
-        """
-        if isinstance(batch, SegmentBatch):
-            return batch
-        return cls(**{name: batch[name] for name in cls._fields})
 
     def to(self, device: torch.device | str) -> SegmentBatch:
         """The batch on ``device``."""
@@ -142,7 +119,7 @@ class SegmentTrainSet:
     def batch(self, idx: torch.Tensor, gen: torch.Generator, device) -> SegmentBatch:
         """The views ``idx`` (int64 row indices) as a :class:`SegmentBatch` on ``device``
         (``gen`` is unused: the skip loss draws nothing)."""
-        return SegmentBatch.of(self.data.batch(idx)).to(device)
+        return self.data.batch(idx).to(device)
 
 
 def skip_position(label: np.ndarray) -> int:

@@ -1,1 +1,1 @@
-"""eval stage of reelrec; see the README file tree."""
+"""eval stage of reelrec; see docs/layout.md."""

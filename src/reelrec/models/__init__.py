@@ -1,1 +1,1 @@
-"""models stage of reelrec; see the README file tree."""
+"""models stage of reelrec; see docs/layout.md."""

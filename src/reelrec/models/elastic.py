@@ -52,7 +52,7 @@ Deviations and interpretations, and why:
       left-padded); outputs are rotated back. Outputs therefore do not depend on the amount of
       left padding, and a position's output does not depend on later items.
 
-Cost, measured (README "Long user histories"; ``bench/long_sequence.py``): on one H200, the
+Cost, measured (docs/results.md "Long user histories"; ``bench/long_sequence.py``): on one H200, the
 saving in memory grows with L (87% in training at L = 8,192); time per step is below
 SASRec's only from L = 8,192, because at short L the many small kernels, not the arithmetic,
 set the time.

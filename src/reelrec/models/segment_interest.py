@@ -155,7 +155,7 @@ class SkipLoss(Trainable[SegmentBatch]):
             ValueError: as :func:`intra_video_loss`.
         """
         cfg = self.cfg
-        b = SegmentBatch.of(batch)
+        b = batch
         scores = self(b)  # type: ignore[operator]
         loss = intra_video_loss(scores, b.segments, b.skip, cfg.loss, cfg.margin, cfg.pairs)
         return LossOutput(loss, {cfg.loss: float(loss.detach())})
@@ -201,8 +201,8 @@ class SegmentInterest(nn.Module, SkipLoss):
         return tokens, mask
 
     def forward(self, batch: SegmentBatch) -> torch.Tensor:
-        """:class:`~reelrec.data.segments.SegmentBatch` (or its dict) -> float (B, S_max)."""
-        b = SegmentBatch.of(batch)
+        """:class:`~reelrec.data.segments.SegmentBatch` -> float (B, S_max)."""
+        b = batch
         seg = b.segments
         x = (
             self.position.weight[None, :, :]
@@ -245,8 +245,8 @@ class PositionPrior(nn.Module):
         return self
 
     def forward(self, batch: SegmentBatch) -> torch.Tensor:
-        """:class:`~reelrec.data.segments.SegmentBatch` (or its dict) -> float (B, S_max)."""
-        by_length = self.counts[SegmentBatch.of(batch).segments]
+        """:class:`~reelrec.data.segments.SegmentBatch` -> float (B, S_max)."""
+        by_length = self.counts[batch.segments]
         overall = self.counts.sum(0)[None, :].expand_as(by_length)
         seen = by_length.sum(1, keepdim=True) > 0
         return -torch.where(seen, by_length, overall)  # more skips = less interest
@@ -267,8 +267,8 @@ class DurationPosition(nn.Module, SkipLoss):
             nn.init.zeros_(e.weight)
 
     def forward(self, batch: SegmentBatch) -> torch.Tensor:
-        """:class:`~reelrec.data.segments.SegmentBatch` (or its dict) -> float (B, S_max)."""
-        seg = SegmentBatch.of(batch).segments[:, None]
+        """:class:`~reelrec.data.segments.SegmentBatch` -> float (B, S_max)."""
+        seg = batch.segments[:, None]
         pos = torch.arange(MAX_SEGMENTS, device=seg.device)[None, :]
         rel = torch.clamp(pos * 10 // seg.clamp_min(1), max=9)
         cell = (seg * MAX_SEGMENTS + pos).clamp(max=self.table.num_embeddings - 1)
@@ -291,7 +291,7 @@ class SegmentMLP(nn.Module, SkipLoss):
 
     def features(self, batch: SegmentBatch) -> torch.Tensor:
         """(B, S_max, 6) float features."""
-        b = SegmentBatch.of(batch)
+        b = batch
         seg = b.segments[:, None].float()
         pos = torch.arange(MAX_SEGMENTS, device=seg.device)[None, :].float()
         real = (b.hist_segments > 0).float()
@@ -312,7 +312,7 @@ class SegmentMLP(nn.Module, SkipLoss):
         )
 
     def forward(self, batch: SegmentBatch) -> torch.Tensor:
-        """:class:`~reelrec.data.segments.SegmentBatch` (or its dict) -> float (B, S_max)."""
+        """:class:`~reelrec.data.segments.SegmentBatch` -> float (B, S_max)."""
         return self.net(self.features(batch)).squeeze(-1)
 
 

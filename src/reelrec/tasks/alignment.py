@@ -76,15 +76,8 @@ class AlignmentTask(Task):
             RunError: it is missing or not a semantic-ID generator.
         """
         from reelrec.tasks.registry import MODELS
-        from reelrec.tasks.trained import saved_config
 
-        try:
-            sft = saved_config(run, cfg.preference.init)
-        except RunError as exc:
-            raise RunError(
-                f"{exc} (preference.init={cfg.preference.init!r}: the generator to align; "
-                f"train one first, e.g. `reelrec train onerec --run {run.path}`)"
-            ) from None
+        sft = _input_config(run, "init", cfg.preference.init, "the generator to align", "onerec")
         if not isinstance(MODELS[sft.model].task, GenerativeTask):
             again = (
                 " (an aligned model is not aligned again)" if sft.model in ("ipa", "ecpo") else ""
@@ -130,16 +123,10 @@ class AlignmentTask(Task):
                 trained P-Score head.
         """
         from reelrec.data.ctr import RequestFeatures
-        from reelrec.tasks.trained import load_trained, saved_config
+        from reelrec.tasks.trained import load_trained
         from reelrec.training.preference import RewardFn
 
-        try:
-            rcfg = saved_config(run, cfg.preference.reward)
-        except RunError as exc:
-            raise RunError(
-                f"{exc} (preference.reward={cfg.preference.reward!r}: the reward model; train "
-                f"one first with `reelrec train pscore --run {run.path}`)"
-            ) from None
+        rcfg = _input_config(run, "reward", cfg.preference.reward, "the reward model", "pscore")
         if rcfg.model != "pscore":
             raise RunError(
                 f"preference.reward={cfg.preference.reward!r} is a {rcfg.model!r} model; the "
@@ -254,3 +241,20 @@ def sft_task(sft: ExperimentConfig) -> Task:
     from reelrec.tasks.registry import MODELS
 
     return MODELS[sft.model].task
+
+
+def _input_config(run: RunFolder, key: str, name: str, role: str, preset: str) -> ExperimentConfig:
+    """The saved config of a model an alignment run reads (``preference.<key>`` = ``name``).
+
+    Raises:
+        RunError: it is missing or unreadable; says which key names it and how to train one.
+    """
+    from reelrec.tasks.trained import saved_config
+
+    try:
+        return saved_config(run, name)
+    except RunError as exc:
+        raise RunError(
+            f"{exc} (preference.{key}={name!r}: {role}; train one first, e.g. "
+            f"`reelrec train {preset} --run {run.path}`)"
+        ) from None

@@ -1,1 +1,1 @@
-"""training stage of reelrec; see the README file tree."""
+"""training stage of reelrec; see docs/layout.md."""
