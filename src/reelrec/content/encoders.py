@@ -1,6 +1,6 @@
 """Item content encoders: text -> ``(N, D)`` float32, L2-normalised, cached by content hash.
 
-Encoders (the CLI maps names to classes in :data:`reelrec.cli.encode.ENCODERS`):
+Encoders (the encode stage maps names to classes in :data:`reelrec.content.stage.ENCODERS`):
 
 * :class:`E5SmallEncoder` (``e5-small``, the CPU default): ``intfloat/multilingual-e5-small``
   (Wang et al., "Multilingual E5 Text Embeddings", arXiv 2402.05672; 12 layers, 384-d,
