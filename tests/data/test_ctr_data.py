@@ -92,6 +92,84 @@ def test_kuairand_samples_fit_vocabularies_on_train_and_use_only_the_past():
     assert np.isnan(d.labels[1, d.tasks.index("watch_ratio")].item())
 
 
+def _tiny_pure() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The tiny log with KuaiRand-Pure's extra columns: a scenario and a video table."""
+    inter, users = _tiny_kuairand()
+    inter["tab"] = [1, 1, 4, 1, 2]
+    items = pd.DataFrame(
+        {
+            "item_id": [100, 101, 102, 103],
+            "duration_ms": [12000.0, np.nan, 4000.0, 400000.0],
+            "author_id": ["a", "b", "a", "c"],
+            "music_id": ["m1", None, "m2", "m3"],
+            "music_type": ["9", "9", "4", None],
+            "video_type": ["NORMAL"] * 4,
+            "upload_type": ["Web", "Kmovie", "Web", "Web"],
+            "tags": [[39, 2], [], [2], [7]],
+        }
+    )
+    return inter, users, items
+
+
+def test_pure_features_hold_video_fields_and_no_statistic_column(data_root):
+    """The feature list of the real KuaiRand-Pure samples: video basic fields and the scenario,
+    never one of the 51 month-aggregate statistic columns of the video table."""
+    from reelrec.data import sources
+    from reelrec.data.prepare import prepare
+    from reelrec.data.splits import get_protocol
+
+    raw = sources.load("kuairand-pure", data_root)
+    statistic = raw.notes["video_columns_not_read"]
+    prep = prepare(raw, get_protocol("kuairand-pure-temporal"), "kuairand-pure")
+    cfg = FeatureConfig(max_history=5, history_labels=["click", "long_view"])
+    d = kuairand_ctr(prep.interactions, prep.users, cfg, ["click"], items=prep.items)
+    names = [*d.fields, *d.sequences, *d.bags]
+    assert len(statistic) == 51
+    # video fields are named video_<column>; user_follow_user_num is the user table's own
+    # column (how many accounts the user follows), not the video statistic of that name
+    for col in statistic:
+        assert col not in names and f"video_{col}" not in names, col
+    for f in ("video_author_id", "video_music_id", "video_tag", "tab", "video_views"):
+        assert f in d.fields
+    assert d.bags == ["video_tags"]
+
+
+def test_pure_item_fields_scenario_and_tag_bag():
+    inter, users, items = _tiny_pure()
+    d = kuairand_ctr(inter, users, FeatureConfig(max_history=3), items=items)
+    f = d.fields.index
+    assert d.sparse[:, f("video_author_id")].tolist() == [2, 3, 2, 2, 1]  # c: not in train
+    assert d.sparse[:, f("video_music_id")].tolist()[1] == 1  # missing: unknown
+    assert d.sparse[:, f("video_tag")].tolist() == [2, 1, 3, 2, 1]  # first tag; none: unknown
+    assert d.sparse[:, f("tab")].tolist() == [2, 2, 3, 2, 1]  # tab 2: test only, unknown
+    # tags bag: train vocabulary 39 -> 1, 2 -> 2; tag 7 (test only) -> 0 (absent)
+    assert d.bag[:, 0].tolist() == [[1, 2], [0, 0], [2, 0], [1, 2], [0, 0]]
+    off = kuairand_ctr(
+        inter, users, FeatureConfig(item_features=False, scenario=False), items=items
+    )
+    item_fields = [n for n in off.fields if n.startswith("video_") and n != "video_id"]
+    assert all(n.endswith(("_rate", "_views")) for n in item_fields)  # counters only
+    assert "tab" not in off.fields and off.bags == []
+
+
+@pytest.mark.parametrize("row", [0, 2, 3])
+def test_a_rows_own_labels_never_reach_its_features(row):
+    """Flip every label of one row: that row's features (counters, history, all fields) stay
+    the same; only later rows may change."""
+    inter, users, items = _tiny_pure()
+    cfg = FeatureConfig(max_history=3, history_labels=["click", "long_view"])
+    a = kuairand_ctr(inter, users, cfg, items=items)
+    flipped = inter.copy()
+    for col in ("click", "long_view", "like", "follow", "comment", "forward"):
+        flipped.loc[row, col] = 1 - flipped.loc[row, col]
+    b = kuairand_ctr(flipped, users, cfg, items=items)
+    assert a.sparse[row].tolist() == b.sparse[row].tolist()
+    assert a.history[row].tolist() == b.history[row].tolist()
+    assert a.bag[row].tolist() == b.bag[row].tolist()
+    earlier = inter["timestamp_ms"] <= inter.loc[row, "timestamp_ms"]
+    assert a.sparse[earlier.to_numpy()].tolist() == b.sparse[earlier.to_numpy()].tolist()
+
+
 def test_missing_semantic_ids_name_the_command(tmp_path):
     inter, users = _tiny_kuairand()
     with pytest.raises(FileNotFoundError, match="reelrec tokenize"):

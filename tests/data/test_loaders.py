@@ -20,6 +20,7 @@ from reelrec.data.segmm import load_segmm, parse_label_array
 # (dataset, rows, users, items) from each folder's SOURCE.md
 REAL = [
     ("kuairand", 35716, 663, 7942),
+    ("kuairand-pure", 185061, 24448, 6153),
     ("amazon-beauty", 198502, 22363, 12101),
     ("amazon-sports", 296337, 35598, 18357),
     ("amazon-toys", 167597, 19412, 11924),
@@ -54,6 +55,46 @@ def test_kuairand_columns_and_missing_duration(data_root):
     assert inter["like"].sum() == 29049
     # users joined with the KuaiRand user-features table
     assert "user_active_degree" in raw.users.columns and len(raw.users) == 663
+
+
+def test_kuairand_pure_columns_videos_and_no_statistic_column(data_root):
+    from reelrec.data.kuairand import PURE_VIDEO_BASIC
+
+    raw = sources.load("kuairand-pure", data_root)
+    inter, items = raw.interactions, raw.items
+    for col in ("click", "long_view", "like", "follow", "comment", "forward", "hate"):
+        assert inter[col].dtype == np.int8 and set(inter[col].unique()) <= {0, 1}
+    assert sorted(inter["date"].unique()) == list(range(20220425, 20220431)) + list(
+        range(20220501, 20220506)
+    )
+    assert inter["tab"].between(0, 14).all() and "is_rand" not in inter.columns
+    # SOURCE.md: 7,583 pool videos, 12 basic + 51 statistic columns; only basic ones are read
+    assert len(items) == 7583 and len(raw.notes["video_columns_not_read"]) == 51
+    kept = set(items.columns) - {"item_id", "tags", "duration_ms"}
+    assert kept <= set(PURE_VIDEO_BASIC)
+    assert not kept & set(raw.notes["video_columns_not_read"])
+    assert items.loc[items["item_id"] == 0, "tags"].item() == [39]
+    assert raw.notes["videos_without_tags"] == 96
+    assert inter.loc[inter["duration_ms"].isna(), "watch_ratio"].isna().all()
+    assert raw.users["user_id"].nunique() == 24448 and raw.notes["users_without_features"] == 0
+
+
+def test_kuairand_pure_prepare_collapses_duplicates_and_splits_by_day(data_root):
+    from reelrec.data.prepare import prepare
+    from reelrec.data.splits import get_protocol
+
+    raw = sources.load("kuairand-pure", data_root)
+    exact = int(raw.interactions.duplicated().sum())
+    prep = prepare(raw, get_protocol("kuairand-pure-temporal"), "kuairand-pure")
+    r = prep.report
+    # 4,677 exact copies of another row, plus 359 rows equal in user, video, time and every
+    # label but not in watch time or scenario: both collapsed to the first (the same event)
+    assert exact == 4677 and r["duplicate_events_removed"] == 5036
+    assert r["rows_per_split"] == {"train": 149734, "valid": 17200, "test": 13091}
+    day = prep.interactions.groupby("split")["date"].agg(["min", "max"])
+    assert day.loc[0].tolist() == [20220425, 20220503]
+    assert day.loc[1].tolist() == [20220504, 20220504]
+    assert day.loc[2].tolist() == [20220505, 20220505]
 
 
 def test_amazon_titles_joined_where_mapped(data_root):

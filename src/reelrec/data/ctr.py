@@ -37,6 +37,9 @@ PAD, UNKNOWN = 0, 1
 #: binary feedback tasks of KuaiRand and the regression task
 KUAIRAND_TASKS = ("click", "long_view", "like", "follow", "comment", "forward", "watch_ratio")
 REGRESSION_TASKS = ("watch_ratio",)
+#: basic video columns of the items table that become sparse fields (``video_<name>``) when
+#: present (kuairand-pure); the video statistic columns are never read (data/kuairand.py)
+STATIC_ITEM_FIELDS = ("author_id", "music_id", "music_type", "video_type", "upload_type")
 #: duration buckets (seconds): short-video lengths are spread over 5 s .. 5 min
 DURATION_EDGES_S = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
 
@@ -56,6 +59,10 @@ class FeatureConfig:
     # the target's and the history's semantic-ID codes become features; "" = off
     vq_codes: str = ""  # run sub-folder with vq_codes.parquet (e.g. "tokenizer-vq"): the
     # target's QARM VQ codes become a bag feature; "" = off
+    item_features: bool = True  # the video's basic content fields where the items table has
+    # them (kuairand-pure: author, music, music/video/upload type, first tag, and all tags as a
+    # bag); never a video statistic column
+    scenario: bool = True  # the impression's scenario (``tab``) where the log has it
 
     def validate(self, section: str = "features") -> None:
         """Check every value against its documented range.
@@ -336,11 +343,18 @@ def kuairand_ctr(
     tasks: Sequence[str] = KUAIRAND_TASKS,
     run_dir: Path | None = None,
     watch_ratio_clip: float = 3.0,
+    items: pd.DataFrame | None = None,
+    source: str = "kuairand",
 ) -> CTRData:
-    """Ranking samples from a prepared KuaiRand run (``RUN/data``), one per impression.
+    """Ranking samples from a prepared KuaiRand or KuaiRand-Pure run (``RUN/data``), one per
+    impression.
 
     Fields: ``user_id``, ``video_id``, ``hour`` (from ``hourmin``, Beijing time), ``duration``
-    (bucket of ``duration_ms``), the user-table profile fields (``cfg.user_profile``), real-time
+    (bucket of ``duration_ms``), the video's basic fields where ``items`` has them
+    (``cfg.item_features``: ``video_author_id``, ``video_music_id``, ``video_music_type``,
+    ``video_type``, ``video_upload_type``, ``video_tag`` = the first tag, and the bag
+    ``video_tags``), the scenario ``tab`` where the log has it (``cfg.scenario``), the
+    user-table profile fields (``cfg.user_profile``), real-time
     counters (``cfg.counters``: the video's and the user's earlier impressions, click, long_view
     and like rates; rows strictly earlier in time, of any split: the DESIGN.md protocol lets a
     row see every earlier row), semantic-ID codes ``sid_1..`` (``cfg.semantic_ids``). Sequences:
@@ -354,6 +368,7 @@ def kuairand_ctr(
         cfg: feature settings. tasks: label columns (``watch_ratio`` clipped at
             ``watch_ratio_clip``, NaN where the duration is unknown).
         run_dir: the run folder that holds ``cfg.semantic_ids`` / ``cfg.vq_codes``.
+        items: prepared items table (``None``: no video fields). source: recorded in the data.
 
     Raises:
         FileNotFoundError: a code folder named in ``cfg`` has no codes (says which command).
@@ -385,6 +400,22 @@ def kuairand_ctr(
     names.append("duration")
     cols.append(np.where(dur_bucket < 0, UNKNOWN, dur_bucket + 2).astype(np.int64))
     vocab.append(len(DURATION_EDGES_S) + 3)
+    item_table = items.set_index("item_id") if items is not None else pd.DataFrame()
+    vid_series = pd.Series(vid)
+    if cfg.item_features:
+        for col in STATIC_ITEM_FIELDS:
+            if col in item_table.columns:
+                raw = vid_series.map(item_table[col]).astype(object).to_numpy()
+                add(
+                    col if col.startswith("video_") else f"video_{col}",
+                    raw,
+                    min_count=cfg.min_count,
+                )
+        if "tags" in item_table.columns:
+            first = item_table["tags"].map(lambda t: t[0] if len(t) else None)
+            add("video_tag", vid_series.map(first).astype(object).to_numpy())
+    if cfg.scenario and "tab" in inter.columns:
+        add("tab", inter["tab"].to_numpy(dtype=np.int64))
     if cfg.user_profile:
         prof = users.set_index("user_id")
         for col in [c for c in users.columns if c != "user_id"]:
@@ -430,7 +461,21 @@ def kuairand_ctr(
 
     bags: list[str] = []
     bag_vocab: list[int] = []
-    bag = np.zeros((len(inter), 0, 1), dtype=np.int64)
+    bag_rows: list[np.ndarray] = []
+    if "tags" in item_table.columns and cfg.item_features:
+        tag_lists = vid_series.map(item_table["tags"])
+        width = max((len(t) for t in item_table["tags"]), default=1) or 1
+        flat_train = [
+            t for ts, tr in zip(tag_lists, train, strict=True) if tr and ts is not None for t in ts
+        ]
+        tag_vocab = {t: j + 1 for j, t in enumerate(dict.fromkeys(flat_train))}
+        rows = np.zeros((len(inter), width), dtype=np.int64)
+        for i, ts in enumerate(tag_lists):
+            if ts is not None and len(ts):
+                rows[i, : len(ts)] = [tag_vocab.get(int(t), 0) for t in ts]
+        bags.append("video_tags")
+        bag_vocab.append(len(tag_vocab) + 1)
+        bag_rows.append(rows)
     if cfg.vq_codes:
         path = Path(run_dir or ".") / cfg.vq_codes / "vq_codes.parquet"
         if not path.exists():
@@ -446,8 +491,13 @@ def kuairand_ctr(
         for j, codes in enumerate(vq["vq_codes"]):
             table[j + 1, : len(codes)] = [code_vocab.get(int(c), 0) for c in codes]
         row = np.array([code_vocab.get(int(v), 0) for v in vid], dtype=np.int64)
-        bag = table[row][:, None, :]
-        bags, bag_vocab = ["vq_codes"], [len(vq) + 1]
+        bags.append("vq_codes")
+        bag_vocab.append(len(vq) + 1)
+        bag_rows.append(table[row])
+    width = max((b.shape[1] for b in bag_rows), default=1)
+    bag = np.zeros((len(inter), len(bag_rows), width), dtype=np.int64)
+    for j, b in enumerate(bag_rows):
+        bag[:, j, : b.shape[1]] = b
 
     data = CTRData(
         fields=names,
@@ -463,7 +513,7 @@ def kuairand_ctr(
         labels=_label_matrix(inter, tasks, watch_ratio_clip),
         groups=uid,
         split=inter["split"].to_numpy(dtype=np.int8),
-        source="kuairand",
+        source=source,
     )
     data.check()
     return data
@@ -642,7 +692,10 @@ class RequestFeatures:
         ]
         self.user_cols = [j for j in self.user_cols if not _is_counter(fields[j])]
         self.item_cols = [
-            j for j, f in enumerate(fields) if f in ("video_id", "duration") or f.startswith("sid_")
+            j
+            for j, f in enumerate(fields)
+            if (f in ("video_id", "duration") or f.startswith(("sid_", "video_")))
+            and not _is_counter(f)
         ]
         self.hour_col = fields.index("hour")
 

@@ -77,6 +77,12 @@ def _kuairand(root: Path) -> RawTables:
     return load_kuairand(root / "kuairand-27k-likehate-kcore15", root / "kuairand-pure-features")
 
 
+def _kuairand_pure(root: Path) -> RawTables:
+    from reelrec.data.kuairand import load_kuairand_pure
+
+    return load_kuairand_pure(root / "kuairand-pure-standard-late", root / "kuairand-pure-features")
+
+
 def _amazon(name: str) -> Callable[[Path], RawTables]:
     def load(root: Path) -> RawTables:
         from reelrec.data.amazon import AMAZON, load_amazon
@@ -152,6 +158,19 @@ DATASETS: dict[str, DatasetSpec] = {
                 "processed_standard_kcore_15.csv",
             ),
         ),
+        extra_folders=("kuairand-pure-features",),
+    ),
+    "kuairand-pure": DatasetSpec(
+        name="kuairand-pure",
+        folder="kuairand-pure-standard-late",
+        loader=_kuairand_pure,
+        protocol="kuairand-pure-temporal",
+        homepage="https://kuairand.com (KuaiRand-Pure: log_standard_4_22_to_5_08_pure.csv and "
+        "video_features_basic_pure.csv / video_features_statistic_pure.csv of the official "
+        "KuaiRand-Pure zip; the 2022-04-25..05-05 rows as repackaged by "
+        "github.com/wmyh-0416/kuairand-short-video-recommender)",
+        # the official zip (https://zenodo.org/records/10439422) holds the whole 04-08..05-08 log
+        # under other file names; no single file of it is the folder above, so none is pinned
         extra_folders=("kuairand-pure-features",),
     ),
     "amazon-beauty": DatasetSpec(

@@ -73,6 +73,18 @@ PROTOCOLS: dict[str, Protocol] = {
         description="KuaiRand by Beijing day: train 20220408..20220416, valid 20220417, "
         "test 20220418; targets are liked videos, full ranking over all train items",
     ),
+    "kuairand-pure-temporal": Protocol(
+        name="kuairand-pure-temporal",
+        kind="temporal",
+        positive="click",
+        day_column="date",
+        valid_from=20220504,
+        test_from=20220505,
+        test_until=20220505,
+        description="KuaiRand-Pure impressions by Beijing day: train 20220425..20220503, valid "
+        "20220504, test 20220505 (the split of the FuxiCTR runs in shared/PEERS.md); retrieval "
+        "targets are clicked videos",
+    ),
 }
 
 

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from reelrec.tasks.registry import ExperimentConfig
 
 
+#: datasets with logged impressions and feedback labels (the rankers' data)
+RANKING_DATASETS = ("kuairand", "kuairand-pure")
+
+
 def trained_tasks(cfg: ExperimentConfig) -> list[str]:
     """The tasks with a loss weight > 0 (their AUC/GAUC form the mean metrics)."""
     w = cfg.ranking.task_weights or [1.0] * len(cfg.ranking.tasks)
@@ -44,9 +48,9 @@ class RankingTask(Task):
     def validate(self, cfg: ExperimentConfig) -> None:
         r = cfg.ranking
         check(
-            cfg.data.dataset == "kuairand",
+            cfg.data.dataset in RANKING_DATASETS,
             "data.dataset",
-            "kuairand for the ranking models (the other datasets of `reelrec datasets` have no "
+            f"one of {', '.join(RANKING_DATASETS)} for the ranking models (the other datasets of `reelrec datasets` have no "
             "logged impressions with feedback labels; bench/ranking.py also runs the Taobao, "
             "Criteo and Avazu samples)",
             cfg.data.dataset,
@@ -81,6 +85,8 @@ class RankingTask(Task):
                 cfg.ranking.tasks,
                 run.path,
                 cfg.ranking.watch_ratio_clip,
+                run.prep.items,
+                cfg.data.dataset,
             ),
         )
 
