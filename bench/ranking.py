@@ -22,6 +22,19 @@ the binary tasks, patience 3) and is tested on the test day's 2,220 impressions:
   multi-task DeepFM with early stopping on the validation like AUC (is the single-task gap on
   like the tasks or the stopping metric?).
 
+KuaiRand-Pure (``--dataset kuairand-pure``; protocol ``kuairand-pure-temporal``: train 04-25..05-03,
+valid 05-04, test 05-05, the split of the FuxiCTR runs in shared/PEERS.md): 149,734 training
+impressions, 13,091 test impressions of 7,517 users. Every variant uses the behaviour sequence of
+the user's last 50 clicked or long-viewed videos (strictly earlier rows), the video's basic fields,
+tags and scenario. Variants (``PURE_VARIANTS``): ``deepfm``, ``din``, ``can`` multi-task over the 7
+tasks; ``*-single-task`` one model per task (click, long_view, like); ``mmoe`` and ``ple``
+(embedding concatenation into MMoE / PLE experts, as FuxiCTR's); ``can-ple`` (CAN's
+representation into PLE); CAN ablations ``can-order1``, ``can-shared`` (no order / combination
+independence), ``can-no-counters``, ``can-sid`` (content semantic-ID codes of the target and the
+history, from the videos' tags and categorical fields: ``reelrec encode --encoder metadata`` then
+plain residual k-means), ``can-qarm`` (QARM VQ codes of the QARM-aligned content embeddings).
+Model-free references (smoothed per-video and per-user training rates) are scored beside them.
+
 Every variant runs with each of ``--seeds`` (default 2024, 1, 2); ``ranking.json`` holds the
 mean, the std and the per-seed values.
 
@@ -85,6 +98,30 @@ VARIANTS = {
     "can-sid": ("can", [*NO_COUNTERS, *SID]),
     "can-sid-vq": ("can", [*NO_COUNTERS, *SID, "--features.vq_codes=tokenizer-vq"]),
 }
+#: what every KuaiRand-Pure variant shares: the dataset and histories of clicked / long-viewed
+#: videos (the peers' history is the last 50 clicked videos of earlier days)
+PURE = ["--data.dataset=kuairand-pure", "--features.history_labels=[click,long_view]"]
+PURE_SID = [
+    "--features.semantic_ids=tokenizer-content",
+    "--can.pairs=[video_id:hist_video,duration:hist_video,sid_1:hist_sid_1,sid_2:hist_sid_2]",
+]
+#: label -> (preset, overrides) on kuairand-pure
+PURE_VARIANTS = {
+    "deepfm": ("deepfm", []),
+    "deepfm-single-task": ("deepfm", []),
+    "mmoe": ("mmoe", []),
+    "ple": ("ple", []),
+    "din": ("din", []),
+    "din-single-task": ("din", []),
+    "can": ("can", []),
+    "can-single-task": ("can", []),
+    "can-ple": ("can", ["--ranking.multitask=ple"]),
+    "can-order1": ("can", ["--can.orders=1"]),
+    "can-shared": ("can", ["--can.order_independent=false", "--can.pair_independent=false"]),
+    "can-no-counters": ("can", NO_COUNTERS),
+    "can-sid": ("can", PURE_SID),
+    "can-qarm": ("can", ["--features.vq_codes=tokenizer-qarm"]),
+}
 #: the tasks of the single-task rows (shared/PEERS.md trains one model per task)
 SINGLE_TASK = ["like", "long_view", "click"]
 SMOKE_PAIRS = {
@@ -135,16 +172,72 @@ def aggregate(runs: list[dict]) -> dict:
     return out
 
 
+def ensure_content_codes(run: Path) -> None:
+    """KuaiRand-Pure content codes: metadata embeddings (tags, categorical fields), semantic IDs
+    by plain residual k-means (identical metadata -> identical codes) in RUN/tokenizer-content,
+    and QARM VQ codes of the aligned embeddings in RUN/tokenizer-qarm."""
+    if not (run / "data" / "interactions.parquet").exists():
+        Run.prepare(run, "kuairand-pure")
+    r = Run(run)
+    if not (run / "content" / "item_embeddings.npy").exists():
+        r.encode("metadata")
+    if not (run / "tokenizer-content" / "semantic_ids.parquet").exists():
+        r.tokenize(
+            "rq-kmeans",
+            run / "tokenizer-content",
+            ["--tokenizer.embeddings=raw", "--tokenizer.levels=2", "--tokenizer.codebook_size=32"],
+        )
+    if not (run / "tokenizer-qarm" / "vq_codes.parquet").exists():
+        if not (run / "content" / "aligned_embeddings.npy").exists():
+            r.align()
+        r.tokenize("vq", run / "tokenizer-qarm", ["--tokenizer.embeddings=aligned"])
+
+
+def model_free(run: Path) -> dict:
+    """Smoothed training-split rates as scores of the test day: per video (click, long_view,
+    like) and per user (like), each ``(hits + m * global rate) / (count + m)`` with m = 10."""
+    from reelrec.data.prepare import load_prepared
+    from reelrec.eval.ctr import task_metrics
+
+    inter = load_prepared(run).interactions
+    train, test = inter[inter["split"] == 0], inter[inter["split"] == 2]
+    out = {}
+    for key, label in (("item_id", "click"), ("item_id", "long_view"), ("user_id", "like")):
+        g = train.groupby(key)[label].agg(["sum", "count"])
+        prior = float(train[label].mean())
+        rate = (g["sum"] + 10 * prior) / (g["count"] + 10)
+        p = test[key].map(rate).fillna(prior).to_numpy(dtype=np.float64)
+        y = test[label].to_numpy(dtype=np.float64)
+        m = task_metrics([label], [True], y[:, None], p[:, None], test["user_id"].to_numpy())
+        who = "video" if key == "item_id" else "user"
+        out[f"per-{who} {label} rate"] = {
+            label: {k: round(m[label][k], 4) for k in ("auc", "gauc", "logloss")}
+        }
+    return out
+
+
 def run_kuairand(
-    out: Path, labels: list[str], seeds: list[int], extra: list[str], results: dict, speed: dict
+    out: Path,
+    labels: list[str],
+    seeds: list[int],
+    extra: list[str],
+    results: dict,
+    speed: dict,
+    dataset: str = "kuairand",
 ) -> None:
-    run = out / "kuairand"
-    ensure_semantic_ids(run, "kuairand", "tokenizer")
-    ensure_vq(run)
+    run = out / dataset
+    if dataset == "kuairand":
+        ensure_semantic_ids(run, "kuairand", "tokenizer")
+        ensure_vq(run)
+        variants, common = VARIANTS, []
+    else:
+        ensure_content_codes(run)
+        variants, common = PURE_VARIANTS, PURE
+        results.setdefault(dataset, {}).update(model_free(run))
     for label in labels:
-        preset, overrides = VARIANTS[label]
+        preset, overrides = variants[label]
         tasks = SINGLE_TASK if label.endswith("-single-task") else [None]
-        per_seed, rates, epochs = [], [], []
+        per_seed, rates, epochs, runs_, per_epoch = [], [], [], [], []
         for seed in seeds:
             merged: dict = {}
             for task in tasks:
@@ -153,6 +246,7 @@ def run_kuairand(
                 cfg = resolve_config(
                     preset,
                     [
+                        *common,
                         *overrides,
                         *task_args,
                         f"--name={name}",
@@ -165,19 +259,24 @@ def run_kuairand(
                 merged.update(per_task(m["test"]))
                 rates.append(m["train_samples_per_s"])
                 epochs.append(m["best_epoch"])
+                runs_.append(m["epochs_run"])
+                per_epoch.append(m["train_seconds"] / max(m["epochs_run"], 1))
             per_seed.append(merged)
-        results.setdefault("kuairand", {})[label] = aggregate(per_seed)
+        results.setdefault(dataset, {})[label] = aggregate(per_seed)
         trained = Run(run).trained(name)
         model, data = trained.model, trained.data
-        speed.setdefault("kuairand", {})[label] = {
+        flag = "" if dataset == "kuairand" else f" --dataset {dataset}"
+        speed.setdefault(dataset, {})[label] = {
             "train_samples_per_s": round(float(np.median(rates)), 1),
+            "seconds_per_epoch": round(float(np.median(per_epoch)), 2),
             "score_ms_per_1000": round(latency_ms(model, data, data.rows(2)), 2),
             "parameters": m["parameters"],
             "best_epochs": epochs,
+            "epochs_run": runs_,
             "seeds": seeds,
-            "command": f"python bench/ranking.py --only {label}",
+            "command": f"python bench/ranking.py{flag} --only {label}",
         }
-        save(results, speed)
+        save(results, speed, {dataset: [label]})
 
 
 def run_smoke(out: Path, results: dict, speed: dict) -> None:
@@ -226,9 +325,23 @@ def run_smoke(out: Path, results: dict, speed: dict) -> None:
             save(results, speed)
 
 
-def save(results: dict, speed: dict) -> None:
-    atomic_write_json(RESULTS / "ranking.json", results)
-    atomic_write_json(RESULTS / "ranking_speed.json", speed)
+def save(results: dict, speed: dict, only: dict[str, list[str]] | None = None) -> None:
+    """Write both result files. With ``only`` (``{dataset: [label]}``), merge just those rows
+    (and the dataset's model-free references) into what is on disk, so that two bench processes
+    on different variants never drop each other's rows."""
+    if only is None:
+        atomic_write_json(RESULTS / "ranking.json", results)
+        atomic_write_json(RESULTS / "ranking_speed.json", speed)
+        return
+    for name, mine in (("ranking.json", results), ("ranking_speed.json", speed)):
+        path = RESULTS / name
+        disk = json.loads(path.read_text()) if path.exists() else {}
+        for dataset, labels in only.items():
+            rows = disk.setdefault(dataset, {})
+            for key, value in mine.get(dataset, {}).items():
+                if key in labels or key.startswith("per-"):
+                    rows[key] = value
+        atomic_write_json(path, disk)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,7 +352,18 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Extra --section.key=value arguments override every KuaiRand variant's preset.",
     )
     p.add_argument("--out", type=Path, default=Path("runs/bench-ranking"), help="run folders")
-    p.add_argument("--only", nargs="+", choices=list(VARIANTS), help="KuaiRand variants to run")
+    p.add_argument(
+        "--dataset",
+        choices=["kuairand", "kuairand-pure"],
+        default="kuairand",
+        help="kuairand (the like/hate slice) or kuairand-pure (the impression log)",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted({*VARIANTS, *PURE_VARIANTS}),
+        help="variants to run (default: every variant of --dataset)",
+    )
     p.add_argument("--skip-smoke", action="store_true", help="no Taobao/Criteo/Avazu runs")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seeds", type=int, nargs="+", default=[2024, 1, 2], help="train.seed values")
@@ -255,14 +379,20 @@ def main(argv: list[str] | None = None) -> int:
         if (RESULTS / "ranking_speed.json").exists()
         else {}
     )
-    run_kuairand(args.out, args.only or list(VARIANTS), args.seeds, extra, results, speed)
-    if not args.skip_smoke and not args.only:
+    variants = VARIANTS if args.dataset == "kuairand" else PURE_VARIANTS
+    unknown = [v for v in args.only or [] if v not in variants]
+    if unknown:
+        p.error(f"--only {' '.join(unknown)}: not a variant of {args.dataset}")
+    run_kuairand(
+        args.out, args.only or list(variants), args.seeds, extra, results, speed, args.dataset
+    )
+    if not args.skip_smoke and not args.only and args.dataset == "kuairand":
         run_smoke(args.out, results, speed)
     print("\n| dataset | model | task | AUC | GAUC | LogLoss |\n|---|---|---|---|---|---|")
     for ds, models in results.items():
         for model, tasks in models.items():
             for task, m in tasks.items():
-                if "auc" in m:
+                if m.get("auc") is not None:
                     print(
                         f"| {ds} | {model} | {task} | {m['auc']:.4f} | {m['gauc']:.4f} | {m['logloss']:.4f} |"
                     )

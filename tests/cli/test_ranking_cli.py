@@ -1,4 +1,4 @@
-"""``reelrec train can|din|deepfm`` and ``reelrec evaluate`` on the real KuaiRand slice with tiny
+"""``reelrec train can|din|deepfm|mmoe|ple`` and ``reelrec evaluate`` on the real KuaiRand slice with tiny
 configs, with assertions on what they wrote; and the config errors of the ranking sections."""
 
 from __future__ import annotations
@@ -25,8 +25,12 @@ def run(kuairand_prepared):
 
 
 def test_train_each_ranker_and_evaluate_agrees(run, capsys):
-    extra = {"can": ["--can.layers=[2]", "--can.feed_dim=3", "--can.orders=2"]}
-    for name in ("deepfm", "din", "can"):
+    extra = {
+        "can": ["--can.layers=[2]", "--can.feed_dim=3", "--can.orders=2"],
+        "mmoe": ["--ranking.experts=2"],
+        "ple": ["--ranking.experts=2", "--ranking.expert_mlp=[4]"],
+    }
+    for name in ("deepfm", "din", "can", "mmoe", "ple"):
         assert train.main([name, "--run", str(run), *TINY, *extra.get(name, [])]) == 0
     m = json.loads((run / "models" / "can" / "metrics.json").read_text())
     assert m["task"] == "ranking" and m["epochs_run"] == 1
@@ -47,7 +51,9 @@ def test_train_each_ranker_and_evaluate_agrees(run, capsys):
     assert "hist_video" in m["sequences"] and "video_like_rate" in m["fields"]
     assert evaluate.main([str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"deepfm", "din", "can"}
+    assert set(metrics["models"]) == {"deepfm", "din", "can", "mmoe", "ple"}
+    ple = json.loads((run / "models" / "ple" / "metrics.json").read_text())["test"]["tasks"]
+    assert metrics["models"]["ple"]["like/auc"] == pytest.approx(ple["like"]["auc"], abs=1e-9)
     # evaluate recomputes from the saved weights: it must agree with what train measured
     assert metrics["models"]["can"]["like/auc"] == pytest.approx(tasks["like"]["auc"], abs=1e-9)
     report = (run / "report.md").read_text()
@@ -66,10 +72,12 @@ def test_train_each_ranker_and_evaluate_agrees(run, capsys):
         ("--features.history_labels=[]", "features.history_labels must be a non-empty list"),
         ("--train.metric=watch_ratio/auc", "train.metric must be one of auc"),
         ("--ranking.tasks=[watch_ratio]", "at least one binary task"),
-        ("--data.dataset=ml-100k", "data.dataset must be kuairand"),
+        ("--data.dataset=ml-100k", "data.dataset must be one of kuairand, kuairand-pure"),
         ("--features.max_history=5000", "features.max_history must be in 1..1000"),
         ("--ranking.task_weights=[0,0,0,0,0,0,1]", "at least one binary task of loss weight > 0"),
         ("--can.pooling=max", "can.pooling must be 'sum' or 'mean'"),
+        ("--ranking.multitask=moe", "ranking.multitask must be 'shared_bottom' or 'mmoe'"),
+        ("--ranking.levels=0", "ranking.levels must be >= 1"),
         ("--features.semantic_ids=../elsewhere", "a folder inside the run"),
     ],
 )

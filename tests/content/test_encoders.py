@@ -176,3 +176,32 @@ def test_unreadable_embedding_files_are_named(tmp_path):
     np.save(tmp_path / "item_embeddings.npy", np.array([[1e40, 1.0], [1.0, 1.0]]))
     with pytest.raises(ValueError, match=r"\(as float32\).*NaN/inf, item ids \[1\]"):
         load_embeddings(tmp_path, "item_embeddings")
+
+
+def test_metadata_embeddings_are_content_only_idf_weighted_multi_hot():
+    """Built in code: equal metadata gives equal vectors, a rare tag weighs more than a common
+    type, no metadata gives the zero vector, and a table without metadata is refused."""
+    import numpy as np
+    import pandas as pd
+
+    from reelrec.content.items import metadata_embeddings
+    from reelrec.data.readers import DataFormatError
+
+    items = pd.DataFrame(
+        {
+            "item_id": [5, 6, 7, 8],
+            "tags": [[1, 2], [1, 2], [1], []],
+            "video_type": ["NORMAL", "NORMAL", "NORMAL", None],
+            "duration_ms": [15000.0, 15000.0, 15000.0, np.nan],
+        }
+    )
+    ids, x = metadata_embeddings(items)
+    assert ids.tolist() == [5, 6, 7, 8] and x.dtype == np.float32
+    assert np.allclose(x[0], x[1]) and not np.allclose(x[0], x[2])
+    assert np.allclose(np.linalg.norm(x[:3], axis=1), 1.0) and not x[3].any()
+    # tag 2 is on 2 of 4 items, NORMAL on 3: the tag's weight is larger
+    assert x[0].max() == x[0][np.argmax(x[0])] and np.isclose(
+        x[0].max() / x[0][x[0] > 0].min(), np.log(4 / 2) / np.log(4 / 3)
+    )
+    with pytest.raises(DataFormatError, match="no metadata column"):
+        metadata_embeddings(items[["item_id"]])

@@ -18,8 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reelrec train",
         description="Train one model on RUN/data (prepared first if missing), keep the best "
-        "epoch by validation NDCG@10 (rankers can, din, deepfm and the reward model pscore: "
-        "mean validation AUC over the binary tasks; ipa, ecpo: validation P-Score mean@10; "
+        "epoch by validation NDCG@10 (rankers can, din, deepfm, mmoe, ple and the reward model "
+        "pscore: mean validation AUC over the binary tasks; ipa, ecpo: validation P-Score mean@10; "
         "train.metric), and write RUN/models/NAME/{model.safetensors, "
         "config.yaml, metrics.json, history.json, checkpoint/}. An interrupted run resumes "
         "from its checkpoint when started again with the same command.",
@@ -35,9 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         "semantic IDs from RUN/tokenizer (tiger: RUN/tokenizer-rq-vae), made by reelrec "
         "encode, align and tokenize (docs/generative-retrieval.md). ELASTIC: preset elastic, "
         "frozen long-history configs in configs/elastic-*.yaml (docs/long-sequences.md). The "
-        "rankers can, din and deepfm train on KuaiRand impressions (multi-task click, "
+        "rankers can, din, deepfm, mmoe and ple train on KuaiRand impressions (multi-task click, "
         "long_view, like, follow, comment, forward and watch ratio; early stopping on the mean "
-        "validation AUC; docs/ranking.md; lists are written --ranking.tasks=[click,like]). The "
+        "validation AUC; docs/ranking.md; lists are written --ranking.tasks=[click,like]; "
+        "--ranking.multitask=mmoe|ple gives can, din or deepfm MMoE or PLE instead of the "
+        "shared bottom). The "
         "preset segment-interest is SegMM video-skip prediction on --data.dataset=segmm. "
         "Preference alignment (docs/alignment.md): pscore trains the reward model; ipa (DPO) "
         "and ecpo (RL) fine-tune the generator RUN/models/onerec (--preference.init) with the "

@@ -142,6 +142,71 @@ def behaviour_embeddings(
     return ids, emb.astype(np.float32)
 
 
+#: the categorical item columns :func:`metadata_embeddings` reads when present (one-hot each)
+METADATA_COLUMNS = ("music_type", "video_type", "upload_type")
+#: duration buckets (seconds) of :func:`metadata_embeddings`
+METADATA_DURATION_EDGES_S = (10, 20, 30, 60, 120, 300)
+
+
+def has_metadata(items: pd.DataFrame) -> bool:
+    """True when ``items`` has a ``tags`` column or one of :data:`METADATA_COLUMNS`."""
+    return "tags" in items.columns or any(c in items.columns for c in METADATA_COLUMNS)
+
+
+def metadata_embeddings(items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Content embeddings from categorical metadata: one multi-hot block per column.
+
+    Blocks: ``tags`` (lists of category ids: one dimension per tag), each of
+    :data:`METADATA_COLUMNS` present (one-hot; missing = no dimension set) and the duration
+    bucket of ``duration_ms`` (:data:`METADATA_DURATION_EDGES_S`; NaN = none). Each dimension is
+    weighted by its inverse document frequency ``log(N / n_d)`` (rare tags say more than the
+    common type ``NORMAL``), rows are L2-normalised; an item with no metadata at all is the zero
+    vector. Nothing here reads interactions: the embedding of an item never depends on a label.
+
+    Args:
+        items: the prepared ``items`` table (``item_id`` plus the columns above).
+
+    Returns:
+        ``(item_ids int64 (N,), embeddings float32 (N, D))``, D = the number of distinct values.
+
+    Raises:
+        DataFormatError: no metadata column, no rows, or duplicate / missing item ids.
+    """
+    if not has_metadata(items):
+        raise DataFormatError(
+            f"items table has no metadata column (tags or {', '.join(METADATA_COLUMNS)}); "
+            f"columns: {list(items.columns)}"
+        )
+    if len(items) == 0:
+        raise DataFormatError("items table is empty: no item to encode")
+    ids = items["item_id"]
+    if ids.isna().any() or ids.duplicated().any():
+        raise DataFormatError("items table: item_id must be present and unique")
+    n = len(items)
+    blocks: list[list[list[str]]] = []
+    if "tags" in items.columns:
+        blocks.append([[f"tag={t}" for t in (v if v is not None else [])] for v in items["tags"]])
+    for col in METADATA_COLUMNS:
+        if col in items.columns:
+            blocks.append([[] if pd.isna(v) else [f"{col}={v}"] for v in items[col]])
+    if "duration_ms" in items.columns:
+        sec = items["duration_ms"].to_numpy(dtype=np.float64) / 1000.0
+        bucket = np.digitize(np.nan_to_num(sec, nan=-1.0), METADATA_DURATION_EDGES_S)
+        blocks.append(
+            [[] if np.isnan(s) else [f"duration={b}"] for s, b in zip(sec, bucket, strict=True)]
+        )
+    values = [sum((b[i] for b in blocks), []) for i in range(n)]
+    vocab = {v: j for j, v in enumerate(sorted({v for row in values for v in row}))}
+    x = np.zeros((n, len(vocab)), dtype=np.float64)
+    for i, row in enumerate(values):
+        x[i, [vocab[v] for v in row]] = 1.0
+    df = x.sum(0)
+    x *= np.log(n / np.maximum(df, 1.0))
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x /= np.where(norms > 0, norms, 1.0)
+    return ids.to_numpy(dtype=np.int64), x.astype(np.float32)
+
+
 def check_embeddings(item_ids: np.ndarray, x: np.ndarray, source: str) -> None:
     """Validate an embedding table before it is aligned or quantised.
 

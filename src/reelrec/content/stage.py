@@ -19,7 +19,14 @@ from reelrec.content.encoders import (
     encode_cached,
     texts_digest,
 )
-from reelrec.content.items import behaviour_embeddings, item_texts, save_embeddings
+from reelrec.content.items import (
+    METADATA_COLUMNS,
+    behaviour_embeddings,
+    has_metadata,
+    item_texts,
+    metadata_embeddings,
+    save_embeddings,
+)
 from reelrec.data.prepare import load_prepared
 from reelrec.data.readers import DataFormatError
 from reelrec.io import atomic_write_json, run_metadata, sha256_file
@@ -65,6 +72,11 @@ ENCODERS: dict[str, tuple[Callable[[EncoderOptions], Encoder] | None, str]] = {
     ),
     "hashing": (lambda o: HashingEncoder(o.dim or 64), "weight-free n-gram hashing: tests only"),
     "item2vec": (None, "behaviour-only: PPMI + SVD over training positives (no content needed)"),
+    "metadata": (
+        None,
+        "content-only multi-hot of categorical metadata (kuairand-pure: tags, music / video / "
+        "upload type, duration bucket), IDF-weighted",
+    ),
 }
 
 
@@ -117,6 +129,18 @@ def encode_run(
     if encoder == "keye-vl":
         ids, x, video_info = _video_embeddings(prep.items, options, log)
         info |= video_info
+    elif encoder == "metadata":
+        if not has_metadata(prep.items):
+            raise ConfigError(
+                f"{run_dir / 'data' / 'items.parquet'}: no metadata column (tags or "
+                f"{', '.join(METADATA_COLUMNS)}); use another --encoder"
+            )
+        ids, x = metadata_embeddings(prep.items)
+        info |= {
+            "source": "metadata",
+            "note": "content-only: IDF-weighted multi-hot of tags and categorical video fields",
+            "items_without_metadata": int((np.abs(x).sum(1) == 0).sum()),
+        }
     elif encoder == "item2vec":
         ids, x = behaviour_embeddings(prep.interactions, prep.protocol, dim=dim or 64, seed=seed)
         info |= {

@@ -26,7 +26,8 @@ inner product of FM (the special case of section 3.2; tested).
 Deviations, and why:
     * The base network is reelrec's DIN (:mod:`reelrec.models.din`), not DIEN: the histories here
       are short and the ablations compare against DIN directly.
-    * Multi-task shared bottom with one output per task (:mod:`reelrec.models.ctr`).
+    * Multi-task: reelrec's multi-task structure (``ranking.multitask``: the shared bottom by
+      default, MMoE or PLE) with one output per task (:mod:`reelrec.models.ctr`).
     * The unit's outputs are mean-pooled over the history by default (``pooling="mean"``); the
       paper sum-pools (``pooling="sum"``). On KuaiRand (30k training impressions, histories of
       0-50 videos) sum pooling makes the co-action features scale with the history length; its

@@ -1,14 +1,17 @@
-"""What the multi-task ranking models (DeepFM, DIN, CAN) share: the field embeddings, the
-shared-bottom multi-task heads and the loss.
+"""What the multi-task ranking models (DeepFM, DIN, CAN, MMoE, PLE) share: the field embeddings,
+the multi-task structure and task towers, and the loss.
 
-Multi-task learning is the shared-bottom form (Caruana 1997; the baseline of MMoE, Ma et al., KDD 2018,
-compares against): one representation per sample from the model, one shared MLP, and per task a
-linear output or a small tower of its own (``ranking.tower``). Binary tasks (click, long_view, like, follow, comment, forward) use
-binary cross-entropy on logits; the watch ratio is regressed with squared error on the clipped
-ratio. Rows without a label for a task (NaN) are left out of that task's loss. The total loss is
-``sum_t task_weight_t * loss_t``; ``loss(CTRBatch)`` returns it as a
-:class:`~reelrec.models.base.LossOutput` whose parts are the per-task losses (``{"click": ..,
-"like": ..}``), logged per epoch by the training loop as ``loss_click``, ``loss_like``...
+Multi-task learning: one representation per sample from the model, then the structure
+``ranking.multitask`` (:mod:`reelrec.models.multitask`) gives each task its input, and per task a
+linear output or a small tower of its own (``ranking.tower``). The default structure is the
+shared bottom (Caruana 1997; the baseline MMoE, Ma et al., KDD 2018, compares against): one MLP
+shared by every task; ``mmoe`` and ``ple`` replace it by gated mixtures of experts. Binary tasks
+(click, long_view, like, follow, comment, forward) use binary cross-entropy on logits; the watch
+ratio is regressed with squared error on the clipped ratio. Rows without a label for a task (NaN)
+are left out of that task's loss. The total loss is ``sum_t task_weight_t * loss_t``;
+``loss(CTRBatch)`` returns it as a :class:`~reelrec.models.base.LossOutput` whose parts are the
+per-task losses (``{"click": .., "like": ..}``), logged per epoch by the training loop as
+``loss_click``, ``loss_like``...
 """
 
 from __future__ import annotations
@@ -23,15 +26,27 @@ from reelrec.config import ConfigError
 from reelrec.data.ctr import KUAIRAND_TASKS, CTRBatch, CTRData
 from reelrec.models.base import LossOutput, MayLeaveParametersUnused, Trainable
 
+#: the values of ``ranking.multitask``
+MULTITASK = ("shared_bottom", "mmoe", "ple")
+
 
 @dataclass
 class RankingConfig:
-    """Width, tower and task settings shared by CAN, DIN and DeepFM (section ``ranking``)."""
+    """Width, multi-task structure, tower and task settings shared by the rankers (CAN, DIN,
+    DeepFM, MMoE, PLE) and the P-Score model (section ``ranking``)."""
 
     embed_dim: int = 16  # D: embedding width of every sparse field (>= 1)
     mlp: list[int] = field(default_factory=lambda: [256, 128])  # shared-bottom MLP widths
     tower: list[int] = field(default_factory=list)  # hidden widths of each task's own tower
-    # on top of the shared bottom; [] = one linear output per task
+    # on top of the multi-task structure; [] = one linear output per task
+    multitask: str = "shared_bottom"  # what gives each task its tower's input: "shared_bottom"
+    # (the MLP ``mlp``, shared by every task), "mmoe" (Ma et al., KDD 2018) or "ple" (Tang et al.,
+    # RecSys 2020); reelrec.models.multitask. The models mmoe / ple fix it; pscore: shared_bottom
+    experts: int = 4  # mmoe: experts shared by the tasks; ple: shared experts per level (>= 1)
+    task_experts: int = 1  # ple: experts of each task per level (>= 0)
+    levels: int = 2  # ple: extraction levels (>= 1; 1 = CGC, the paper's single-level form)
+    expert_mlp: list[int] = field(default_factory=list)  # hidden widths of each expert MLP
+    # (mmoe, ple), each >= 1; [] = the widths of ``mlp``
     dropout: float = 0.1  # dropout after each MLP layer, in [0, 1)
     tasks: list[str] = field(default_factory=lambda: list(KUAIRAND_TASKS))  # label columns
     task_weights: list[float] = field(default_factory=list)  # loss weight per task, >= 0;
@@ -58,6 +73,11 @@ class RankingConfig:
             (len(self.mlp) > 0 and min(self.mlp) >= 1, "mlp", "widths >= 1"),
             (0 <= self.dropout < 1, "dropout", "in [0, 1)"),
             (all(w >= 1 for w in self.tower), "tower", "widths >= 1 (or [])"),
+            (self.multitask in MULTITASK, "multitask", " or ".join(map(repr, MULTITASK))),
+            (self.experts >= 1, "experts", ">= 1"),
+            (self.task_experts >= 0, "task_experts", ">= 0"),
+            (self.levels >= 1, "levels", ">= 1"),
+            (all(w >= 1 for w in self.expert_mlp), "expert_mlp", "widths >= 1 (or [])"),
             (
                 len(self.tasks) > 0 and not unknown and len(set(self.tasks)) == len(self.tasks),
                 "tasks",
@@ -129,11 +149,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class TaskTowers(nn.Module):
-    """One tower per task on the shared representation: (B, H) -> (B, T).
+    """One tower per task: (B, H) shared by every task, or (B, T, H) one input per task
+    (MMoE, PLE) -> (B, T) float.
 
-    With ``hidden == []`` this is a single ``Linear(H, T)`` (one linear output per task);
-    otherwise each task has its own MLP ``H -> hidden... -> 1`` (computed for all tasks at once
-    by grouped matrix products).
+    With ``hidden == []`` this is a single ``Linear(H, T)``: row t of its weight is task t's
+    linear output (applied to task t's input when each task has its own); otherwise each task
+    has its own MLP ``H -> hidden... -> 1``.
     """
 
     def __init__(self, dim: int, hidden: list[int], tasks: int, dropout: float) -> None:
@@ -149,18 +170,23 @@ class TaskTowers(nn.Module):
         self.linear = None if hidden else nn.Linear(dim, tasks)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h.dim() == 3:  # task t reads h[:, t]
+            if self.linear is not None:
+                return torch.einsum("bth,th->bt", h, self.linear.weight) + self.linear.bias
+            return torch.cat([t(h[:, i]) for i, t in enumerate(self.towers)], 1)
         if self.linear is not None:
             return self.linear(h)
         return torch.cat([t(h) for t in self.towers], 1)
 
 
 class RankingModel(nn.Module, Trainable[CTRBatch], MayLeaveParametersUnused):
-    """Base class: embedding tables, the shared bottom and the task outputs.
+    """Base class: embedding tables, the multi-task structure and the task towers.
 
-    Subclasses implement :meth:`represent` (batch -> (B, H) float) and set ``repr_dim`` = H
-    before calling :meth:`build_heads`. Declares :class:`~reelrec.models.base.Trainable`
-    (``loss(CTRBatch)``) and :class:`~reelrec.models.base.MayLeaveParametersUnused` (a task
-    without labels in a batch leaves its tower without gradient: DDP must know).
+    Subclasses implement :meth:`represent` (batch -> (B, H) float) and call
+    :meth:`build_heads` with H once their own modules exist. Declares
+    :class:`~reelrec.models.base.Trainable` (``loss(CTRBatch)``) and
+    :class:`~reelrec.models.base.MayLeaveParametersUnused` (a task without labels in a batch
+    leaves its tower without gradient: DDP must know).
     """
 
     def __init__(self, schema: CTRSchema, cfg: RankingConfig) -> None:
@@ -176,11 +202,24 @@ class RankingModel(nn.Module, Trainable[CTRBatch], MayLeaveParametersUnused):
             nn.init.normal_(emb.weight, std=0.01)
 
     def build_heads(self, repr_dim: int) -> None:
-        """Create the shared bottom MLP over a ``repr_dim`` representation and one linear output
-        per task."""
-        sizes = [repr_dim, *self.cfg.mlp]
-        self.bottom = mlp(sizes, self.cfg.dropout)
-        self.heads = TaskTowers(sizes[-1], self.cfg.tower, len(self.schema.tasks), self.cfg.dropout)
+        """Create ``self.bottom``, the structure ``cfg.multitask`` over a ``repr_dim``
+        representation (the shared-bottom MLP, MMoE's experts and gates, or PLE's extraction
+        levels), and ``self.heads``, the task towers (:class:`TaskTowers`) on its output.
+
+        The shared bottom keeps the module names and parameter order of the rankers before
+        MMoE/PLE existed (``bottom.*``, ``heads.*``), so their checkpoints load and seeded runs
+        are unchanged.
+
+        Raises:
+            ConfigError: an unknown ``cfg.multitask``.
+        """
+        # multitask.py builds its models on this module, so it is imported here
+        from reelrec.models.multitask import multitask_bottom
+
+        self.bottom = multitask_bottom(repr_dim, self.cfg, len(self.schema.tasks))
+        self.heads = TaskTowers(
+            self.bottom.out_dim, self.cfg.tower, len(self.schema.tasks), self.cfg.dropout
+        )
 
     # --- embeddings -------------------------------------------------------------------------
     def field_embeddings(self, sparse: torch.Tensor) -> torch.Tensor:
@@ -197,6 +236,25 @@ class RankingModel(nn.Module, Trainable[CTRBatch], MayLeaveParametersUnused):
         """The target-side counterpart of :meth:`history_embeddings`: (B, S*D)."""
         return torch.cat([self.tables[f](sparse[:, f]) for f in self.schema.seq_target], -1)
 
+    def pooled_field_embeddings(self, batch: CTRBatch) -> torch.Tensor:
+        """Every field as one embedding: the sparse fields, each behaviour sequence mean-pooled
+        over its unpadded positions (with its target field's table) and the bags,
+        (B, F + S + Bf, D) float."""
+        e = [self.field_embeddings(batch.sparse)]
+        if self.schema.sequences:
+            mask = batch.history[:, 0] > 0
+            e.append(
+                torch.stack(
+                    [
+                        masked_mean(self.tables[f](batch.history[:, s]), mask)
+                        for s, f in enumerate(self.schema.seq_target)
+                    ],
+                    1,
+                )
+            )
+        e.append(self.bag_embeddings(batch.bag))
+        return torch.cat(e, 1)
+
     def bag_embeddings(self, bag: torch.Tensor) -> torch.Tensor:
         """(B, Bf, K) int64 -> mean over the non-zero entries of each bag, (B, Bf, D)."""
         if not self.bag_tables:
@@ -210,9 +268,14 @@ class RankingModel(nn.Module, Trainable[CTRBatch], MayLeaveParametersUnused):
         """Sample representation (B, H); implemented by each model."""
         raise NotImplementedError
 
+    def multitask(self, h: torch.Tensor) -> torch.Tensor:
+        """Representation (B, H) float -> raw outputs (B, T) float: the multi-task structure,
+        then the task towers."""
+        return self.heads(self.bottom(h))
+
     def forward(self, batch: CTRBatch) -> torch.Tensor:
         """Raw outputs (B, T) float: logits for binary tasks, values for regression tasks."""
-        return self.heads(self.bottom(self.represent(batch)))
+        return self.multitask(self.represent(batch))
 
     def predict(self, batch: CTRBatch) -> torch.Tensor:
         """Predictions (B, T): probabilities for binary tasks, values for regression tasks."""

@@ -7,9 +7,10 @@ computed by the sum-square identity of eq. 2) and the deep component (an MLP ove
 concatenated field embeddings), sharing one embedding per field.
 
 Deviations, and why:
-    * Multi-task: the deep component feeds reelrec's shared bottom and one output per task
-      (:mod:`reelrec.models.ctr`); each task has its own first-order weights and a learned scale
-      on the shared second-order FM term (initialised to 1, so a single task is exactly DeepFM).
+    * Multi-task: the deep component feeds reelrec's multi-task structure (``ranking.multitask``:
+      shared bottom, MMoE or PLE) and one output per task (:mod:`reelrec.models.ctr`); each task
+      has its own first-order weights and a learned scale on the shared second-order FM term
+      (initialised to 1, so a single task is exactly DeepFM).
     * Behaviour sequences (which DeepFM does not model) are mean-pooled into one extra field each;
       bag features (VQ codes) are mean-pooled into one field each.
 """
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from reelrec.data.ctr import CTRBatch
-from reelrec.models.ctr import CTRSchema, RankingConfig, RankingModel, masked_mean
+from reelrec.models.ctr import CTRSchema, RankingConfig, RankingModel
 
 
 class DeepFM(RankingModel):
@@ -41,27 +42,10 @@ class DeepFM(RankingModel):
         n_fields = len(schema.fields) + len(schema.sequences) + len(schema.bags)
         self.build_heads(n_fields * cfg.embed_dim)
 
-    def _fields(self, batch: CTRBatch) -> torch.Tensor:
-        """All field embeddings (B, F + S + Bf, D)."""
-        e = [self.field_embeddings(batch.sparse)]
-        if self.schema.sequences:
-            mask = batch.history[:, 0] > 0
-            e.append(
-                torch.stack(
-                    [
-                        masked_mean(self.tables[f](batch.history[:, s]), mask)
-                        for s, f in enumerate(self.schema.seq_target)
-                    ],
-                    1,
-                )
-            )
-        e.append(self.bag_embeddings(batch.bag))
-        return torch.cat(e, 1)
-
     def forward(self, batch: CTRBatch) -> torch.Tensor:
         """Raw outputs (B, T): deep part + first-order weights + scale_t * sum_{i<j} <e_i, e_j>."""
-        e = self._fields(batch)
-        deep = self.heads(self.bottom(e.flatten(1)))
+        e = self.pooled_field_embeddings(batch)  # (B, F + S + Bf, D)
+        deep = self.multitask(e.flatten(1))
         second = 0.5 * (e.sum(1).pow(2) - e.pow(2).sum(1)).sum(1, keepdim=True)
         first = sum(t(batch.sparse[:, j]) for j, t in enumerate(self.first_order))
         return deep + first + second * self.fm_scale

@@ -10,8 +10,8 @@ Deviations, and why:
     * The activation unit's input is ``[h, t, h - t, h * t]`` (the element-wise product stands
       for the paper's outer product, as in the authors' later code and DeepCTR) and its hidden
       layers use PReLU instead of Dice; the MLP uses ReLU.
-    * Multi-task: the MLP is reelrec's shared bottom with one output per task
-      (:mod:`reelrec.models.ctr`).
+    * Multi-task: the MLP is reelrec's multi-task structure (``ranking.multitask``: the shared
+      bottom by default, MMoE or PLE) with one output per task (:mod:`reelrec.models.ctr`).
     * Padded behaviours get weight 0 (masked), which the paper's formulation implies.
 """
 

@@ -112,8 +112,9 @@ class PScoreModel(RankingModel, HasPScore):
         reward: P-Score settings.
 
     Raises:
-        ValueError: ``cfg.tower`` is empty, or ``reward.pscore_weights`` does not have one
-            weight >= 0 per task with a positive sum.
+        ValueError: ``cfg.tower`` is empty, ``cfg.multitask`` is not ``"shared_bottom"`` (the
+            objective towers read u, v and c; there is no MMoE / PLE form), or
+            ``reward.pscore_weights`` does not have one weight >= 0 per task with a positive sum.
 
     Usage::
 
@@ -126,6 +127,11 @@ class PScoreModel(RankingModel, HasPScore):
         super().__init__(schema, cfg)
         if not cfg.tower:
             raise ValueError("ranking.tower must list >= 1 hidden width for the P-Score model")
+        if cfg.multitask != "shared_bottom":
+            raise ValueError(
+                f"ranking.multitask must be 'shared_bottom' for the P-Score model, got "
+                f"{cfg.multitask!r}"
+            )
         weights = reward.pscore_weights or default_pscore_weights(schema.tasks)
         if len(weights) != len(schema.tasks) or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(

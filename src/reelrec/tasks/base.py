@@ -102,6 +102,10 @@ class ModelEntry:
         build: ``(cfg, data, run) -> nn.Module`` (``data``: what ``task.data`` returned).
         description: one line for ``--help``.
         trainable: False for models fitted by counting (no epochs, no checkpoint).
+        fixed: ``(section.key, value)`` pairs the model fixes (its preset sets them): the
+            registry's ``validate`` refuses a config with another value, before anything is
+            built, so a saved config always says what was trained (e.g. ``mmoe`` is the
+            embedding ranker with ``ranking.multitask`` fixed to ``"mmoe"``).
     """
 
     task: Task
@@ -109,6 +113,7 @@ class ModelEntry:
     build: Callable[[ExperimentConfig, Any, RunFolder], nn.Module]
     description: str
     trainable: bool = True
+    fixed: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass

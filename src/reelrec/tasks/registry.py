@@ -18,6 +18,7 @@ from reelrec.models.deepfm import DeepFM
 from reelrec.models.din import DIN, DINConfig
 from reelrec.models.elastic import Elastic, ElasticConfig
 from reelrec.models.gru4rec import GRU4Rec, GRU4RecConfig
+from reelrec.models.multitask import EmbeddingMLP
 from reelrec.models.onerec import OneRecConfig
 from reelrec.models.popularity import Popularity, PopularityConfig
 from reelrec.models.reward import PScoreModel, RewardConfig
@@ -49,8 +50,8 @@ SECTIONS: dict[str, type] = {
     "onerec": OneRecConfig,  # onerec, onerec-v2 (and tiger); the generator of ipa / ecpo
     "elastic": ElasticConfig,
     "gru4rec": GRU4RecConfig,
-    "features": FeatureConfig,  # can, din, deepfm, pscore
-    "ranking": RankingConfig,  # can, din, deepfm, pscore
+    "features": FeatureConfig,  # can, din, deepfm, mmoe, ple, pscore
+    "ranking": RankingConfig,  # can, din, deepfm, mmoe, ple, pscore
     "din": DINConfig,  # din, can
     "can": CANConfig,
     "segment": SegmentConfig,  # segment-interest
@@ -117,11 +118,30 @@ MODELS: dict[str, ModelEntry] = {
         lambda cfg, data, run: DeepFM(CTRSchema.of(data), cfg.ranking),
         "DeepFM, multi-task ranking (arXiv 1703.04247)",
     ),
+    # mmoe and ple: one ranker (field embeddings concatenated) whose ranking.multitask the row
+    # fixes; deepfm, din and can take any structure with --ranking.multitask
+    "mmoe": ModelEntry(
+        RANKING,
+        ("features", "ranking"),
+        lambda cfg, data, run: EmbeddingMLP(CTRSchema.of(data), cfg.ranking),
+        "MMoE multi-gate mixture of experts over the field embeddings, multi-task ranking "
+        "(Ma et al., KDD 2018)",
+        fixed=(("ranking.multitask", "mmoe"),),
+    ),
+    "ple": ModelEntry(
+        RANKING,
+        ("features", "ranking"),
+        lambda cfg, data, run: EmbeddingMLP(CTRSchema.of(data), cfg.ranking),
+        "PLE progressive layered extraction over the field embeddings, multi-task ranking "
+        "(Tang et al., RecSys 2020)",
+        fixed=(("ranking.multitask", "ple"),),
+    ),
     "pscore": ModelEntry(
         RANKING,
         ("features", "ranking", "reward"),
         lambda cfg, data, run: PScoreModel(CTRSchema.of(data), cfg.ranking, cfg.reward),
         "OneRec reward model: objective towers + P-Score head (arXiv 2506.13695)",
+        fixed=(("ranking.multitask", "shared_bottom"),),  # its towers read u, v and c
     ),
     "segment-interest": ModelEntry(
         SEGMENT,
@@ -201,6 +221,14 @@ PRESETS: dict[str, ExperimentConfig] = {
     ),
     "din": ExperimentConfig(model="din", train=replace(_RANK_TRAIN)),
     "deepfm": ExperimentConfig(model="deepfm", train=replace(_RANK_TRAIN)),
+    # MMoE (4 experts) and PLE (2 levels of 4 shared and 1 per-task expert), experts of the
+    # ranking.mlp widths, untuned
+    "mmoe": ExperimentConfig(
+        model="mmoe", train=replace(_RANK_TRAIN), ranking=RankingConfig(multitask="mmoe")
+    ),
+    "ple": ExperimentConfig(
+        model="ple", train=replace(_RANK_TRAIN), ranking=RankingConfig(multitask="ple")
+    ),
     # the reward model: objective towers of 64 with a P-Score head, early stopping on the mean
     # validation AUC of the towers
     "pscore": ExperimentConfig(
@@ -281,6 +309,13 @@ def validate(cfg: ExperimentConfig) -> None:
     own = MODELS[cfg.model].sections
     for section in ("data", "train", "eval", *own):
         getattr(cfg, section).validate(section)  # each section's own ranges
+    for key, value in MODELS[cfg.model].fixed:
+        section, name = key.split(".")
+        got = getattr(getattr(cfg, section), name)
+        if got != value:
+            raise ConfigError(
+                f"{key} must be {value!r} for model {cfg.model!r} (the model fixes it), got {got!r}"
+            )
     for section, cls in SECTIONS.items():  # e.g. a YAML's sasrec section under --model=gru4rec
         if section not in own and getattr(cfg, section) != cls():
             raise ConfigError(
