@@ -96,7 +96,7 @@ def behaviour_embeddings(
 
     Returns:
         ``(item_ids int64 (V,), embeddings float32 (V, D))`` for the V items with a training
-        positive, rows L2-normalised.
+        positive and a non-empty PPMI row, rows L2-normalised.
 
     Raises:
         ValueError: fewer than ``dim + 1`` items, or no co-occurring pairs.
@@ -139,7 +139,10 @@ def behaviour_embeddings(
     emb = emb * np.where(signs == 0, 1.0, signs)
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     emb = emb / np.where(norms > 0, norms, 1.0)
-    return ids, emb.astype(np.float32)
+    # an item whose PPMI row is empty (it co-occurs only with items everyone shares) has no
+    # direction at all: it gets no embedding, like an item without a training positive
+    keep = norms[:, 0] > 0
+    return ids[keep], emb[keep].astype(np.float32)
 
 
 #: the categorical item columns :func:`metadata_embeddings` reads when present (one-hot each)
@@ -160,14 +163,16 @@ def metadata_embeddings(items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     :data:`METADATA_COLUMNS` present (one-hot; missing = no dimension set) and the duration
     bucket of ``duration_ms`` (:data:`METADATA_DURATION_EDGES_S`; NaN = none). Each dimension is
     weighted by its inverse document frequency ``log(N / n_d)`` (rare tags say more than the
-    common type ``NORMAL``), rows are L2-normalised; an item with no metadata at all is the zero
-    vector. Nothing here reads interactions: the embedding of an item never depends on a label.
+    common type ``NORMAL``), rows are L2-normalised; an item with no metadata at all (or only
+    values every item shares) gets no embedding (left out, as item2vec leaves out items without
+    behaviour). Nothing here reads interactions: an item's embedding never depends on a label.
 
     Args:
         items: the prepared ``items`` table (``item_id`` plus the columns above).
 
     Returns:
-        ``(item_ids int64 (N,), embeddings float32 (N, D))``, D = the number of distinct values.
+        ``(item_ids int64 (V,), embeddings float32 (V, D))`` for the V items with metadata, D =
+        the number of distinct values.
 
     Raises:
         DataFormatError: no metadata column, no rows, or duplicate / missing item ids.
@@ -202,9 +207,10 @@ def metadata_embeddings(items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         x[i, [vocab[v] for v in row]] = 1.0
     df = x.sum(0)
     x *= np.log(n / np.maximum(df, 1.0))
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x /= np.where(norms > 0, norms, 1.0)
-    return ids.to_numpy(dtype=np.int64), x.astype(np.float32)
+    norms = np.linalg.norm(x, axis=1)
+    keep = norms > 0
+    x = x[keep] / norms[keep, None]
+    return ids.to_numpy(dtype=np.int64)[keep], x.astype(np.float32)
 
 
 def check_embeddings(item_ids: np.ndarray, x: np.ndarray, source: str) -> None:

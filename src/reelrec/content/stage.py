@@ -139,7 +139,7 @@ def encode_run(
         info |= {
             "source": "metadata",
             "note": "content-only: IDF-weighted multi-hot of tags and categorical video fields",
-            "items_without_metadata": int((np.abs(x).sum(1) == 0).sum()),
+            "items_without_embedding": int(len(prep.items) - len(ids)),
         }
     elif encoder == "item2vec":
         ids, x = behaviour_embeddings(prep.interactions, prep.protocol, dim=dim or 64, seed=seed)

@@ -10,8 +10,10 @@ Protocol (DESIGN.md's KuaiRand temporal split): for every user with a row on the
 with the hour of that row. The history is the user's positive rows strictly earlier (earlier
 days only, since the request opens the day), newest ``max_len``, videos outside the
 generator's vocabulary dropped. The generator's top k (trie-constrained beam search, beam =
-max(k, onerec.beam)) is compared with the videos the user liked that day (positive label)
-and hated (label 0):
+max(k, onerec.beam)) is compared with the videos of the user's positive rows that day (the
+protocol's positive label: ``like`` on kuairand, ``click`` on kuairand-pure; called "liked"
+below) and hated ones (kuairand: ``like`` = 0, the slice's explicit dislike; kuairand-pure:
+``hate`` = 1):
 
 * ``pscore_mean@k`` / ``pscore_max@k``: the reward model's P-Score of the k generated videos
   for that user at that time, mean and max over the list, averaged over users;
@@ -20,6 +22,9 @@ and hated (label 0):
   relevant and can never be hit: nothing is filtered);
 * ``hate_share@k``: hated videos of that day among the k slots, ``hits / k``, averaged over
   all requests;
+* ``<label>_hit_rate@k`` / ``<label>_hits`` for each of ``click``, ``long_view`` and ``like``
+  the log has: the share of the users with at least one such video that day who find one of them
+  in their k slots, and the number of such videos in all slots;
 * ``legal_rate``: the share of the top k of an *unconstrained* beam search (no trie) that are
   the semantic ID of a real video (OneRec Technical Report section 2.4.2).
 
@@ -39,6 +44,9 @@ from reelrec.data.sequences import ItemVocab, _left_pad
 from reelrec.eval.metrics import hits_at_k, ndcg_at_k, recall_at_k
 from reelrec.models.generative import generate
 
+#: labels whose day hit rates are reported when the log has them
+TARGET_LABELS = ("click", "long_view", "like")
+
 
 @dataclass
 class DayRequests:
@@ -48,6 +56,8 @@ class DayRequests:
         users, times, hours: int64 (U,) raw user id, request time (ms) and hour of day.
         history: int64 (U, L) left-padded item indices of the generator's vocabulary.
         liked, hated: per user, the raw video ids liked / hated that day.
+        targets: label -> per user, the raw video ids with that label = 1 that day (``click``,
+            ``long_view``, ``like`` where the log has them).
     """
 
     users: np.ndarray
@@ -56,6 +66,7 @@ class DayRequests:
     history: torch.Tensor
     liked: list[np.ndarray]
     hated: list[np.ndarray]
+    targets: dict[str, list[np.ndarray]]
 
     def __len__(self) -> int:
         return len(self.users)
@@ -68,7 +79,8 @@ def day_requests(
 
     Args:
         inter: prepared interactions (sorted by user, time; ``split``, ``timestamp_ms``,
-            ``hourmin``, ``like``). positive: bool (n,) the protocol's positive rows.
+            ``hourmin``, ``like``; ``hate`` where the log has explicit dislikes). positive: bool
+            (n,) the protocol's positive rows.
         vocab: the generator's vocabulary. max_len: history length.
 
     Raises:
@@ -82,7 +94,11 @@ def day_requests(
     uid = inter["user_id"].to_numpy(dtype=np.int64)
     time = inter["timestamp_ms"].to_numpy(dtype=np.int64)
     item = inter["item_id"].to_numpy(dtype=np.int64)
-    like = inter["like"].to_numpy()
+    # explicit dislike: KuaiRand-Pure logs `hate`; the like/hate slice's label 0 is a hate
+    hate = (inter["hate"] == 1) if "hate" in inter.columns else (inter["like"] == 0)
+    hate = hate.to_numpy()
+    labels = {c: inter[c].to_numpy() == 1 for c in TARGET_LABELS if c in inter.columns}
+    targets: dict[str, list[np.ndarray]] = {c: [] for c in labels}
     users, first = np.unique(uid[day], return_index=True)
     first_rows = day[first]  # rows are sorted by (user, time): the first row of each user
     pos_rows = np.flatnonzero(positive)
@@ -93,7 +109,9 @@ def day_requests(
         hists.append(h[h > 0][-max_len:])
         today = day[uid[day] == u]
         liked.append(np.unique(item[today][positive[today]]))
-        hated.append(np.unique(item[today][like[today] == 0]))
+        hated.append(np.unique(item[today][hate[today]]))
+        for c, lab in labels.items():
+            targets[c].append(np.unique(item[today][lab[today]]))
     return DayRequests(
         users,
         time[first_rows],
@@ -101,7 +119,33 @@ def day_requests(
         torch.from_numpy(_left_pad(hists, max_len)),
         liked,
         hated,
+        targets,
     )
+
+
+def day_hit_rates(
+    top: np.ndarray, targets: dict[str, list[np.ndarray]], k: int
+) -> dict[str, float]:
+    """Per label, how the top k lists hold that day's videos with the label.
+
+    Args:
+        top: int64 (U, >= k) raw video ids per request, best first (-1 = no item).
+        targets: label -> per request, the raw ids with that label that day.
+        k: list length.
+
+    Returns:
+        ``{label}_hit_rate@k`` (share of the requests with at least one such video that find one
+        in the top k; NaN when no request has one), ``{label}_hits`` (such videos in all top-k
+        slots) and ``{label}_users`` (requests with at least one such video).
+    """
+    out: dict[str, float] = {}
+    for label, videos in targets.items():
+        hits = hits_at_k(top, [np.asarray(x, dtype=np.int64) for x in videos])[:, :k].sum(1)
+        has = np.array([len(x) > 0 for x in videos], dtype=bool)
+        out[f"{label}_hit_rate@{k}"] = float((hits[has] > 0).mean()) if has.any() else float("nan")
+        out[f"{label}_hits"] = int(hits.sum())
+        out[f"{label}_users"] = int(has.sum())
+    return out
 
 
 def alignment_metrics(
@@ -121,8 +165,8 @@ def alignment_metrics(
 
     Returns:
         ``pscore_mean@k``, ``pscore_max@k``, ``recall@k``, ``ndcg@k``, ``hate_share@k``,
-        ``legal_rate``, and counts ``users``, ``users_with_likes``, ``like_hits``,
-        ``hate_hits``.
+        ``legal_rate``, ``<label>_hit_rate@k`` per target label, and counts ``users``,
+        ``users_with_likes``, ``like_hits``, ``hate_hits``, ``<label>_hits``, ``<label>_users``.
     """
     was_training = model.training
     model.eval()
@@ -152,8 +196,10 @@ def alignment_metrics(
     like_hits = hits_at_k(top, liked)[:, :k].sum(1)
     hate_hits = hits_at_k(top, hated)[:, :k].sum(1)
     has_like = ~np.isnan(rec)
+    per_label = day_hit_rates(top, requests.targets, k)
     with np.errstate(invalid="ignore"):
         return {
+            **per_label,
             f"pscore_mean@{k}": float(np.nanmean(np.nanmean(ps, 1))),
             f"pscore_max@{k}": float(np.nanmean(np.nanmax(ps, 1))),
             f"recall@{k}": float(rec[has_like].mean()) if has_like.any() else float("nan"),

@@ -45,10 +45,13 @@ class AlignmentTask(Task):
     _reward = None  # the reward loaded by prepare_train, handed to the fit that follows
 
     def validate(self, cfg: ExperimentConfig) -> None:
+        from reelrec.tasks.ranking import RANKING_DATASETS
+
         check(
-            cfg.data.dataset == "kuairand",
+            cfg.data.dataset in RANKING_DATASETS,
             "data.dataset",
-            "kuairand for ipa / ecpo (the reward model needs logged feedback labels)",
+            f"one of {', '.join(RANKING_DATASETS)} for ipa / ecpo (the reward model needs logged "
+            "feedback labels)",
             cfg.data.dataset,
         )
         t = cfg.train
