@@ -152,6 +152,27 @@ def test_pure_item_fields_scenario_and_tag_bag():
     assert "tab" not in off.fields and off.bags == []
 
 
+def test_raw_user_counts_and_dropped_fields():
+    inter, users, items = _tiny_pure()
+    users["fans_user_num"] = [12, 3000]
+    users["fans_user_num_range"] = ["10-100", "1k-5k"]
+    full = kuairand_ctr(inter, users, FeatureConfig(), items=items)
+    assert {"user_fans_user_num", "user_fans_user_num_range"} <= set(full.fields)
+    ranged = kuairand_ctr(inter, users, FeatureConfig(user_raw_counts=False), items=items)
+    assert "user_fans_user_num" not in ranged.fields
+    assert "user_fans_user_num_range" in ranged.fields
+    dropped = kuairand_ctr(inter, users, FeatureConfig(drop=["user_id", "tab"]), items=items)
+    assert "user_id" not in dropped.fields and "tab" not in dropped.fields
+    # the history still points at video_id's column after the columns moved
+    assert dropped.fields[dropped.seq_target[0]] == "video_id"
+    assert dropped.history.tolist() == full.history.tolist()
+    from reelrec.config import ConfigError
+
+    for bad in (["video_id"], ["no_such_field"]):
+        with pytest.raises(ConfigError, match="features.drop"):
+            kuairand_ctr(inter, users, FeatureConfig(drop=bad), items=items)
+
+
 @pytest.mark.parametrize("row", [0, 2, 3])
 def test_a_rows_own_labels_never_reach_its_features(row):
     """Flip every label of one row: that row's features (counters, history, all fields) stay

@@ -52,6 +52,9 @@ class FeatureConfig:
     history_labels: list[str] = field(default_factory=lambda: ["like", "long_view"])  # a row
     # enters later histories when any of these labels is 1
     user_profile: bool = True  # KuaiRand user-table fields (activity degree, fans range, ...)
+    user_raw_counts: bool = True  # also the raw count columns that have a ``<name>_range``
+    # bucket (follow / fans / friend numbers, register days: thousands of values each, so each
+    # acts as a second user id); false keeps only their ranges
     counters: bool = True  # real-time counters: the video's and the user's impressions and
     # click / long_view / like rates over rows strictly earlier in time, bucketed
     min_count: int = 1  # ids (user, video) on fewer training rows map to "unknown" (>= 1)
@@ -59,6 +62,8 @@ class FeatureConfig:
     # the target's and the history's semantic-ID codes become features; "" = off
     vq_codes: str = ""  # run sub-folder with vq_codes.parquet (e.g. "tokenizer-vq"): the
     # target's QARM VQ codes become a bag feature; "" = off
+    drop: list[str] = field(default_factory=list)  # sparse fields left out of the samples
+    # (e.g. [user_id]); never video_id, hour, duration or a field a behaviour sequence uses
     item_features: bool = True  # the video's basic content fields where the items table has
     # them (kuairand-pure: author, music, music/video/upload type, first tag, and all tags as a
     # bag); never a video statistic column
@@ -373,6 +378,7 @@ def kuairand_ctr(
     Raises:
         FileNotFoundError: a code folder named in ``cfg`` has no codes (says which command).
         KeyError: a task or history label is not a column of ``inter``.
+        ConfigError: ``cfg.drop`` names a field these samples lack or one that must stay.
     """
     inter = inter.reset_index(drop=True)
     train = (inter["split"] == 0).to_numpy()
@@ -418,7 +424,10 @@ def kuairand_ctr(
         add("tab", inter["tab"].to_numpy(dtype=np.int64))
     if cfg.user_profile:
         prof = users.set_index("user_id")
-        for col in [c for c in users.columns if c != "user_id"]:
+        cols_ = [c for c in users.columns if c != "user_id"]
+        if not cfg.user_raw_counts:
+            cols_ = [c for c in cols_ if f"{c}_range" not in users.columns]
+        for col in cols_:
             raw = inter["user_id"].map(prof[col]).astype(object).to_numpy()
             add(f"user_{col}", raw)
     if cfg.counters:
@@ -499,6 +508,23 @@ def kuairand_ctr(
     for j, b in enumerate(bag_rows):
         bag[:, j, : b.shape[1]] = b
 
+    if cfg.drop:
+        protected = {"video_id", "hour", "duration", *(names[j] for j in seq_target)}
+        bad = [f for f in cfg.drop if f not in names or f in protected]
+        if bad:
+            from reelrec.config import ConfigError
+
+            raise ConfigError(
+                f"features.drop: {bad} cannot be left out (a field of these samples, and not "
+                f"one of {sorted(protected)}); the fields are {names}"
+            )
+        keep = [j for j, n in enumerate(names) if n not in cfg.drop]
+        seq_target = [keep.index(j) for j in seq_target]
+        names, cols, vocab = (
+            [names[j] for j in keep],
+            [cols[j] for j in keep],
+            [vocab[j] for j in keep],
+        )
     data = CTRData(
         fields=names,
         vocab=vocab,
