@@ -325,6 +325,79 @@ def run_smoke(out: Path, results: dict, speed: dict) -> None:
             save(results, speed)
 
 
+#: FuxiCTR 2.3.10 on the same split, from shared/PEERS.md ("Multi-task ranking on kuairand-pure"):
+#: task -> model -> (AUC, GAUC, LogLoss at seed 2024, AUC mean and sd over seeds 2024-2026);
+#: s/epoch with its npz loader. Peers' numbers, printed beside ours, never computed here.
+FUXICTR = {
+    "click": {
+        "DeepFM": (0.7371, 0.6245, 0.5903, 0.737, 0.002),
+        "DIN": (0.7367, 0.6120, 0.5953, 0.738, 0.001),
+        "MMoE": (0.7296, 0.6293, 0.6135, 0.731, None),
+        "PLE": (0.7346, 0.6293, 0.5981, 0.731, None),
+    },
+    "long_view": {
+        "DeepFM": (0.7318, 0.6482, 0.5370, 0.733, 0.001),
+        "DIN": (0.7327, 0.6506, 0.5349, 0.733, 0.000),
+        "MMoE": (0.7243, 0.6541, 0.5603, 0.726, None),
+        "PLE": (0.7300, 0.6499, 0.5434, 0.727, None),
+    },
+    "like": {
+        "DeepFM": (0.8270, 0.6161, 0.0601, 0.829, 0.007),
+        "DIN": (0.8206, 0.6316, 0.0605, 0.811, 0.010),
+        "MMoE": (0.8196, 0.6283, 0.0627, 0.818, None),
+        "PLE": (0.8301, 0.6386, 0.0595, 0.820, None),
+    },
+}
+FUXICTR_SECONDS = {"DeepFM": 5.0, "DIN": 20.6, "MMoE": 13.2, "PLE": 16.3}
+
+
+def pure_tables(results: dict, speed: dict) -> str:
+    """Markdown tables of the kuairand-pure rows: one per task (ours mean ± std over seeds,
+    FuxiCTR's beside them), then speed."""
+    rows = results.get("kuairand-pure", {})
+    sp = speed.get("kuairand-pure", {})
+    lines = []
+    for task in ("click", "long_view", "like"):
+        lines += [
+            f"**{task}**",
+            "",
+            "| model | AUC | GAUC | LogLoss | best epochs |",
+            "|---|---|---|---|---|",
+        ]
+        for label, r in rows.items():
+            if task not in r:
+                continue
+            m = r[task]
+
+            def cell(k: str, m: dict = m) -> str:
+                sd = m.get(f"{k}_std")
+                return f"{m[k]:.4f}" + (f" ± {sd:.4f}" if sd is not None else "")
+
+            epochs = sp.get(label, {}).get("best_epochs", "")
+            if label.endswith("-single-task") and epochs:
+                i = SINGLE_TASK.index(task)
+                epochs = epochs[i :: len(SINGLE_TASK)]
+            lines.append(
+                f"| {label} | {cell('auc')} | {cell('gauc')} | {cell('logloss')} | {epochs} |"
+            )
+        for model, (auc, gauc, ll, auc3, sd3) in FUXICTR[task].items():
+            three = f" (3 seeds {auc3:.3f}" + (f" ± {sd3:.3f})" if sd3 is not None else ")")
+            lines.append(f"| FuxiCTR {model} | {auc:.4f}{three} | {gauc:.4f} | {ll:.4f} | |")
+        lines.append("")
+    lines += [
+        "| model | s/epoch | train samples/s | ms per 1,000 candidates | parameters |",
+        "|---|---|---|---|---|",
+    ]
+    for label, m in sp.items():
+        lines.append(
+            f"| {label} | {m.get('seconds_per_epoch', '')} | {m['train_samples_per_s']:,.0f} | "
+            f"{m['score_ms_per_1000']} | {m['parameters']:,} |"
+        )
+    for model, sec in FUXICTR_SECONDS.items():
+        lines.append(f"| FuxiCTR {model} | {sec} | {154071 / sec:,.0f} | | |")
+    return "\n".join(lines)
+
+
 def save(results: dict, speed: dict, only: dict[str, list[str]] | None = None) -> None:
     """Write both result files. With ``only`` (``{dataset: [label]}``), merge just those rows
     (and the dataset's model-free references) into what is on disk, so that two bench processes
@@ -365,9 +438,19 @@ def main(argv: list[str] | None = None) -> int:
         help="variants to run (default: every variant of --dataset)",
     )
     p.add_argument("--skip-smoke", action="store_true", help="no Taobao/Criteo/Avazu runs")
+    p.add_argument(
+        "--table",
+        action="store_true",
+        help="print the kuairand-pure tables of bench/results/*.json (beside FuxiCTR) and exit",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seeds", type=int, nargs="+", default=[2024, 1, 2], help="train.seed values")
     args, extra = p.parse_known_args(argv)
+    if args.table:
+        results = json.loads((RESULTS / "ranking.json").read_text())
+        speed = json.loads((RESULTS / "ranking_speed.json").read_text())
+        print(pure_tables(results, speed))
+        return 0
     torch.set_num_threads(args.threads)
     results = (
         json.loads((RESULTS / "ranking.json").read_text())
