@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             "generator's positives); <label>_hit_rate@10 = share of the users with such a video "
             "that day who find one in their 10 slots; hate share = videos with hate = 1 that "
             "day in the 10 slots; legal rate over the top 10 of an unconstrained beam search; "
-            "P-Score by RUN/models/pscore (scenario unknown at request time)"
+            "P-Score by RUN/models/pscore (requests in the most frequent training scenario)"
         )
     out["command"] = " ".join(
         [

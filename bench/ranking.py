@@ -32,7 +32,8 @@ tasks; ``*-single-task`` one model per task (click, long_view, like); ``mmoe`` a
 representation into PLE); CAN ablations ``can-order1``, ``can-shared`` (no order / combination
 independence), ``can-no-counters``, ``can-sid`` (content semantic-ID codes of the target and the
 history, from the videos' tags and categorical fields: ``reelrec encode --encoder metadata`` then
-plain residual k-means), ``can-qarm`` (QARM VQ codes of the QARM-aligned content embeddings).
+plain residual k-means), ``can-qarm`` (QARM VQ codes of the QARM-aligned content embeddings);
+``deepfm-gauc-stop`` (early stopping on the mean validation GAUC instead of AUC).
 Model-free references (smoothed per-video and per-user training rates) are scored beside them.
 
 Every variant runs with each of ``--seeds`` (default 2024, 1, 2); ``ranking.json`` holds the
@@ -121,6 +122,9 @@ PURE_VARIANTS = {
     "can-no-counters": ("can", NO_COUNTERS),
     "can-sid": ("can", PURE_SID),
     "can-qarm": ("can", ["--features.vq_codes=tokenizer-qarm"]),
+    # AUC peaks after 1-2 epochs while GAUC keeps rising for 2-3 more: the same DeepFM with
+    # early stopping on the mean validation GAUC instead
+    "deepfm-gauc-stop": ("deepfm", ["--train.metric=gauc"]),
 }
 #: the tasks of the single-task rows (shared/PEERS.md trains one model per task)
 SINGLE_TASK = ["like", "long_view", "click"]

@@ -152,6 +152,36 @@ def test_pure_item_fields_scenario_and_tag_bag():
     assert "tab" not in off.fields and off.bags == []
 
 
+def test_request_features_reproduce_pure_rows_with_their_scenario():
+    """KuaiRand-Pure samples (video fields, tag bag, scenario) rebuilt from (user, video, time,
+    hour, tab) equal the logged rows; without a tab a request gets the most frequent one."""
+    from reelrec.data.ctr import RequestFeatures
+
+    inter, users, items = _tiny_pure()
+    cfg = FeatureConfig(max_history=3, history_labels=["click", "long_view"])
+    d = kuairand_ctr(inter, users, cfg, items=items)
+    feats = RequestFeatures(d, inter, cfg)
+    args = (
+        inter["user_id"].to_numpy(),
+        inter["item_id"].to_numpy(),
+        inter["timestamp_ms"].to_numpy(),
+        inter["hourmin"].to_numpy() // 100,
+    )
+    b = feats.batch(*args, tabs=inter["tab"].to_numpy())
+    assert b.sparse.tolist() == d.sparse.tolist()
+    assert b.history.tolist() == d.history.tolist() and b.bag.tolist() == d.bag.tolist()
+    tab = d.fields.index("tab")
+    assert feats.batch(*args).sparse[:, tab].tolist() == [2] * 5  # tab 1: 2 of 3 train rows
+
+
+def test_a_video_missing_from_the_items_table_has_no_tags_and_unknown_fields():
+    inter, users, items = _tiny_pure()
+    d = kuairand_ctr(inter, users, FeatureConfig(), items=items[items["item_id"] != 102])
+    row = 2  # video 102
+    assert d.bag[row, 0].tolist() == [0, 0]
+    assert d.sparse[row, d.fields.index("video_author_id")] == 1
+
+
 def test_raw_user_counts_and_dropped_fields():
     inter, users, items = _tiny_pure()
     users["fans_user_num"] = [12, 3000]

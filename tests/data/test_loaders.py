@@ -6,6 +6,7 @@ Malformed-input fixtures are tiny files written by the tests themselves (tmp_pat
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -392,3 +393,55 @@ def test_ml1m_movies_dat_malformed_names_file_line_column(tmp_path, bad_line, ex
     )
     with pytest.raises(DataFormatError, match=rf"movies\.dat, {expected}"):
         load_ml1m(tmp_path)
+
+
+PURE_HEADER = (
+    "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,"
+    "is_hate,long_view,play_time_ms,duration_ms,profile_stay_time,comment_stay_time,"
+    "is_profile_enter,is_rand,tab\n"
+)
+PURE_VIDEO_HEADER = (
+    "video_id,author_id,video_type,upload_dt,upload_type,visible_status,video_duration,"
+    "server_width,server_height,music_id,music_type,tag,show_cnt\n"
+)
+
+
+def _pure_row(user, video, time_ms, click=1, rand=0, date=20220426):
+    return f"{user},{video},{date},1000,{time_ms},{click},0,0,0,0,0,1,5000,10000,0,0,0,{rand},1\n"
+
+
+def _pure_folder(tmp_path, log: str, tags=("39", "2,7")) -> Path:
+    folder = tmp_path / "kuairand-pure-standard-late"
+    folder.mkdir()
+    (folder / "log_standard_20220425_to_20220505_pure.csv").write_text(PURE_HEADER + log)
+    rows = "".join(
+        f"{v},a{v},NORMAL,2022-04-10,Web,0.0,10000.0,720.0,1280.0,m{v},9.0,\"{t}\",5\n"
+        for v, t in zip((11, 12), tags, strict=True)
+    )
+    (folder / "video_features_basic_statistic_pure.csv").write_text(PURE_VIDEO_HEADER + rows)
+    return folder
+
+
+def test_kuairand_pure_drops_random_exposure_rows_and_reads_basic_video_columns(tmp_path):
+    from reelrec.data.kuairand import load_kuairand_pure
+
+    folder = _pure_folder(tmp_path, _pure_row(1, 11, 100) + _pure_row(1, 12, 200, rand=1))
+    raw = load_kuairand_pure(folder, None)
+    assert len(raw.interactions) == 1 and raw.notes["random_exposure_rows_dropped"] == 1
+    assert raw.notes["video_columns_not_read"] == ["show_cnt"]
+    assert raw.items["tags"].tolist() == [[39], [2, 7]]
+    assert raw.items["music_type"].tolist() == ["9", "9"]  # "9.0" is category 9
+
+
+def test_kuairand_pure_bad_values_name_the_physical_line(tmp_path):
+    from reelrec.data.kuairand import load_kuairand_pure
+
+    log = _pure_row(1, 11, 100) + "\n\n" + _pure_row(1, 12, 200, click=2)
+    folder = _pure_folder(tmp_path, log)
+    with pytest.raises(DataFormatError, match=r"line 5, column 'is_click': expected 0 or 1"):
+        load_kuairand_pure(folder, None)
+    other = tmp_path / "other"
+    other.mkdir()
+    folder = _pure_folder(other, _pure_row(1, 11, 100), tags=("39", "9" * 23))
+    with pytest.raises(DataFormatError, match=r"line 3, column 'tag'.*at most 18 digits"):
+        load_kuairand_pure(folder, None)

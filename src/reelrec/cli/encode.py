@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reelrec encode",
         description="Embed every item of a prepared run: text encoders read the item titles "
-        "(and genres), item2vec reads training-split behaviour only. Writes "
+        "(and genres), metadata the categorical content fields (kuairand-pure: tags, types, "
+        "duration), item2vec training-split behaviour only. Writes "
         "RUN/content/item_embeddings.npy (N, D) float32 L2-normalised, item_ids.npy (N,) and "
         "encoder.json. Text embeddings are cached by encoder + content hash in "
         "$REELREC_CACHE_DIR/embeddings (default ~/.cache/reelrec/embeddings).",
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=["auto", *ENCODERS],
         help="auto (default): e5-small when at least half the items have a title or genres "
-        "(amazon-beauty/toys, ml-*), else item2vec (kuairand, amazon-sports); the run says so",
+        "(amazon-beauty/toys, ml-*), else metadata when the items have tags or type fields "
+        "(kuairand-pure), else item2vec (kuairand, amazon-sports); the run says so",
     )
     p.add_argument("--dim", type=int, default=0, help="width for hashing / item2vec (default 64)")
     p.add_argument(

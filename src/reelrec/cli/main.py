@@ -40,7 +40,7 @@ def _commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
         "evaluate": (evaluate.main, "full-ranking test metrics -> RUN/metrics.json, RUN/report.md"),
         "encode": (
             encode.main,
-            "item content -> RUN/content/item_embeddings.npy (text or item2vec)",
+            "item content -> RUN/content/item_embeddings.npy (text, metadata or item2vec)",
         ),
         "clean-text": (
             clean_text.main,

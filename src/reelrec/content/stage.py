@@ -107,8 +107,16 @@ def encode_run(
     text_share = 1.0 - float(texts_of[2].mean()) if texts_of else 0.0
     has_text = text_share >= MIN_TEXT_SHARE
     if encoder == "auto":
-        encoder = "e5-small" if has_text else "item2vec"
-        if not has_text:
+        if has_text:
+            encoder = "e5-small"
+        elif has_metadata(prep.items):
+            encoder = "metadata"
+            log(
+                f"{name} has no item text (items with a title or genres: {text_share:.0%}): "
+                "using its categorical metadata (tags, types, duration)"
+            )
+        else:
+            encoder = "item2vec"
             log(
                 f"{name} has no item content (items with a title or genres: {text_share:.0%}): "
                 "using behaviour-only item2vec embeddings"

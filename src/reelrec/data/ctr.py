@@ -93,6 +93,11 @@ class FeatureConfig:
                 not Path(folder).is_absolute() and ".." not in Path(folder).parts
             )
             rules.append((inside, key, '"" or a folder inside the run (no absolute path, no ..)'))
+        kept = sorted({"video_id", "hour", "duration"} & set(self.drop))
+        rules += [
+            (not kept, "drop", f"a list without {kept} (these fields always stay)"),
+            (len(set(self.drop)) == len(self.drop), "drop", "a list of distinct field names"),
+        ]
         for ok, key, rule in rules:
             if not ok:
                 raise ConfigError(f"{section}.{key} must be {rule}, got {getattr(self, key)!r}")
@@ -472,15 +477,17 @@ def kuairand_ctr(
     bag_vocab: list[int] = []
     bag_rows: list[np.ndarray] = []
     if "tags" in item_table.columns and cfg.item_features:
-        tag_lists = vid_series.map(item_table["tags"])
-        width = max((len(t) for t in item_table["tags"]), default=1) or 1
-        flat_train = [
-            t for ts, tr in zip(tag_lists, train, strict=True) if tr and ts is not None for t in ts
+        # a video outside the items table maps to NaN: no tags
+        tag_lists = [
+            t if isinstance(t, list | tuple | np.ndarray) else []
+            for t in vid_series.map(item_table["tags"])
         ]
+        width = max((len(t) for t in tag_lists), default=1) or 1
+        flat_train = [t for ts, tr in zip(tag_lists, train, strict=True) if tr for t in ts]
         tag_vocab = {t: j + 1 for j, t in enumerate(dict.fromkeys(flat_train))}
         rows = np.zeros((len(inter), width), dtype=np.int64)
         for i, ts in enumerate(tag_lists):
-            if ts is not None and len(ts):
+            if len(ts):
                 rows[i, : len(ts)] = [tag_vocab.get(int(t), 0) for t in ts]
         bags.append("video_tags")
         bag_vocab.append(len(tag_vocab) + 1)
@@ -509,14 +516,17 @@ def kuairand_ctr(
         bag[:, j, : b.shape[1]] = b
 
     if cfg.drop:
-        protected = {"video_id", "hour", "duration", *(names[j] for j in seq_target)}
-        bad = [f for f in cfg.drop if f not in names or f in protected]
-        if bad:
-            from reelrec.config import ConfigError
+        from reelrec.config import ConfigError
 
+        protected = {"video_id", "hour", "duration", *(names[j] for j in seq_target)}
+        unknown = [f for f in cfg.drop if f not in names]
+        if unknown:
+            raise ConfigError(f"features.drop: unknown field(s) {unknown}; the fields are {names}")
+        kept = [f for f in cfg.drop if f in protected]
+        if kept:
             raise ConfigError(
-                f"features.drop: {bad} cannot be left out (a field of these samples, and not "
-                f"one of {sorted(protected)}); the fields are {names}"
+                f"features.drop: {kept} must stay ({sorted(protected)} are always kept: a "
+                "behaviour sequence or the request features use them)"
             )
         keep = [j for j, n in enumerate(names) if n not in cfg.drop]
         seq_target = [keep.index(j) for j in seq_target]
@@ -724,6 +734,15 @@ class RequestFeatures:
             and not _is_counter(f)
         ]
         self.hour_col = fields.index("hour")
+        # the scenario (kuairand-pure's tab): given per request, else the most frequent
+        # training scenario (a request to the service has no tab)
+        self.tab_col = fields.index("tab") if "tab" in fields else None
+        if self.tab_col is not None:
+            code = sparse[:, self.tab_col]
+            raw_tab = inter["tab"].to_numpy(dtype=np.int64)
+            self._tab_code = dict(zip(raw_tab.tolist(), code.tolist(), strict=True))
+            train_codes = code[data.split == 0]
+            self.default_tab = int(np.bincount(train_codes).argmax()) if len(train_codes) else 1
 
         def first_rows(keys: np.ndarray) -> dict[int, int]:
             _, first = np.unique(keys, return_index=True)
@@ -761,7 +780,12 @@ class RequestFeatures:
         return int(user) in self._user_row
 
     def batch(
-        self, users: np.ndarray, items: np.ndarray, times: np.ndarray, hours: np.ndarray
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        times: np.ndarray,
+        hours: np.ndarray,
+        tabs: np.ndarray | None = None,
     ) -> CTRBatch:
         """Features of the pairs ``(users[i], items[i])`` requested at ``times[i]``.
 
@@ -770,6 +794,8 @@ class RequestFeatures:
                 index 1 and, for users, no profile).
             times: int64 (n,) request times in ms: counters and histories use rows strictly
                 earlier. hours: int64 (n,) hour of day of the request (Beijing time, 0..23).
+            tabs: int64 (n,) raw scenario ids where the samples have ``tab`` (a scenario not
+                in the data is "unknown"); ``None`` = the most frequent training scenario.
 
         Returns:
             :class:`CTRBatch` with labels all NaN (shape (n, T)).
@@ -790,6 +816,12 @@ class RequestFeatures:
             sub[ok] = values[rows[ok]]
             sparse[:, cols] = sub
         sparse[:, self.hour_col] = np.asarray(hours, dtype=np.int64) + 2
+        if self.tab_col is not None:
+            sparse[:, self.tab_col] = (
+                self.default_tab
+                if tabs is None
+                else [self._tab_code.get(int(t), UNKNOWN) for t in np.asarray(tabs)]
+            )
         for key_name, keys in (("video", items), ("user", users)):
             count, sums = self._counters[key_name].before(keys, times)
             j = fields.index(f"{key_name}_views") if f"{key_name}_views" in fields else None

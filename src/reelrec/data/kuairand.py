@@ -30,6 +30,7 @@ from reelrec.data.readers import (
     NON_NEGATIVE,
     UNIX_MS,
     DataFormatError,
+    physical_line,
     read_table,
     single_candidate,
     to_numeric,
@@ -192,7 +193,8 @@ def _binary_columns(raw: pd.DataFrame, cols: list[str], path: Path, sep: str, ou
         if bad.any():
             rec = int(np.flatnonzero(bad)[0])
             raise DataFormatError(
-                f"{path}, line {rec + 2}, column {col!r}: expected 0 or 1, got {values[rec]}"
+                f"{path}, line {physical_line(path, rec, sep)}, column {col!r}: expected 0 or 1, "
+                f"got {values[rec]}"
             )
         out[col] = values.astype("int8")
 
@@ -242,11 +244,12 @@ def _pure_videos(folder: Path, notes: dict[str, object]) -> pd.DataFrame:
         text = text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
         items[col] = text.where(text != "", None)
     tags = raw["tag"].astype(str).str.strip()
-    bad = ~tags.str.fullmatch(r"(\d+(,\d+)*)?").to_numpy(dtype=bool)
+    bad = ~tags.str.fullmatch(r"(\d{1,18}(,\d{1,18})*)?").to_numpy(dtype=bool)
     if bad.any():
         rec = int(np.flatnonzero(bad)[0])
         raise DataFormatError(
-            f"{path}, line {rec + 2}, column 'tag': expected comma-separated category ids, "
+            f"{path}, line {physical_line(path, rec, ',')}, column 'tag': expected "
+            "comma-separated category ids (integers of at most 18 digits), "
             f"got {raw['tag'].iloc[rec]!r}"
         )
     items["tags"] = [[int(t) for t in s.split(",")] if s else [] for s in tags]
@@ -255,7 +258,8 @@ def _pure_videos(folder: Path, notes: dict[str, object]) -> pd.DataFrame:
     if dup.any():
         rec = int(np.flatnonzero(dup.to_numpy())[0])
         raise DataFormatError(
-            f"{path}, line {rec + 2}, column 'video_id': video {items['item_id'].iloc[rec]} "
+            f"{path}, line {physical_line(path, rec, ',')}, column 'video_id': video "
+            f"{items['item_id'].iloc[rec]} "
             "appears twice"
         )
     return items
@@ -271,7 +275,8 @@ def load_kuairand_pure(log_folder: Path, features_folder: Path | None) -> RawTab
     ``is_hate`` -> ``hate``, ``is_profile_enter`` -> ``profile_enter``, ``profile_stay_time`` /
     ``comment_stay_time`` -> ``profile_stay_ms`` / ``comment_stay_ms``; ``long_view``,
     ``play_time_ms``, ``duration_ms``, ``date``, ``hourmin`` and ``tab`` (the scenario id) keep
-    their names; ``is_rand`` is dropped (always 0 here). ``duration_ms == 0`` (unknown) is taken
+    their names; rows with ``is_rand`` = 1 (random exposure, another policy) are dropped and
+    counted (``random_exposure_rows_dropped``; none in the shared file), then the column. ``duration_ms == 0`` (unknown) is taken
     from the video table where it has the duration, else NaN (and so is ``watch_ratio``).
 
     Items: every video of the Pure pool (7,583) with ``duration_ms``, ``author_id``,
@@ -279,7 +284,9 @@ def load_kuairand_pure(log_folder: Path, features_folder: Path | None) -> RawTab
     ``tags`` (list of int category ids, [] when none). Only the 12 basic video columns are read:
     the 51 statistic columns aggregate a month that overlaps the test days and never enter
     reelrec's tables (``prepare_report.json`` lists them under ``video_columns_not_read``).
-    Exact duplicate rows are kept here and removed by ``reelrec prepare`` (counted there).
+    Duplicate rows are kept here; ``reelrec prepare`` collapses rows equal in user, video, time
+    and every feedback label (counted there: 5,036 on the shared file, of which 4,677 are exact
+    copies of another row).
 
     Args:
         log_folder: ``kuairand-pure-standard-late`` (the log and the video table).
@@ -306,7 +313,6 @@ def load_kuairand_pure(log_folder: Path, features_folder: Path | None) -> RawTab
     for col, bounds in _PURE_INT.items():
         out[col] = to_numeric(raw, col, path, ",", bounds=bounds)[0]
     _binary_columns(raw, [*_PURE_BINARY, "is_rand"], path, ",", out)
-    notes["random_exposure_rows"] = int(out.pop("is_rand").sum())
     for col in _PURE_FLOAT:
         values, n_missing = to_numeric(
             raw, col, path, ",", dtype="float64", nullable=True, bounds=NON_NEGATIVE
@@ -314,6 +320,9 @@ def load_kuairand_pure(log_folder: Path, features_folder: Path | None) -> RawTab
         out[col] = values
         if n_missing:
             notes[f"missing_{col}"] = n_missing
+    rand = out.pop("is_rand").to_numpy() == 1
+    notes["random_exposure_rows_dropped"] = int(rand.sum())
+    out = out.loc[~rand].reset_index(drop=True)
     items = _pure_videos(folder, notes)
     zero = out["duration_ms"].to_numpy() == 0
     from_items = out["video_id"].map(items.set_index("item_id")["duration_ms"]).to_numpy()
