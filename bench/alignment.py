@@ -56,7 +56,7 @@ ABLATIONS = {
 HIT_KEYS = tuple(
     f"{label}_{what}"
     for label in ("click", "long_view", "like")
-    for what in ("hit_rate@10", "hits", "users")
+    for what in ("hit_rate@10", "day_hits", "day_users")
 )
 STAGE_KEYS = (
     "pscore_mean@10",
@@ -290,7 +290,8 @@ def tables(out: dict) -> str:
             lines.append(
                 f"| {stage} | "
                 + " | ".join(
-                    f"{r[f'{x}_hit_rate@10']:.4f} ({r[f'{x}_hits']} hits)"
+                    f"{r[f'{x}_hit_rate@10']:.4f}"
+                    + (f" ({r[f'{x}_day_hits']} hits)" if f"{x}_day_hits" in r else "")
                     for x in ("click", "long_view", "like")
                 )
                 + " |"

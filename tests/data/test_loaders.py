@@ -415,7 +415,7 @@ def _pure_folder(tmp_path, log: str, tags=("39", "2,7")) -> Path:
     folder.mkdir()
     (folder / "log_standard_20220425_to_20220505_pure.csv").write_text(PURE_HEADER + log)
     rows = "".join(
-        f"{v},a{v},NORMAL,2022-04-10,Web,0.0,10000.0,720.0,1280.0,m{v},9.0,\"{t}\",5\n"
+        f'{v},a{v},NORMAL,2022-04-10,Web,0.0,10000.0,720.0,1280.0,m{v},9.0,"{t}",5\n'
         for v, t in zip((11, 12), tags, strict=True)
     )
     (folder / "video_features_basic_statistic_pure.csv").write_text(PURE_VIDEO_HEADER + rows)

@@ -50,8 +50,9 @@ def test_day_hit_rates_count_users_with_the_label_only():
     top = np.array([[12, 99, -1], [14, 11, 7], [5, 6, 7]])
     targets = {"click": [np.array([12]), np.array([11]), np.array([], dtype=np.int64)]}
     out = day_hit_rates(top, targets, k=2)
-    assert out == {"click_hit_rate@2": 1.0, "click_hits": 2, "click_users": 2}
+    assert out == {"click_hit_rate@2": 1.0, "click_day_hits": 2, "click_day_users": 2}
     out = day_hit_rates(top, targets, k=1)
-    assert out["click_hit_rate@1"] == 0.5 and out["click_hits"] == 1
+    assert out["click_hit_rate@1"] == 0.5 and out["click_day_hits"] == 1
     nobody = day_hit_rates(top, {"like": [np.array([], dtype=np.int64)] * 3}, k=2)
-    assert np.isnan(nobody["like_hit_rate@2"]) and nobody["like_users"] == 0
+    assert np.isnan(nobody["like_hit_rate@2"]) and nobody["like_day_users"] == 0
+    assert "like_hits" not in nobody  # alignment_metrics' own like_hits stays unambiguous

@@ -22,7 +22,7 @@ below) and hated ones (kuairand: ``like`` = 0, the slice's explicit dislike; kua
   relevant and can never be hit: nothing is filtered);
 * ``hate_share@k``: hated videos of that day among the k slots, ``hits / k``, averaged over
   all requests;
-* ``<label>_hit_rate@k`` / ``<label>_hits`` for each of ``click``, ``long_view`` and ``like``
+* ``<label>_hit_rate@k`` / ``<label>_day_hits`` for each of ``click``, ``long_view`` and ``like``
   the log has: the share of the users with at least one such video that day who find one of them
   in their k slots, and the number of such videos in all slots;
 * ``legal_rate``: the share of the top k of an *unconstrained* beam search (no trie) that are
@@ -135,16 +135,17 @@ def day_hit_rates(
 
     Returns:
         ``{label}_hit_rate@k`` (share of the requests with at least one such video that find one
-        in the top k; NaN when no request has one), ``{label}_hits`` (such videos in all top-k
-        slots) and ``{label}_users`` (requests with at least one such video).
+        in the top k; NaN when no request has one), ``{label}_day_hits`` (such videos in all
+        top-k slots) and ``{label}_day_users`` (requests with at least one such video). The
+        names never collide with ``like_hits`` (hits of the protocol's positives).
     """
     out: dict[str, float] = {}
     for label, videos in targets.items():
         hits = hits_at_k(top, [np.asarray(x, dtype=np.int64) for x in videos])[:, :k].sum(1)
         has = np.array([len(x) > 0 for x in videos], dtype=bool)
         out[f"{label}_hit_rate@{k}"] = float((hits[has] > 0).mean()) if has.any() else float("nan")
-        out[f"{label}_hits"] = int(hits.sum())
-        out[f"{label}_users"] = int(has.sum())
+        out[f"{label}_day_hits"] = int(hits.sum())
+        out[f"{label}_day_users"] = int(has.sum())
     return out
 
 
@@ -166,7 +167,8 @@ def alignment_metrics(
     Returns:
         ``pscore_mean@k``, ``pscore_max@k``, ``recall@k``, ``ndcg@k``, ``hate_share@k``,
         ``legal_rate``, ``<label>_hit_rate@k`` per target label, and counts ``users``,
-        ``users_with_likes``, ``like_hits``, ``hate_hits``, ``<label>_hits``, ``<label>_users``.
+        ``users_with_likes``, ``like_hits``, ``hate_hits``, ``<label>_day_hits``,
+        ``<label>_day_users``.
     """
     was_training = model.training
     model.eval()
