@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         help="training budget of each alignment stage (0 = the presets' epochs only)",
     )
     p.add_argument("--no-ablations", action="store_true", help="skip the ECPO ablations")
+    p.add_argument(
+        "--table", action="store_true", help="print the tables of the dataset's JSON and exit"
+    )
     args, overrides = p.parse_known_args(argv)
     run = args.out / args.dataset
     results = (
@@ -107,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.dataset == "kuairand"
         else RESULTS.with_name(f"alignment-{args.dataset}.json")
     )
+    if args.table:
+        print(tables(json.loads(results.read_text())))
+        return 0
     if args.dataset == "kuairand-pure" and not (run / "content" / "item_embeddings.npy").exists():
         # item2vec leaves out the clicked videos that never co-occur with another click (146 of
         # the 4,582 training videos), and the generator needs an ID for every training video:
