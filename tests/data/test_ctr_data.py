@@ -217,8 +217,8 @@ def test_a_rows_own_labels_never_reach_its_features(row):
     assert a.sparse[row].tolist() == b.sparse[row].tolist()
     assert a.history[row].tolist() == b.history[row].tolist()
     assert a.bag[row].tolist() == b.bag[row].tolist()
-    earlier = inter["timestamp_ms"] <= inter.loc[row, "timestamp_ms"]
-    assert a.sparse[earlier.to_numpy()].tolist() == b.sparse[earlier.to_numpy()].tolist()
+    earlier = np.flatnonzero(inter["timestamp_ms"] <= inter.loc[row, "timestamp_ms"])
+    assert a.sparse[earlier].tolist() == b.sparse[earlier].tolist()
 
 
 def test_missing_semantic_ids_name_the_command(tmp_path):
