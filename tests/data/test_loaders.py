@@ -445,3 +445,9 @@ def test_kuairand_pure_bad_values_name_the_physical_line(tmp_path):
     folder = _pure_folder(other, _pure_row(1, 11, 100), tags=("39", "9" * 23))
     with pytest.raises(DataFormatError, match=r"line 3, column 'tag'.*at most 18 digits"):
         load_kuairand_pure(folder, None)
+
+
+def test_a_dataset_without_official_downloads_is_refused_by_fetch(tmp_path):
+    with pytest.raises(sources.DatasetNotFound, match="no automatic download"):
+        sources.fetch("kuairand-pure", tmp_path, log=lambda s: None)
+    assert not any(tmp_path.iterdir())  # nothing created

@@ -281,8 +281,13 @@ def load(name: str, root: str | Path | None = None) -> RawTables:
             f"dataset {name!r} not found: expected the folder {folder}\n"
             f"  set {ENV_VAR} to the folder that holds {spec.folder}/ "
             f"(in this project: export {ENV_VAR}=../shared/datasets),\n"
-            f"  or download it from the official source: {spec.homepage}\n"
-            f"  (`reelrec datasets --download {name}` fetches it into {CACHE_DIR}/{spec.folder})"
+            f"  or download it from the official source: {spec.homepage}"
+            + (
+                f"\n  (`reelrec datasets --download {name}` fetches it into "
+                f"{CACHE_DIR}/{spec.folder})"
+                if spec.downloads
+                else f" (no automatic download: put the files in {spec.folder}/)"
+            )
         )
     return spec.loader(base)
 
@@ -294,10 +299,16 @@ def fetch(name: str, cache_dir: Path = CACHE_DIR, log: Callable[[str], None] = p
     mismatch deletes the download and raises. Never called by tests.
 
     Raises:
+        DatasetNotFound: the dataset has no official files to fetch (kuairand-pure).
         ValueError: a digest does not match (the file is removed).
         urllib.error.URLError: the network is unreachable.
     """
     spec = get_spec(name)
+    if not spec.downloads:
+        raise DatasetNotFound(
+            f"dataset {name!r} has no automatic download: get its files from {spec.homepage} "
+            f"and put them in $REELREC_DATA_DIR/{spec.folder}/"
+        )
     folder = Path(cache_dir) / spec.folder
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
