@@ -278,7 +278,8 @@ def run_kuairand(
             "best_epochs": epochs,
             "epochs_run": runs_,
             "seeds": seeds,
-            "command": f"python bench/ranking.py{flag} --only {label}",
+            "command": f"python bench/ranking.py{flag} --seeds {' '.join(map(str, seeds))} "
+            f"--only {label}",
         }
         save(results, speed, {dataset: [label]})
 

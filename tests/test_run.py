@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from reelrec import ConfigError, Run, RunError
@@ -194,3 +195,21 @@ def test_a_bug_in_a_model_is_never_reported_as_a_user_error(ml100k, tmp_path, mo
         main.main(["train", "sasrec", "--run", str(copy), "--data.dataset=ml-100k", *TINY])
     with pytest.raises(KeyError, match="a bug"):
         Run(copy).evaluate(**QUIET)  # not "warning: skipping sasrec"
+
+
+def test_a_pure_ranker_scores_logged_rows_as_evaluated_when_given_their_tab(data_root, tmp_path):
+    """KuaiRand-Pure: ``score`` with the rows' scenario reproduces the evaluated predictions;
+    without it, every request is scored in the most frequent training scenario."""
+    run = Run.prepare(tmp_path / "pure", "kuairand-pure", data_dir=str(data_root), log=lambda s: 0)
+    tiny = ["--train.epochs=1", "--ranking.embed_dim=4", "--ranking.mlp=[8]"]
+    run.train("deepfm", [*tiny, "--features.max_history=5", "--ranking.tasks=[click]"], **QUIET)
+    ranker = run.trained("deepfm")
+    test = np.flatnonzero(ranker.data.split == 2)[:200]
+    rows = run.prep.interactions.iloc[test]
+    req = {c: rows[c].to_numpy() for c in ("user_id", "item_id", "timestamp_ms", "tab")}
+    req["hour"] = rows["hourmin"].to_numpy() // 100
+    with torch.no_grad():
+        logged = ranker.model.predict(ranker.data.batch(test)).numpy()
+    assert np.allclose(ranker.score(req), logged, atol=1e-6)
+    no_tab = ranker.score({k: v for k, v in req.items() if k != "tab"})
+    assert not np.allclose(no_tab, logged, atol=1e-6)

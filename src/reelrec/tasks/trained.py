@@ -269,7 +269,9 @@ class TrainedRanker(TrainedModel):
             requests: a mapping or DataFrame with int64 columns ``user_id``, ``item_id`` (raw
                 ids) and ``timestamp_ms`` (request time; counters and histories use rows
                 strictly earlier), optionally ``hour`` (0..23, Beijing; derived from
-                ``timestamp_ms`` when absent).
+                ``timestamp_ms`` when absent) and ``tab`` (the scenario id, for models trained
+                with the scenario feature on kuairand-pure; absent: the most frequent training
+                scenario, which scores differ from the logged scenario's).
 
                 Users and videos unseen in training get the "unknown" embedding (and, for
                 users, no profile), as new ones do in the test days.
@@ -285,9 +287,9 @@ class TrainedRanker(TrainedModel):
         import torch
 
         cols = {}
-        for col in ("user_id", "item_id", "timestamp_ms", "hour"):
+        for col in ("user_id", "item_id", "timestamp_ms", "hour", "tab"):
             if col not in requests:
-                if col == "hour":
+                if col in ("hour", "tab"):
                     continue
                 raise ValueError(
                     f"requests lack the column {col!r} (user_id, item_id, timestamp_ms)"
@@ -310,7 +312,7 @@ class TrainedRanker(TrainedModel):
             raise ValueError("requests['hour'] must be in 0..23 (Beijing time)")
         if len(t) == 0:
             return np.zeros((0, len(self.tasks)), dtype=np.float32)
-        batch = self.features.batch(cols["user_id"], cols["item_id"], t, hours)
+        batch = self.features.batch(cols["user_id"], cols["item_id"], t, hours, cols.get("tab"))
         with torch.no_grad():
             return self.model.predict(batch).float().numpy()
 
