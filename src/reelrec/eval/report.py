@@ -63,8 +63,9 @@ def ranking_section(rankers: dict[str, dict[str, Any]]) -> list[str]:
         "Per task, over the test impressions that have the label: AUC; GAUC per user, "
         "impression-weighted, over the users with both classes (users counted / left out); "
         "LogLoss in nats. Tasks with few positives (follow, comment, forward: about 15-80 on "
-        "the KuaiRand test day) are noisy. Mean AUC is the mean over the binary tasks (the "
-        "early-stopping metric).",
+        "the KuaiRand test day, 8-34 on KuaiRand-Pure's; see the positives column) are noisy, "
+        "and so is their GAUC, computed over a handful of users. Mean AUC and mean GAUC are "
+        "plain means over the binary tasks trained (mean AUC is the early-stopping metric).",
         "",
         "| model | task | positives / rows | AUC | GAUC (users in / left out) | LogLoss |",
         "|---|---|---|---|---|---|",
