@@ -253,6 +253,7 @@ def vocabulary_coverage(run: Path) -> dict:
 
     from reelrec.data.prepare import load_prepared
     from reelrec.data.splits import positive_mask
+    from reelrec.eval.alignment import hated_mask
 
     vocab = pd.read_parquet(run / "tokenizer" / "semantic_ids.parquet", columns=["item_id"])
     prep = load_prepared(run)
@@ -262,7 +263,7 @@ def vocabulary_coverage(run: Path) -> dict:
     known = inter["item_id"].isin(set(vocab["item_id"])).to_numpy()[test]
     # "liked" = the protocol's positive (like; kuairand-pure: click); hated = like 0 / hate 1
     liked = positive[test]
-    hated = (inter["hate"] == 1 if "hate" in inter.columns else inter["like"] == 0).to_numpy()[test]
+    hated = hated_mask(inter)[test]
     return {
         "test_liked_rows": int(liked.sum()),
         "liked_in_vocabulary": float(known[liked].mean()),

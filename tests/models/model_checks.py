@@ -21,3 +21,14 @@ def overfit(model, batch, steps: int = 150, lr: float = 1e-2):
         model.loss(batch).loss.backward()
         opt.step()
     return first, float(model.loss(batch).loss.detach())
+
+
+def assert_ranker_trains(model, batch, tasks) -> None:
+    """A ranker's loss on ``batch`` is finite with one part per task of ``tasks``, its
+    gradient reaches every parameter, and 150 Adam steps cut the loss below 20% of the first."""
+    out = model.loss(batch)
+    assert torch.isfinite(out.loss) and set(out.parts) == set(tasks)
+    out.loss.backward()
+    assert_gradients_reach_every_parameter(model)
+    first, last = overfit(model, batch)
+    assert last < 0.2 * first

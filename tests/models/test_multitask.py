@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from model_checks import assert_gradients_reach_every_parameter, overfit
+from model_checks import assert_ranker_trains
 from test_ranking_models import TASKS, tiny_data
 
 from reelrec.config import ConfigError
@@ -165,13 +165,7 @@ def test_each_ple_branch_reaches_the_tasks_it_should():
 def test_tiny_config_gradients_and_overfit(name, multitask):
     data = tiny_data()
     model = build(name, replace(CFG, multitask=multitask, dropout=0.0))
-    batch = data.batch(np.arange(30))
-    out = model.loss(batch)
-    assert torch.isfinite(out.loss) and set(out.parts) == set(TASKS)
-    out.loss.backward()
-    assert_gradients_reach_every_parameter(model)
-    first, last = overfit(model, batch)
-    assert last < 0.2 * first
+    assert_ranker_trains(model, data.batch(np.arange(30)), TASKS)
 
 
 @pytest.mark.parametrize("multitask", ["mmoe", "ple"])

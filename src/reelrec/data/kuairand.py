@@ -83,16 +83,51 @@ def find_log(folder: Path) -> Path:
         FileNotFoundError: no ``processed_standard_kcore_15*.csv`` in ``folder``.
         AmbiguousDataError: several files match (message names the folder and each file).
     """
-    folder = Path(folder)
-    path = single_candidate(
-        folder,
-        [f for f in folder.glob(LOG_GLOB) if f.is_file()],
+    return _one_file(
+        Path(folder),
+        LOG_GLOB,
         "KuaiRand log",
         f"keep exactly one in the folder and move the others out (the reference copy is {DEV_LOG})",
     )
+
+
+def _one_file(folder: Path, glob: str, what: str, keep: str) -> Path:
+    """The one file of ``folder`` matching ``glob``.
+
+    Raises:
+        FileNotFoundError: none matches. AmbiguousDataError: several match (``keep`` says which
+            to keep).
+    """
+    path = single_candidate(folder, [f for f in folder.glob(glob) if f.is_file()], what, keep)
     if path is None:
-        raise FileNotFoundError(f"{folder}: no file matching {LOG_GLOB}")
+        raise FileNotFoundError(f"{folder}: no file matching {glob}")
     return path
+
+
+def _log_columns(
+    raw: pd.DataFrame,
+    path: Path,
+    sep: str,
+    ints: dict[str, tuple],
+    binary: list[str],
+    floats: list[str],
+    notes: dict[str, object],
+) -> pd.DataFrame:
+    """The checked columns of a KuaiRand log: ``ints`` (column -> bounds) as int64, ``binary``
+    as int8 in {0, 1}, ``floats`` as non-negative float64 (missing markers NaN, counted in
+    ``notes`` as ``missing_<col>``); errors name the file, physical line and column."""
+    out = pd.DataFrame()
+    for col, bounds in ints.items():
+        out[col] = to_numeric(raw, col, path, sep, bounds=bounds)[0]
+    _binary_columns(raw, binary, path, sep, out)
+    for col in floats:
+        values, n_missing = to_numeric(
+            raw, col, path, sep, dtype="float64", nullable=True, bounds=NON_NEGATIVE
+        )
+        out[col] = values
+        if n_missing:
+            notes[f"missing_{col}"] = n_missing
+    return out
 
 
 def load_kuairand(log_folder: Path, features_folder: Path | None) -> RawTables:
@@ -114,18 +149,8 @@ def load_kuairand(log_folder: Path, features_folder: Path | None) -> RawTables:
     """
     path = find_log(Path(log_folder))
     raw = read_table(path, sep="\t", required=[*_INT_COLUMNS, *_BINARY, *_FLOAT])
-    out = pd.DataFrame()
     notes: dict[str, object] = {"files": [str(path)]}
-    for col, bounds in _INT_COLUMNS.items():
-        out[col] = to_numeric(raw, col, path, "\t", bounds=bounds)[0]
-    _binary_columns(raw, _BINARY, path, "\t", out)
-    for col in _FLOAT:
-        values, n_missing = to_numeric(
-            raw, col, path, "\t", dtype="float64", nullable=True, bounds=NON_NEGATIVE
-        )
-        out[col] = values
-        if n_missing:
-            notes[f"missing_{col}"] = n_missing
+    out = _log_columns(raw, path, "\t", _INT_COLUMNS, _BINARY, _FLOAT, notes)
     zero = out["duration_ms"].to_numpy() == 0
     notes["duration_ms_zero_as_missing"] = int(zero.sum())
     out.loc[zero, "duration_ms"] = np.nan
@@ -220,14 +245,12 @@ def _join_user_features(
 
 def _pure_videos(folder: Path, notes: dict[str, object]) -> pd.DataFrame:
     """The items table of KuaiRand-Pure: the basic video columns only (see the loader)."""
-    path = single_candidate(
+    path = _one_file(
         folder,
-        [f for f in folder.glob(PURE_VIDEOS_GLOB) if f.is_file()],
+        PURE_VIDEOS_GLOB,
         "KuaiRand-Pure video feature",
         f"keep exactly one (the reference copy is {PURE_VIDEOS})",
     )
-    if path is None:
-        raise FileNotFoundError(f"{folder}: no file matching {PURE_VIDEOS_GLOB}")
     raw = read_table(path, sep=",", required=list(PURE_VIDEO_BASIC))
     notes["files"].append(str(path))  # type: ignore[union-attr]
     notes["video_columns_not_read"] = [c for c in raw.columns if c not in PURE_VIDEO_BASIC]
@@ -299,27 +322,16 @@ def load_kuairand_pure(log_folder: Path, features_folder: Path | None) -> RawTab
         DataFormatError: a malformed row or value (message names file, line, column).
     """
     folder = Path(log_folder)
-    path = single_candidate(
+    path = _one_file(
         folder,
-        [f for f in folder.glob(PURE_LOG_GLOB) if f.is_file()],
+        PURE_LOG_GLOB,
         "KuaiRand-Pure log",
         f"keep exactly one (the reference copy is {PURE_LOG})",
     )
-    if path is None:
-        raise FileNotFoundError(f"{folder}: no file matching {PURE_LOG_GLOB}")
-    raw = read_table(path, sep=",", required=[*_PURE_INT, *_PURE_BINARY, *_PURE_FLOAT, "is_rand"])
+    binary = [*_PURE_BINARY, "is_rand"]
+    raw = read_table(path, sep=",", required=[*_PURE_INT, *binary, *_PURE_FLOAT])
     notes: dict[str, object] = {"files": [str(path)]}
-    out = pd.DataFrame()
-    for col, bounds in _PURE_INT.items():
-        out[col] = to_numeric(raw, col, path, ",", bounds=bounds)[0]
-    _binary_columns(raw, [*_PURE_BINARY, "is_rand"], path, ",", out)
-    for col in _PURE_FLOAT:
-        values, n_missing = to_numeric(
-            raw, col, path, ",", dtype="float64", nullable=True, bounds=NON_NEGATIVE
-        )
-        out[col] = values
-        if n_missing:
-            notes[f"missing_{col}"] = n_missing
+    out = _log_columns(raw, path, ",", _PURE_INT, binary, _PURE_FLOAT, notes)
     rand = out.pop("is_rand").to_numpy() == 1
     notes["random_exposure_rows_dropped"] = int(rand.sum())
     out = out.loc[~rand].reset_index(drop=True)

@@ -72,6 +72,18 @@ class DayRequests:
         return len(self.users)
 
 
+def hated_mask(inter: pd.DataFrame) -> np.ndarray:
+    """Rows with an explicit dislike, bool (n,): ``hate`` = 1 where the log has the column
+    (KuaiRand-Pure), else ``like`` = 0 (the KuaiRand like/hate slice, whose label 0 is a hate).
+
+    Raises:
+        KeyError: the table has neither ``hate`` nor ``like``.
+    """
+    if "hate" in inter.columns:
+        return inter["hate"].to_numpy() == 1
+    return inter["like"].to_numpy() == 0
+
+
 def day_requests(
     inter: pd.DataFrame, positive: np.ndarray, vocab: ItemVocab, split: int, max_len: int
 ) -> DayRequests:
@@ -94,9 +106,7 @@ def day_requests(
     uid = inter["user_id"].to_numpy(dtype=np.int64)
     time = inter["timestamp_ms"].to_numpy(dtype=np.int64)
     item = inter["item_id"].to_numpy(dtype=np.int64)
-    # explicit dislike: KuaiRand-Pure logs `hate`; the like/hate slice's label 0 is a hate
-    hate = (inter["hate"] == 1) if "hate" in inter.columns else (inter["like"] == 0)
-    hate = hate.to_numpy()
+    hate = hated_mask(inter)
     labels = {c: inter[c].to_numpy() == 1 for c in TARGET_LABELS if c in inter.columns}
     targets: dict[str, list[np.ndarray]] = {c: [] for c in labels}
     users, first = np.unique(uid[day], return_index=True)
