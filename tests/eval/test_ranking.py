@@ -9,18 +9,20 @@ import torch
 from reelrec.eval.ranking import (
     MISS_RANK,
     evaluate_next_item,
+    mask_scores,
     target_ranks,
     target_ranks_chunked,
     topk_chunked,
 )
 
 
-def _brute_rank(scores: np.ndarray, t: int) -> int:
-    order = sorted(range(1, len(scores)), key=lambda i: (-scores[i], i))
-    return order.index(t)
+def _brute_rank(scores: np.ndarray, t: int) -> list[int]:
+    """[items scoring above the target, other items tying with it] over items 1..V."""
+    others = np.delete(scores[1:], t - 1)
+    return [int((others > scores[t]).sum()), int((others == scores[t]).sum())]
 
 
-def test_target_ranks_match_sorting_with_ties():
+def test_target_ranks_count_greater_and_tied_items():
     g = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 4, (20, 9), generator=g).float()  # many ties
     targets = torch.randint(1, 9, (20,), generator=g)
@@ -29,12 +31,62 @@ def test_target_ranks_match_sorting_with_ties():
         assert r == _brute_rank(s, t)
 
 
+@pytest.mark.parametrize("n_items", [7, 10, 37])
+def test_constant_scorer_gets_the_expected_rank_value_for_any_target(n_items):
+    """A tie is never broken by item id or input order: a scorer that scores every item alike
+    gets HR@10 = 10 / n_items (NDCG@10 its expectation over a random order) whichever item
+    the target is, the first index as the last."""
+    hist = torch.zeros(n_items, 3, dtype=torch.long)
+    targets = torch.arange(1, n_items + 1)
+    constant = lambda h: torch.zeros(len(h), n_items + 1)  # noqa: E731
+    m, _ = evaluate_next_item(constant, hist, targets, ks=(10,), batch_size=4)
+    k = min(10, n_items)
+    assert m["hr@10"] == pytest.approx(k / n_items)
+    ndcg = sum(1 / np.log2(r + 2) for r in range(k)) / n_items
+    assert m["ndcg@10"] == pytest.approx(ndcg)
+    assert m["mrr"] == pytest.approx(sum(1 / (r + 1) for r in range(n_items)) / n_items)
+    for t in (1, n_items):  # each target alone: the same value
+        one, _ = evaluate_next_item(constant, hist[:1], torch.tensor([t]), ks=(10,))
+        assert one["hr@10"] == pytest.approx(k / n_items)
+
+
+def test_masking_a_hand_example_with_a_repeated_item():
+    """Items 1..5 scored 5, 4, 3, 2, 1. A user with history [2, 2, 4] (item 2 twice) and
+    target 3: unmasked 3 ranks third (behind 1 and 2); masked, 2 and 4 leave the ranking and 3
+    is second. A target that is in its own history (item 4 for the second user) is a miss
+    when masked, and counted."""
+    scores = torch.tensor([[-1e9, 5.0, 4.0, 3.0, 2.0, 1.0]]).expand(2, -1)
+    hist = torch.tensor([[2, 2, 4], [0, 4, 1]])
+    targets = torch.tensor([3, 4])
+    plain, r = evaluate_next_item(lambda h: scores[: len(h)], hist, targets, ks=(1, 2))
+    assert r.tolist() == [[2, 0], [3, 0]] and plain["masked_targets"] == 0
+    masked, r = evaluate_next_item(
+        lambda h: scores[: len(h)], hist, targets, ks=(1, 2), mask_history=True
+    )
+    assert r.tolist() == [[1, 0], [MISS_RANK, 0]]
+    assert masked["hr@2"] == 0.5 and masked["masked_targets"] == 1
+    assert masked["mask_history"] == 1.0 and plain["mask_history"] == 0.0
+
+
+def test_chunked_masking_equals_one_shot_masking():
+    g = torch.Generator().manual_seed(3)
+    users = torch.randn(5, 4, generator=g).round(decimals=1)
+    items = torch.randn(14, 4, generator=g).round(decimals=1)
+    hist = torch.randint(0, 14, (5, 6), generator=g)
+    targets = torch.tensor([1, 3, 13, -1, 7])
+    scores = users @ items.T
+    one_shot = target_ranks(mask_scores(scores.clone(), hist, 0), targets)
+    for chunk in (1, 4, 13):
+        got = target_ranks_chunked(users, items, targets, chunk, exclude=hist)
+        assert got.tolist() == one_shot.tolist()
+
+
 def test_oov_target_is_a_miss_and_padding_never_ranked():
     scores = torch.tensor(
         [[100.0, 0.1, 0.2, 0.3]]
     )  # column 0 is padding, even if its score is high
-    assert target_ranks(scores, torch.tensor([3])).tolist() == [0]
-    assert target_ranks(scores, torch.tensor([-1])).tolist() == [MISS_RANK]
+    assert target_ranks(scores, torch.tensor([3])).tolist() == [[0, 0]]
+    assert target_ranks(scores, torch.tensor([-1])).tolist() == [[MISS_RANK, 0]]
     with pytest.raises(ValueError, match="targets"):
         target_ranks(scores, torch.tensor([4]))
     with pytest.raises(ValueError, match="NaN"):
@@ -86,7 +138,7 @@ def test_evaluate_next_item_hand_values():
     metrics, ranks = evaluate_next_item(
         lambda h: scores[: len(h)], hist, torch.tensor([1, -1]), ks=(1, 5)
     )
-    assert ranks.tolist() == [0, MISS_RANK]
+    assert ranks.tolist() == [[0, 0], [MISS_RANK, 0]]
     # k = 5 exceeds the 4 items: the OOV target must still be a miss
     assert metrics["hr@1"] == 0.5 and metrics["ndcg@5"] == 0.5 and metrics["oov_targets"] == 1
     assert metrics["mrr"] == pytest.approx(0.5)

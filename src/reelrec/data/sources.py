@@ -97,6 +97,12 @@ def _amazon(name: str) -> Callable[[Path], RawTables]:
     return load
 
 
+def _microlens(root: Path) -> RawTables:
+    from reelrec.data.microlens import load_microlens
+
+    return load_microlens(root / "microlens-50k")
+
+
 def _ml1m(root: Path) -> RawTables:
     from reelrec.data.movielens import load_ml1m
 
@@ -198,6 +204,17 @@ DATASETS: dict[str, DatasetSpec] = {
         "https://github.com/RUCAIBox/CIKM2020-S3Rec (data/Toys_and_Games.txt)",
         _s3rec_downloads("Toys_and_Games"),
         ("amazon2014-toy-seqrec",),
+    ),
+    "microlens": DatasetSpec(
+        "microlens",
+        "microlens-50k",
+        _microlens,
+        "leave-one-out",
+        "https://recsys.westlake.edu.cn/MicroLens-50k-Dataset/ (MicroLens-50k_pairs.tsv and "
+        "MicroLens-50k_titles.csv; research use, no redistribution: "
+        "github.com/westlake-repl/MicroLens)",
+        # the official server publishes no digest and is not reachable from every network; the
+        # files are also in github.com/muhhpu/MUSER (data/microlens/), so none is pinned here
     ),
     "ml-1m": DatasetSpec(
         "ml-1m",

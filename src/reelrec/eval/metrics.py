@@ -620,13 +620,20 @@ def mean_over_users(values: Any) -> MeanResult:
 def metrics_from_ranks(ranks: Any, ks: Sequence[int] = (5, 10)) -> dict[str, float]:
     """Leave-one-out metrics from the rank of each user's single held-out item.
 
-    With one relevant item per user: HR@k = Recall@k = [rank < k], NDCG@k =
-    1/log2(rank + 2) if rank < k else 0 (the ideal DCG is 1), MRR@k = 1/(rank + 1) if rank < k
-    else 0, and MRR = 1/(rank + 1) with no cutoff. Ranks are 0-based (0 = top of the full
-    ranking); how ties in scores map to ranks is decided by the caller.
+    With one relevant item per user at 0-based rank r: HR@k = Recall@k = [r < k], NDCG@k =
+    1/log2(r + 2) if r < k else 0 (the ideal DCG is 1), MRR@k = 1/(r + 1) if r < k else 0, and
+    MRR = 1/(r + 1) with no cutoff.
+
+    Tie rule (tie-aware expected rank, McSherry and Najork, ECIR 2008): a row ``[g, e]`` says
+    ``g`` items score above the target and ``e`` other items score exactly as it does. Its
+    position is then uniform over ``g .. g + e`` (a random order of the tied items), and each
+    metric is its expectation over those ``e + 1`` positions. So a scorer that gives every item
+    the same score gets HR@k = k / n_items for any target, whatever its id or position in the
+    input: no tie is ever broken by item id or order.
 
     Args:
-        ranks: (U,) int ranks of the target item, >= 0.
+        ranks: int (U,) ranks with no ties, or int (U, 2) rows ``[g, e]`` (``e = 0``: no tie).
+            :data:`MISS_RANK` marks a target that cannot be ranked.
         ks: cutoffs, positive integers.
 
     Returns:
@@ -634,27 +641,45 @@ def metrics_from_ranks(ranks: Any, ks: Sequence[int] = (5, 10)) -> dict[str, flo
         ``mrr@k`` for each k in ks (in that order), then ``mrr``.
 
     Raises:
-        ValueError: empty or non 1-D ranks, non-integer dtype, negative ranks, or a k that is
-            not a positive integer.
+        ValueError: empty input, a shape other than (U,) / (U, 2), non-integer dtype, negative
+            values, or a k that is not a positive integer.
     """
-    r = _as_1d(ranks, "ranks")
-    _check_integer(r, "ranks")
-    if r.size == 0:
+    arr = _to_numpy(ranks)
+    if arr.ndim == 2 and arr.shape[1] == 2:
+        g, e = arr[:, 0], arr[:, 1]
+    elif arr.ndim == 1:
+        g, e = arr, np.zeros_like(arr)
+    else:
+        raise ValueError(f"ranks must be (U,) or (U, 2) [greater, ties], got {arr.shape}")
+    _check_integer(arr, "ranks")
+    if g.size == 0:
         raise ValueError("empty input: ranks holds no users")
-    if (r < 0).any():
-        raise ValueError(f"ranks must be >= 0 (0 = top), found {int(r[r < 0][0])}")
-    r = r.astype(np.float64)
+    if (arr < 0).any():
+        raise ValueError(f"ranks must be >= 0 (0 = top), found {int(arr[arr < 0][0])}")
+    g, e = g.astype(np.int64), e.astype(np.int64)
+    n = e + 1.0  # positions a tied target may take
+    tied = e > 0
+    # sums of a per-position value over positions 0..m-1, for m up to the largest tied end
+    top = int((g[tied] + e[tied]).max()) + 1 if tied.any() else 1
     out: dict[str, float] = {}
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"every k must be a positive integer, got {k!r}")
-        inside = r < k
-        hr = float(inside.mean())
+        lo, hi = np.minimum(g, k), np.minimum(g + e + 1, k)  # positions g..g+e inside the top k
+        r = np.arange(k, dtype=np.float64)
+        disc = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(r + 2.0))])
+        recip = np.concatenate([[0.0], np.cumsum(1.0 / (r + 1.0))])
+        hr = float(((hi - lo) / n).mean())
         out[f"hr@{k}"] = hr
         out[f"recall@{k}"] = hr
-        out[f"ndcg@{k}"] = float(np.where(inside, 1.0 / np.log2(r + 2.0), 0.0).mean())
-        out[f"mrr@{k}"] = float(np.where(inside, 1.0 / (r + 1.0), 0.0).mean())
-    out["mrr"] = float((1.0 / (r + 1.0)).mean())
+        out[f"ndcg@{k}"] = float(((disc[hi] - disc[lo]) / n).mean())
+        out[f"mrr@{k}"] = float(((recip[hi] - recip[lo]) / n).mean())
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, top + 1, dtype=np.float64))])
+    mrr = 1.0 / (g.astype(np.float64) + 1.0)
+    if tied.any():
+        gt, et = g[tied], e[tied]
+        mrr[tied] = (harmonic[gt + et + 1] - harmonic[gt]) / (et + 1.0)
+    out["mrr"] = float(mrr.mean())
     return out
 
 
@@ -724,20 +749,40 @@ MISS_RANK = 2**62
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each target among items 1..V.
+    """Rank of each target among items 1..V, with its ties (the rule of
+    :func:`metrics_from_ranks`).
 
     Args:
-        scores: float (B, V + 1); column 0 is ignored.
+        scores: float (B, V + 1); column 0 is ignored. -inf marks an item taken out of the
+            ranking (a masked history item): it never ties with a finite target score.
         targets: int64 (B,), item index in 1..V, or -1 for out of vocabulary.
 
     Returns:
-        int64 (B,) ranks in 0..V-1, :data:`MISS_RANK` for out-of-vocabulary targets.
+        int64 (B, 2) rows ``[g, e]``: g items score above the target, e other items score
+        exactly as it does. ``[MISS_RANK, 0]`` for out-of-vocabulary targets and for targets
+        whose own score is -inf (masked).
 
     Raises:
         ValueError: NaN scores, shape mismatch or targets outside {-1} U 1..V.
     """
-    ranks = _ranks_in_chunk(scores[:, 1:], targets, offset=1)
-    return torch.where(targets < 1, torch.full_like(ranks, MISS_RANK), ranks)
+    greater, equal = _ranks_in_chunk(scores[:, 1:], targets, offset=1)
+    return finish_ranks(greater, equal, targets, _target_scores(scores, targets))
+
+
+def _target_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """float (B,) score of each target (any value for -1 targets)."""
+    return scores.gather(1, targets.clamp(min=1).unsqueeze(1)).squeeze(1)
+
+
+def finish_ranks(
+    greater: torch.Tensor, equal: torch.Tensor, targets: torch.Tensor, target_scores: torch.Tensor
+) -> torch.Tensor:
+    """int64 (B, 2) ``[g, e]`` rows from counts over the whole catalogue: ``equal`` includes
+    the target itself; out-of-vocabulary and -inf (masked) targets become ``[MISS_RANK, 0]``."""
+    miss = (targets < 1) | torch.isneginf(target_scores)
+    g = torch.where(miss, torch.full_like(greater, MISS_RANK), greater)
+    e = torch.where(miss, torch.zeros_like(equal), (equal - 1).clamp(min=0))
+    return torch.stack([g, e], 1)
 
 
 def _ranks_in_chunk(
@@ -745,21 +790,20 @@ def _ranks_in_chunk(
     targets: torch.Tensor,
     offset: int,
     target_scores: torch.Tensor | None = None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counts over one chunk of items (``offset`` = index of its first column): int64 (B,)
+    items scoring above each target's score, and int64 (B,) items scoring exactly as it does
+    (the target itself included when it lies in the chunk)."""
     if scores.ndim != 2 or targets.shape != (scores.shape[0],):
         raise ValueError(
             f"scores (B, N) and targets (B,) expected, got {tuple(scores.shape)} and {tuple(targets.shape)}"
         )
     if torch.isnan(scores).any():
         raise ValueError("scores contain NaN")
-    oov = targets < 1
     if target_scores is None:
         n = scores.shape[1]
         if bool(((targets > n) | ((targets < 1) & (targets != -1))).any()):
             raise ValueError(f"targets must be -1 or in 1..{n}")
         target_scores = scores.gather(1, (targets.clamp(min=1) - offset).unsqueeze(1)).squeeze(1)
-    ids = torch.arange(offset, offset + scores.shape[1], device=scores.device)
     ts = target_scores.unsqueeze(1)
-    ahead = (scores > ts) | ((scores == ts) & (ids.unsqueeze(0) < targets.unsqueeze(1)))
-    ranks = ahead.sum(1)
-    return torch.where(oov, torch.full_like(ranks, -1), ranks)
+    return (scores > ts).sum(1), (scores == ts).sum(1)

@@ -1,21 +1,32 @@
 """Full ranking over every item, exact and memory-bounded: never sampled negatives.
 
-Tie rule (documented, deterministic): among items with equal score, the lower item index ranks
-first. So the rank of the target ``t`` is ``#{i : s_i > s_t} + #{i < t : s_i = s_t}``, 0-based,
-over real items 1..V (column 0 is padding and never ranked). An out-of-vocabulary target
-(index -1) gets rank :data:`MISS_RANK`: a miss at every cutoff, and a reciprocal rank below 1e-18.
+Tie rule (documented, never by id or order): a target that ties with ``e`` other items counts
+as every one of the ``e + 1`` positions it could take in a random order of the tied items, with
+equal weight (tie-aware expected rank, :func:`reelrec.eval.metrics.metrics_from_ranks`). Ranks
+are therefore int64 (n, 2) rows ``[g, e]``: ``g`` items score above the target, ``e`` tie with
+it. A scorer that gives every item the same score gets HR@10 = 10 / n_items for any target.
+An out-of-vocabulary target (index -1) is ``[MISS_RANK, 0]``: a miss at every cutoff.
 
-:func:`target_ranks_chunked` and :func:`topk_chunked` score ``item_chunk`` items at a time from
-user and item embeddings, so peak memory is ``B x item_chunk x 12`` bytes plus the buffers
-(RecBole #1866, CASES.md C21), and give the same answer for every chunk size: each score is
+History masking (``mask_history``, a protocol flag applied identically to every model): the
+items of a user's own history are taken out of the ranking (scored -inf; a beam never returns
+them). A target that is itself in the history is then a miss, counted as ``masked_targets``.
+Unmasked is RecBole's default for sequential models; masked is what public TIGER
+reproductions and the MicroLens authors' evaluation do.
+
+:func:`target_ranks_chunked` scores ``item_chunk`` items at a time from user and item
+embeddings, so peak memory is ``B x item_chunk x 12`` bytes plus the buffers (RecBole #1866,
+CASES.md C21), and gives the same answer for every chunk size: each score is
 :func:`reelrec.models.base.inner_product_scores`'s, whose value does not depend on the chunk
 (float64 products rounded once), the scores of :meth:`EmbeddingScorer.score_all` too.
+:func:`topk_chunked` (serving lists, not evaluation) must return k distinct items and breaks
+ties by the lower index.
 
 :func:`evaluate_model` picks the path from what the model declares
 (:mod:`reelrec.models.base`): an :class:`~reelrec.models.base.EmbeddingScorer` (SASRec,
 ELASTIC, popularity) is ranked chunked, never materialising a users x catalogue matrix; any
-other :class:`~reelrec.models.base.ScoresAllItems` by its ``score_all``; a
-:class:`~reelrec.models.base.RecommendsTopK` generator by its top-k list.
+other :class:`~reelrec.models.base.ScoresAllItems` (the generators' exact sequence
+log-probabilities) by its ``score_all``; a :class:`~reelrec.models.base.RecommendsTopK`
+generator asked for ``ranking="beam"`` by its beam's top-k list.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import torch
 from reelrec.eval.metrics import (  # noqa: F401 - target_ranks and MISS_RANK are public here too
     MISS_RANK,
     _ranks_in_chunk,
+    finish_ranks,
     metrics_from_ranks,
     target_ranks,
 )
@@ -40,8 +52,29 @@ from reelrec.models.base import (
 )
 
 
+def mask_scores(scores: torch.Tensor, exclude: torch.Tensor, offset: int) -> torch.Tensor:
+    """Set to -inf, in place, the scores of the items of ``exclude`` that fall in this chunk.
+
+    Args:
+        scores: float (B, N), column c scoring item ``offset + c``. exclude: int64 (B, L) item
+            indices per row (0 / negatives = none). offset: item index of column 0.
+
+    Returns:
+        ``scores`` (modified in place).
+    """
+    col = exclude - offset
+    ok = (exclude > 0) & (col >= 0) & (col < scores.shape[1])
+    rows = torch.arange(len(scores), device=scores.device).unsqueeze(1).expand_as(col)
+    scores[rows[ok], col[ok]] = float("-inf")
+    return scores
+
+
 def target_ranks_chunked(
-    user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, item_chunk: int = 65536
+    user: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor,
+    item_chunk: int = 65536,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Ranks from embeddings, scoring ``item_chunk`` items at a time (same result as one shot).
 
@@ -50,10 +83,12 @@ def target_ranks_chunked(
         items: float (V + 1, D) item embeddings; row 0 is padding.
         targets: int64 (B,), 1..V or -1.
         item_chunk: items scored per step (>= 1).
+        exclude: int64 (B, L) items taken out of each row's ranking (history masking), or None.
 
     Returns:
-        int64 (B,) ranks, :data:`MISS_RANK` for out-of-vocabulary targets. Costs two passes
-        over the items (the first only over chunks holding a target).
+        int64 (B, 2) ``[g, e]`` rows (module docstring), ``[MISS_RANK, 0]`` for
+        out-of-vocabulary and excluded targets. Costs two passes over the items (the first only
+        over chunks holding a target).
     """
     if item_chunk < 1:
         raise ValueError("item_chunk must be >= 1")
@@ -61,6 +96,11 @@ def target_ranks_chunked(
     if bool(((targets > num_items) | ((targets < 1) & (targets != -1))).any()):
         raise ValueError(f"targets must be -1 or in 1..{num_items}")
     starts = range(1, num_items + 1, item_chunk)
+
+    def chunk_scores(start: int, stop: int) -> torch.Tensor:
+        chunk = inner_product_scores(user, items[start:stop])
+        return chunk if exclude is None else mask_scores(chunk, exclude, start)
+
     # Pass 1: each target's score, taken from the same matmul that scores its chunk in pass 2,
     # so exact ties stay exact (a separate dot product can differ in the last bit).
     tgt_scores = torch.zeros(len(targets), dtype=torch.float32, device=user.device)
@@ -68,18 +108,17 @@ def target_ranks_chunked(
         stop = min(start + item_chunk, num_items + 1)
         inside = (targets >= start) & (targets < stop)
         if inside.any():
-            chunk = inner_product_scores(user, items[start:stop])
+            chunk = chunk_scores(start, stop)
             tgt_scores = tgt_scores.to(chunk.dtype)
             rows = inside.nonzero().squeeze(1)
             tgt_scores[rows] = chunk[rows, targets[rows] - start]
-    total = torch.zeros(len(targets), dtype=torch.long, device=user.device)
+    greater = torch.zeros(len(targets), dtype=torch.long, device=user.device)
+    equal = torch.zeros_like(greater)
     for start in starts:
         stop = min(start + item_chunk, num_items + 1)
-        chunk = inner_product_scores(user, items[start:stop])
-        total += _ranks_in_chunk(chunk, targets, offset=start, target_scores=tgt_scores).clamp(
-            min=0
-        )
-    return torch.where(targets < 1, torch.full_like(total, MISS_RANK), total)
+        g, e = _ranks_in_chunk(chunk_scores(start, stop), targets, start, tgt_scores)
+        greater, equal = greater + g, equal + e
+    return finish_ranks(greater, equal, targets, tgt_scores)
 
 
 def topk_chunked(
@@ -120,6 +159,7 @@ def evaluate_next_item(
     ks: tuple[int, ...] = (5, 10, 20),
     batch_size: int = 512,
     by_length: bool = False,
+    mask_history: bool = False,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Full-ranking next-item metrics of a scorer over evaluation instances.
 
@@ -133,17 +173,24 @@ def evaluate_next_item(
             history (only for scorers whose output does not depend on left padding; ranks are
             returned in the input order). Saves most of the work when L is large and most
             histories are short (ML-1M over the whole history: 2,400 columns, median 96 items).
+        mask_history: take each user's history items out of its ranking (module docstring).
 
     Returns:
         ``(metrics, ranks)``: ``hr@k``, ``recall@k``, ``ndcg@k``, ``mrr@k``, ``mrr`` averaged
-        over all n instances, plus ``n_instances`` and ``oov_targets``; ranks int64 (n,).
+        over all n instances (tie rule of the module docstring), plus ``n_instances``,
+        ``oov_targets``, ``masked_targets`` and ``mask_history``; ranks int64 (n, 2) ``[g, e]``.
 
     Raises:
         ValueError: no instances, NaN scores, or targets outside {-1} U 1..V.
     """
-    return _rank_metrics(
-        lambda h, t: target_ranks(score_all(h), t), history, targets, ks, batch_size, by_length
-    )
+
+    def ranks(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        scores = score_all(h)
+        if mask_history:
+            scores = mask_scores(scores.clone(), h, 0)
+        return target_ranks(scores, t)
+
+    return _rank_metrics(ranks, history, targets, ks, batch_size, by_length, mask_history)
 
 
 def evaluate_embeddings(
@@ -154,6 +201,7 @@ def evaluate_embeddings(
     batch_size: int = 512,
     by_length: bool = False,
     item_chunk: int = 65536,
+    mask_history: bool = False,
 ) -> tuple[dict[str, float], np.ndarray]:
     """:func:`evaluate_next_item` of ``model.score_all`` without its (B, V + 1) matrices.
 
@@ -172,10 +220,12 @@ def evaluate_embeddings(
         items = model.item_embeddings()
 
     def ranks(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        user = model.user_representation(h.to(device))
-        return target_ranks_chunked(user, items, t.to(device), item_chunk).cpu()
+        h = h.to(device)
+        user = model.user_representation(h)
+        exclude = h if mask_history else None
+        return target_ranks_chunked(user, items, t.to(device), item_chunk, exclude).cpu()
 
-    return _rank_metrics(ranks, history, targets, ks, batch_size, by_length)
+    return _rank_metrics(ranks, history, targets, ks, batch_size, by_length, mask_history)
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -185,6 +235,11 @@ def _device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def count_masked_targets(history: torch.Tensor, targets: torch.Tensor) -> int:
+    """Targets that occur in their own history (int64 (n, L), (n,)): misses under masking."""
+    return int(((history == targets.unsqueeze(1)) & (targets.unsqueeze(1) > 0)).any(1).sum())
+
+
 def _rank_metrics(
     rank_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     history: torch.Tensor,
@@ -192,6 +247,7 @@ def _rank_metrics(
     ks: tuple[int, ...],
     batch_size: int,
     by_length: bool,
+    mask_history: bool,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Ranks of ``rank_batch(history batch, target batch)`` over all instances, batched as
     :func:`evaluate_next_item` describes, and their metrics."""
@@ -199,6 +255,7 @@ def _rank_metrics(
         raise ValueError("no evaluation instances")
     ranks = []
     order = None
+    n_masked = count_masked_targets(history, targets) if mask_history else 0
     if by_length:  # similar lengths together; leading all-padding columns dropped per batch
         lengths = (history > 0).sum(1)
         order = torch.argsort(lengths, stable=True)
@@ -213,23 +270,45 @@ def _rank_metrics(
             ranks.append(rank_batch(batch, targets[sl]))
     all_ranks = torch.cat(ranks)
     if order is not None:
-        all_ranks = torch.empty_like(all_ranks).scatter_(0, order, all_ranks)
-    all_ranks = all_ranks.numpy()
-    metrics = metrics_from_ranks(all_ranks, ks)
-    metrics["n_instances"] = int(len(all_ranks))
+        all_ranks = torch.empty_like(all_ranks).index_copy_(0, order, all_ranks)
+    return rank_summary(all_ranks.numpy(), targets, ks, mask_history, n_masked), all_ranks.numpy()
+
+
+#: the counts an evaluation reports beside its metrics (not metrics themselves)
+COUNT_KEYS = ("n_instances", "oov_targets", "masked_targets", "mask_history")
+
+
+def rank_summary(
+    ranks: np.ndarray,
+    targets: torch.Tensor,
+    ks: tuple[int, ...],
+    mask_history: bool,
+    n_masked: int,
+    ranked_by: str = "exact",
+) -> dict[str, float]:
+    """Metrics of int64 (n, 2) ranks plus the counts every evaluation reports: ``n_instances``,
+    ``oov_targets``, ``masked_targets`` (0 unless masking), ``mask_history`` (1.0 / 0.0) and,
+    for ``ranked_by="beam"``, without ``mrr`` (ranks beyond a beam's list are unknown)."""
+    metrics = metrics_from_ranks(ranks, ks)
+    if ranked_by == "beam":
+        metrics.pop("mrr", None)
+    metrics["n_instances"] = int(len(ranks))
     metrics["oov_targets"] = int((targets < 1).sum())
-    return metrics, all_ranks
+    metrics["masked_targets"] = int(n_masked)
+    metrics["mask_history"] = float(mask_history)
+    return metrics
 
 
 def ranks_from_topk(top: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each target in a top-k list, :data:`MISS_RANK` when absent.
+    """Rank of each target in a top-k list, ``[MISS_RANK, 0]`` when absent.
 
     Args:
-        top: int64 (B, k) item indices best first (-1 = empty slot), e.g. a beam's items.
+        top: int64 (B, k) distinct item indices best first (-1 = empty slot), e.g. a beam's.
         targets: int64 (B,), 1..V or -1 (out of vocabulary: always a miss).
 
     Returns:
-        int64 (B,). Ranks >= k are unknown, so metrics are exact only for cutoffs <= k.
+        int64 (B, 2) ``[position, 0]`` rows (a list has no ties). Ranks >= k are unknown, so
+        metrics are exact only for cutoffs <= k.
     """
     if top.ndim != 2 or targets.shape != (top.shape[0],):
         raise ValueError(
@@ -237,7 +316,8 @@ def ranks_from_topk(top: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         )
     hit = (top == targets.unsqueeze(1)) & (targets.unsqueeze(1) > 0)
     first = hit.float().argmax(1)
-    return torch.where(hit.any(1), first, torch.full_like(first, MISS_RANK))
+    g = torch.where(hit.any(1), first, torch.full_like(first, MISS_RANK))
+    return torch.stack([g, torch.zeros_like(g)], 1)
 
 
 def evaluate_model(
@@ -247,16 +327,20 @@ def evaluate_model(
     ks: tuple[int, ...] = (5, 10, 20),
     batch_size: int = 512,
     item_chunk: int = 65536,
+    mask_history: bool = False,
+    ranking: str = "exact",
 ) -> tuple[dict[str, float], np.ndarray]:
     """Next-item metrics of a model, by what it declares (:mod:`reelrec.models.base`).
 
     * :class:`~reelrec.models.base.EmbeddingScorer` (SASRec, ELASTIC, popularity): full
       ranking, ``item_chunk`` items at a time (:func:`evaluate_embeddings`; memory bounded at
       any catalogue size, ranks equal to ``score_all``'s).
-    * other :class:`~reelrec.models.base.ScoresAllItems`: full ranking of ``score_all``.
-    * :class:`~reelrec.models.base.RecommendsTopK` (generative models, whose beam search
-      returns ranked items): the top-``max(ks)`` list; an item outside it is a miss at every
-      cutoff, and ``mrr`` (uncut) is omitted because ranks beyond the list are unknown.
+    * other :class:`~reelrec.models.base.ScoresAllItems` (the generators' exact sequence
+      log-probability of every item): full ranking of ``score_all``.
+    * with ``ranking="beam"``, a :class:`~reelrec.models.base.RecommendsTopK` generator (or a
+      model that only recommends): the top-``max(ks)`` list of its beam search; an item
+      outside it is a miss at every cutoff, and ``mrr`` (uncut) is omitted because ranks
+      beyond the list are unknown.
 
     :class:`~reelrec.models.base.PaddingInvariant` scorers are batched by history length.
 
@@ -264,15 +348,33 @@ def evaluate_model(
         model: the model (eval mode is the caller's). history: int64 (n, L) left-padded.
         targets: int64 (n,), 1..V or -1 (out of vocabulary: a miss). ks: cutoffs.
         batch_size: instances per batch. item_chunk: items per scoring step (>= 1).
+        mask_history: take each user's history items out of the ranking (module docstring).
+        ranking: ``"exact"`` (full ranking of every item) or ``"beam"`` (the generator's list).
 
-    Returns and raises as :func:`evaluate_next_item`; also TypeError for a model that
-    declares none of the three.
+    Returns and raises as :func:`evaluate_next_item`; also TypeError for
+    a model that declares none of the three, ValueError for an unknown ``ranking``.
     """
+    if ranking not in ("exact", "beam"):
+        raise ValueError(f"ranking must be 'exact' or 'beam', got {ranking!r}")
     by_length = isinstance(model, PaddingInvariant)
-    if isinstance(model, EmbeddingScorer):
-        return evaluate_embeddings(model, history, targets, ks, batch_size, by_length, item_chunk)
-    if isinstance(model, ScoresAllItems):
-        return evaluate_next_item(model.score_all, history, targets, ks, batch_size, by_length)
+    beam = ranking == "beam" and isinstance(model, RecommendsTopK)
+    if not beam and isinstance(model, EmbeddingScorer):
+        m, r = evaluate_embeddings(
+            model, history, targets, ks, batch_size, by_length, item_chunk, mask_history
+        )
+        return m, r
+    if not beam and isinstance(model, ScoresAllItems):
+        device = _device(model)
+        m, r = evaluate_next_item(
+            lambda h: model.score_all(h.to(device)).cpu(),
+            history,
+            targets,
+            ks,
+            batch_size,
+            by_length,
+            mask_history,
+        )
+        return m, r
     if not isinstance(model, RecommendsTopK):
         raise TypeError(
             f"{type(model).__name__} declares neither ScoresAllItems nor RecommendsTopK "
@@ -286,11 +388,53 @@ def evaluate_model(
     with torch.no_grad():
         for start in range(0, len(targets), batch_size):
             sl = slice(start, start + batch_size)
-            top = model.recommend(history[sl].to(device), k).cpu()
+            h = history[sl].to(device)
+            top = model.recommend(h, k, exclude=h if mask_history else None).cpu()
             ranks.append(ranks_from_topk(top, targets[sl]))
     all_ranks = torch.cat(ranks).numpy()
-    metrics = metrics_from_ranks(all_ranks, ks)
-    metrics.pop("mrr", None)
-    metrics["n_instances"] = int(len(all_ranks))
-    metrics["oov_targets"] = int((targets < 1).sum())
+    n_masked = count_masked_targets(history, targets) if mask_history else 0
+    metrics = rank_summary(all_ranks, targets, ks, mask_history, n_masked, "beam")
     return metrics, all_ranks
+
+
+def evaluate_protocols(
+    model: torch.nn.Module,
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    ks: tuple[int, ...] = (5, 10, 20),
+    batch_size: int = 512,
+    ranking: str = "exact",
+    item_chunk: int = 65536,
+) -> dict[str, dict[str, float]]:
+    """:func:`evaluate_model` under both history protocols: ``{"unmasked": metrics,
+    "masked": metrics}``.
+
+    A model that scores every item without embeddings (the generators' exact
+    log-probabilities, the costly case) is scored once per batch and ranked both ways; other
+    models are evaluated twice (a beam search with masking returns other items).
+
+    Args and raises: as :func:`evaluate_model`.
+    """
+    exact_scorer = not isinstance(model, EmbeddingScorer) and isinstance(model, ScoresAllItems)
+    if (ranking == "beam" and isinstance(model, RecommendsTopK)) or not exact_scorer:
+        return {
+            name: evaluate_model(
+                model, history, targets, ks, batch_size, item_chunk, masked, ranking
+            )[0]
+            for name, masked in (("unmasked", False), ("masked", True))
+        }
+    if len(targets) == 0:
+        raise ValueError("no evaluation instances")
+    device = _device(model)
+    plain, masked = [], []
+    with torch.no_grad():
+        for start in range(0, len(targets), batch_size):
+            sl = slice(start, start + batch_size)
+            scores = model.score_all(history[sl].to(device)).cpu()
+            plain.append(target_ranks(scores, targets[sl]))
+            masked.append(target_ranks(mask_scores(scores, history[sl], 0), targets[sl]))
+    n_masked = count_masked_targets(history, targets)
+    return {
+        "unmasked": rank_summary(torch.cat(plain).numpy(), targets, ks, False, 0),
+        "masked": rank_summary(torch.cat(masked).numpy(), targets, ks, True, n_masked),
+    }

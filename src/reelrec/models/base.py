@@ -186,8 +186,11 @@ class RecommendsTopK(ABC):
     """Declares ``recommend(history, k)``: a ranked list instead of scores for every item."""
 
     @abstractmethod
-    def recommend(self, history: torch.Tensor, k: int) -> torch.Tensor:
-        """int64 (B, L) histories -> int64 (B, k) item indices best first (-1 = empty slot)."""
+    def recommend(
+        self, history: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """int64 (B, L) histories -> int64 (B, k) item indices best first (-1 = empty slot);
+        ``exclude`` int64 (B, E) items never returned (history masking; 0 = none)."""
 
 
 class GeneratesSemanticIDs(RecommendsTopK):

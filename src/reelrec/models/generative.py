@@ -20,6 +20,7 @@ child tables cost ``prefixes x codebook size`` int64 per level (Beauty: 12,101 x
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -125,6 +126,9 @@ class PrefixTrie:
         n, levels = codes.shape
         self.sizes = list(table.sizes)
         self.children: list[torch.Tensor] = []
+        # per level j >= 1, for each node of that level: its parent node and its last code
+        self.parents: list[torch.Tensor] = []
+        self.codes: list[torch.Tensor] = []
         parent = np.zeros(n, dtype=np.int64)  # node id of each item's prefix at the current level
         n_nodes = 1
         for j in range(levels):
@@ -142,6 +146,8 @@ class PrefixTrie:
                 keys = parent * self.sizes[j] + codes[:, j]
                 uniq, node = np.unique(keys, return_inverse=True)
                 n_nodes = len(uniq)
+                self.parents.append(torch.from_numpy(uniq // self.sizes[j]))
+                self.codes.append(torch.from_numpy(uniq % self.sizes[j]))
             child[parent, codes[:, j]] = node
             self.children.append(torch.from_numpy(child))
             parent = node
@@ -149,7 +155,13 @@ class PrefixTrie:
     def to(self, device: torch.device | str) -> PrefixTrie:
         """Move the child tables to ``device`` (returns self)."""
         self.children = [c.to(device) for c in self.children]
+        self.parents = [c.to(device) for c in self.parents]
+        self.codes = [c.to(device) for c in self.codes]
         return self
+
+    def nodes(self, level: int) -> int:
+        """Number of distinct prefixes of length ``level`` (1 at level 0: the root)."""
+        return int(self.children[level].shape[0])
 
 
 class MoE(nn.Module):
@@ -427,6 +439,7 @@ def generate(
     beam: int,
     use_cache: bool = True,
     constrained: bool = True,
+    exclude: torch.Tensor | None = None,
 ) -> Generation:
     """Beam search over semantic IDs, with or without the constraint to valid IDs.
 
@@ -443,6 +456,9 @@ def generate(
         beam: beam width (>= 1).
         use_cache: decode incrementally with the key/value cache (same result, less compute).
         constrained: keep only prefixes of valid semantic IDs.
+        exclude: int64 (B, E) item indices never generated (history masking; 0 = none): at
+            the last level their codes are set to -inf before the beam is cut, so the beam
+            holds ``beam`` other items.
 
     Returns:
         :class:`Generation` (items, logp, codes).
@@ -454,6 +470,12 @@ def generate(
         raise ValueError(f"beam must be >= 1, got {beam}")
     b = history.shape[0]
     device = history.device
+    excluded = None  # bool (B, V + 1): items this user may not get
+    if exclude is not None:
+        n_items = int(trie.children[-1].max()) + 1
+        excluded = torch.zeros(b, n_items, dtype=torch.bool, device=device)
+        excluded.scatter_(1, exclude.clamp(min=0, max=n_items - 1), True)
+        excluded[:, 0] = False
     ctx = model.start(history)
     node = torch.zeros(b, 1, dtype=torch.long, device=device)  # (B, n_beams); -1 = no node
     score = torch.zeros(b, 1, device=device)
@@ -468,6 +490,9 @@ def generate(
         total = score.reshape(-1, 1) + logp
         if constrained:
             total = total.masked_fill(child < 0, float("-inf"))
+        if excluded is not None and child_table is trie.children[-1]:
+            user = torch.arange(b, device=device).repeat_interleave(n).unsqueeze(1)
+            total = total.masked_fill(excluded[user, child.clamp(min=0)] & (child > 0), -math.inf)
         k_j = total.shape[1]
         total = total.view(b, n * k_j)
         width = min(beam, n * k_j)
@@ -494,6 +519,7 @@ def beam_search(
     trie: PrefixTrie,
     beam: int,
     use_cache: bool = True,
+    exclude: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate the ``beam`` most likely valid semantic IDs per user (trie-constrained
     :func:`generate`).
@@ -504,6 +530,7 @@ def beam_search(
         trie: valid semantic IDs.
         beam: beam width (>= 1); with fewer valid IDs than ``beam``, the tail is -1 / -inf.
         use_cache: decode incrementally with the key/value cache (same result, less compute).
+        exclude: int64 (B, E) items never returned (history masking), or None.
 
     Returns:
         ``(items, logp)``: int64 (B, beam) item indices best first (-1 = no item), float
@@ -512,8 +539,54 @@ def beam_search(
     Raises:
         ValueError: beam < 1.
     """
-    out = generate(model, history, trie, beam, use_cache, constrained=True)
+    out = generate(model, history, trie, beam, use_cache, constrained=True, exclude=exclude)
     return out.items, out.logp
+
+
+def score_items(
+    model: Decodable, history: torch.Tensor, trie: PrefixTrie, num_items: int
+) -> torch.Tensor:
+    """Exact log-probability of every item's semantic ID, for full ranking.
+
+    The trie is walked level by level for all its prefixes at once (a beam as wide as the
+    trie): one decoder step per prefix node with the key/value cache, so a user costs one
+    decoder token per internal node (1 + n_1 + ... + n_{L-1}) and the last level's
+    log-softmax scores all the items below each node. Constrained to nothing: an item's score
+    is ``sum_j log p(c_j | c_<j, history)`` under the model's own softmax over each level's
+    codebook, the quantity beam search maximises.
+
+    Args:
+        model: a :class:`Decodable`. history: int64 (B, L) left-padded item indices.
+        trie: the valid semantic IDs. num_items: V (items are 1..V).
+
+    Returns:
+        float32 (B, V + 1); column 0 (padding) is -inf.
+
+    Raises:
+        ValueError: the model produced NaN log-probabilities.
+    """
+    b, dev = history.shape[0], history.device
+    ctx = model.start(history)
+    node_logp = torch.zeros(b, 1, device=dev)  # (B, n_j) log-probability of each prefix
+    tokens = torch.zeros(b, 0, dtype=torch.long, device=dev)  # (B * n_j, j)
+    scores = torch.full((b, num_items + 1), float("-inf"), device=dev)
+    for j, child_table in enumerate(trie.children):
+        n = trie.nodes(j)
+        logp = model.step_logits(ctx, tokens, True)  # (B * n, K_j)
+        if torch.isnan(logp).any():
+            raise ValueError("the model produced NaN log-probabilities (diverged weights?)")
+        total = node_logp.reshape(-1, 1) + logp  # (B * n, K_j)
+        if j == len(trie.children) - 1:
+            node, code = (child_table >= 0).nonzero(as_tuple=True)
+            items = child_table[node, code]
+            scores[:, items] = total.view(b, n, -1)[:, node, code].float()
+            break
+        parent, code = trie.parents[j], trie.codes[j]  # nodes of level j + 1
+        node_logp = total.view(b, n, -1)[:, parent, code]  # (B, n_{j+1})
+        rows = (torch.arange(b, device=dev).unsqueeze(1) * n + parent).reshape(-1)
+        tokens = torch.cat([tokens[rows], code.repeat(b).unsqueeze(1)], 1)
+        ctx = model.expand(ctx, rows)
+    return scores
 
 
 def greedy_decode(model: Decodable, history: torch.Tensor, trie: PrefixTrie) -> torch.Tensor:

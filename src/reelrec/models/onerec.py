@@ -46,6 +46,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,6 +60,7 @@ from reelrec.models.base import (
     MayLeaveParametersUnused,
     NextItemBatch,
     ReportsEpochStats,
+    ScoresAllItems,
     Trainable,
 )
 from reelrec.models.generative import (
@@ -67,6 +70,7 @@ from reelrec.models.generative import (
     SemanticIDTable,
     beam_search,
     moe_stats,
+    score_items,
 )
 
 
@@ -82,6 +86,11 @@ class OneRecConfig:
     lifelong_queries: int = 8  # N_q, QFormer queries (>= 1 when clusters > 0)
     qformer_layers: int = 1  # N_l, QFormer blocks (>= 1)
     item_tokens: str = "concat"  # "concat": one token per item; "flat": one per code (TIGER)
+    # "pathways": OneRec's static / short / positive / lifelong tokens, one target per window
+    # (the last session_items items); "causal": one token per history item, every position of
+    # a window is a target in one pass, target t attends to the items up to t only
+    context: str = "pathways"
+    rel_buckets: int = 16  # causal context: relative-distance buckets of the attention bias
     hidden: int = 128  # width D (divisible by heads)
     heads: int = 4  # attention heads
     kv_heads: int = 4  # key/value heads (divides heads; < heads = grouped-query attention)
@@ -285,6 +294,88 @@ class UserContext(nn.Module):
         return tokens, torch.cat(masks, 1)
 
 
+class RelativeBias(nn.Module):
+    """Learned per-head attention bias by how many items back a key lies (causal context).
+
+    Distances 0..buckets/2 - 1 get a bucket each, longer ones log-spaced buckets up to 256
+    items (as T5's relative attention bias); the static token has its own bucket.
+
+    Args:
+        heads: H. buckets: distance buckets (>= 2).
+    """
+
+    def __init__(self, heads: int, buckets: int):
+        super().__init__()
+        self.buckets = buckets
+        self.table = nn.Embedding(buckets + 1, heads)
+
+    def forward(self, dist: torch.Tensor) -> torch.Tensor:
+        """int64 (...) distances in items (>= 0; -1 = the static token) -> float (..., H)."""
+        exact = self.buckets // 2
+        d = dist.clamp(min=0).float()
+        log = exact + (
+            torch.log(d.clamp(min=exact) / exact) / math.log(256 / exact) * (self.buckets - exact)
+        ).long().clamp(max=self.buckets - exact - 1)
+        bucket = torch.where(d < exact, dist.clamp(min=0), log)
+        return self.table(torch.where(dist < 0, self.buckets, bucket))
+
+    def mask(
+        self,
+        query_pos: torch.Tensor,
+        key_pos: torch.Tensor,
+        key_valid: torch.Tensor,
+    ) -> torch.Tensor:
+        """Additive attention mask of queries at item positions ``query_pos`` (int64 (N, Q);
+        -1 = the static token, which sees only itself) over keys at ``key_pos`` (int64 (S,),
+        -1 = static, always visible to item queries) with ``key_valid`` bool (N, S): the bias
+        of the distance where the key is at or before the query, -inf elsewhere.
+
+        Returns float (N, H, Q, S).
+        """
+        d = query_pos.unsqueeze(-1) - key_pos  # (N, Q, S)
+        static_key = (key_pos < 0).expand_as(d)
+        item_query = (query_pos >= 0).unsqueeze(-1)
+        allowed = torch.where(item_query, static_key | (d >= 0), static_key)
+        allowed = allowed & key_valid.unsqueeze(1)
+        bias = self(torch.where(static_key, -1, d)).permute(0, 3, 1, 2)  # (N, H, Q, S)
+        return bias.masked_fill(~allowed.unsqueeze(1), float("-inf"))
+
+
+class CausalContext(nn.Module):
+    """One context token per history item (``flat``: one per code of each item) after a learned
+    static token, with the item position of every key, for the causal context: target ``t``
+    of a window attends to the static token and the items at positions ``<= t``.
+
+    No absolute positions: recency enters through :class:`RelativeBias` in the attention.
+    """
+
+    def __init__(self, cfg: OneRecConfig, levels: int):
+        super().__init__()
+        self.cfg, self.levels = cfg, levels
+        self.static = nn.Parameter(torch.randn(1, cfg.hidden) * 0.02)
+        self.level_emb = nn.Embedding(levels, cfg.hidden) if cfg.item_tokens == "flat" else None
+
+    def forward(
+        self, history: torch.Tensor, items: ItemTokenizer
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """history int64 (B, W) left-padded item indices (every column kept) -> tokens float
+        (B, S, D), key item positions int64 (S,) (-1 = static), key validity bool (B, S)."""
+        b, w = history.shape
+        dev = history.device
+        pos = torch.arange(w, device=dev)
+        if self.level_emb is not None:
+            codes = items.codes[history]  # (B, W, L)
+            x = (items.code_tokens(codes) + self.level_emb.weight).flatten(1, 2)
+            valid = (codes >= 0).flatten(1)
+            pos = pos.repeat_interleave(self.levels)
+        else:
+            x, valid = items(history), history > 0
+        tokens = torch.cat([self.static.expand(b, 1, -1), x], 1)
+        key_pos = torch.cat([torch.full((1,), -1, device=dev), pos])
+        key_valid = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=dev), valid], 1)
+        return tokens, key_pos, key_valid
+
+
 class EncoderLayer(nn.Module):
     """Pre-RMSNorm block: fully visible self-attention then FFN (report eq. 6-7)."""
 
@@ -308,6 +399,7 @@ class GenerativeRetriever(
     nn.Module,
     Trainable[NextItemBatch | AlignmentBatch],
     GeneratesSemanticIDs,
+    ScoresAllItems,
     ReportsEpochStats,
     MayLeaveParametersUnused,
 ):
@@ -339,10 +431,15 @@ class GenerativeRetriever(
         code_emb = nn.Embedding(sum(table.sizes), d)  # shared by input and output
         if side is None:
             side = torch.zeros(self.num_items + 1, 0)
-        item_level = cfg.item_tokens == "concat" or cfg.positive_len > 0
-        item_level = item_level or cfg.lifelong_clusters > 0
+        self.causal = cfg.context == "causal"
+        item_level = cfg.item_tokens == "concat"
+        if not self.causal:  # pathways of item tokens besides the short-term one
+            item_level = item_level or cfg.positive_len > 0 or cfg.lifelong_clusters > 0
         self.items = ItemTokenizer(table, code_emb, side, d, mlp=item_level)
-        self.context = UserContext(cfg, self.levels)
+        self.context: nn.Module = (
+            CausalContext(cfg, self.levels) if self.causal else UserContext(cfg, self.levels)
+        )
+        self.cross_bias = RelativeBias(cfg.heads, cfg.rel_buckets) if self.causal else None
         self.bos = nn.Parameter(torch.randn(d) * 0.02)
         self.dec_pos = nn.Embedding(cfg.session_items * (self.levels + 1), d)
         self.decoder = nn.ModuleList(
@@ -374,9 +471,27 @@ class GenerativeRetriever(
                 nn.init.zeros_(module.bias)
 
     # --- context (subclasses) -------------------------------------------------------------
-    def cross_context(self, history: torch.Tensor) -> tuple[list, torch.Tensor]:
-        """Per decoder layer (keys, values) float (B, kv_heads, S, head_dim), and mask (B,1,1,S)."""
+    def context_kv(
+        self, z: torch.Tensor, key_pos: torch.Tensor | None, key_valid: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per decoder layer (keys, values) float (B, kv_heads, S, head_dim) of the context
+        tokens ``z`` float (B, S, D); ``key_pos`` int64 (S,) item positions (causal context;
+        None for pathways), ``key_valid`` bool (B, S)."""
         raise NotImplementedError
+
+    def cross_context(self, history: torch.Tensor) -> tuple[list, torch.Tensor]:
+        """Keys/values of every decoder layer for B users and the cross-attention mask:
+        bool (B, 1, 1, S) for pathways, float (B, H, 1, S) (relative bias, -inf = hidden) for
+        the causal context, whose query is the item after the last history position."""
+        if not self.causal:
+            z, valid = self.context(history, self.items)
+            return self.context_kv(z, None, valid), valid[:, None, None, :]
+        history = UserContext._recent(history, self.cfg.max_len)
+        z, key_pos, key_valid = self.context(history, self.items)
+        last = torch.full((len(history), 1), history.shape[1] - 1, device=history.device)
+        return self.context_kv(z, key_pos, key_valid), self.cross_bias.mask(
+            last, key_pos, key_valid
+        )
 
     # --- decoder ----------------------------------------------------------------------------
     def _embed_tokens(self, codes: torch.Tensor, n_pos: int) -> torch.Tensor:
@@ -441,8 +556,52 @@ class GenerativeRetriever(
         loss = batch.ntp_weight * out.loss + alignment.weight * term
         return LossOutput(loss, {**out.parts, **parts})
 
+    def _level_losses(self, h: torch.Tensor, codes: torch.Tensor) -> LossOutput:
+        """Mean cross-entropy of target codes int64 (N, L) from decoder states float (N, L, D)
+        (state j predicts code j), with a ``ce_level<j>`` part per level."""
+        total, parts = h.new_zeros(()), {}
+        for j in range(self.levels):
+            ce = F.cross_entropy(self._logits(h[:, j], j), codes[:, j], reduction="sum")
+            total = total + ce
+            parts[f"ce_level{j + 1}"] = float(ce.detach()) / max(len(codes), 1)
+        loss = total / max(len(codes) * self.levels, 1)
+        return LossOutput(loss, {"ce": float(loss.detach()), **parts})
+
+    def _causal_ntp_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> LossOutput:
+        """Every real target of every window in one pass (causal context).
+
+        Target ``t`` (``targets[:, t]``) is decoded against the static token and the window's
+        items ``inputs[:, : t + 1]`` only. A sequence's first item (its input is padding) is
+        not a target: nothing comes before it. Windows whose targets are mostly real fold each
+        window's targets onto its keys (one attention per window); sparse ones gather the real
+        targets and copy their window's keys (no work on padding). Both give the same loss.
+        """
+        real_cols = ((targets > 0) | (inputs > 0)).any(0).nonzero()  # leading padding cut
+        first = int(real_cols[0]) if len(real_cols) else targets.shape[1] - 1
+        inputs, targets = inputs[:, first:], targets[:, first:]
+        b, w = inputs.shape
+        z, key_pos, key_valid = self.context(inputs, self.items)
+        kv = self.context_kv(z, key_pos, key_valid)
+        real = (targets > 0) & (inputs > 0)  # a target has at least one item before it
+        codes = self.items.codes[targets]  # (B, W, L)
+        dev, ll = inputs.device, self.levels
+        if int(real.sum()) * 2 > b * w:  # dense: fold the W targets of a window onto its keys
+            pos = torch.arange(w, device=dev).expand(b, w)
+            mask = self.cross_bias.mask(pos, key_pos, key_valid)  # (B, H, W, S)
+            mask = mask.repeat_interleave(ll, dim=2)  # query (t, level) -> row t * L + level
+            x = self._embed_tokens(codes.reshape(b * w, ll), ll)
+            h = self._decode(x, kv, mask)[real.reshape(-1)]
+        else:  # sparse: the real targets only, each with its window's keys
+            rows, cols = real.nonzero(as_tuple=True)
+            mask = self.cross_bias.mask(cols.unsqueeze(1), key_pos, key_valid[rows])
+            x = self._embed_tokens(codes[rows, cols], ll)
+            h = self._decode(x, [(k[rows], v[rows]) for k, v in kv], mask)
+        return self._level_losses(h, codes[real])
+
     def _ntp_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> LossOutput:
         """The next-code cross-entropy of :meth:`loss`."""
+        if self.causal:
+            return self._causal_ntp_loss(inputs, targets)
         m, ll = self.cfg.session_items, self.levels + 1
         if inputs.shape[1] < m:  # trimmed batches of short windows: pad back to m columns
             inputs = F.pad(inputs, (m - inputs.shape[1], 0))
@@ -523,19 +682,42 @@ class GenerativeRetriever(
         return F.log_softmax(self._logits(h[:, -1], t).float(), -1)
 
     @torch.no_grad()
-    def recommend(self, history: torch.Tensor, k: int) -> torch.Tensor:
+    def recommend(
+        self, history: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Top-k items per user by trie-constrained beam search (beam = max(k, cfg.beam)).
 
         Args:
             history: int64 (B, L) left-padded item indices. k: list length.
+            exclude: int64 (B, E) items never returned (history masking), or None.
 
         Returns:
             int64 (B, k) item indices best first (-1 where fewer valid IDs exist).
         """
         if self.trie.children[0].device != history.device:
             self.trie.to(history.device)
-        items, _ = beam_search(self, history, self.trie, max(k, self.cfg.beam))
+        items, _ = beam_search(
+            self, history, self.trie, max(k, self.cfg.beam), exclude=exclude
+        )
         return items[:, :k]
+
+    @torch.no_grad()
+    def score_all(self, history: torch.Tensor) -> torch.Tensor:
+        """Exact full ranking: every item's semantic-ID log-probability
+        (:func:`~reelrec.models.generative.score_items`), float32 (B, V + 1), column 0 -inf.
+
+        Users are decoded a few at a time so that the widest trie level (one cached decoder
+        row per prefix) stays near 65,536 rows."""
+        if self.trie.children[0].device != history.device:
+            self.trie.to(history.device)
+        widest = max(self.trie.nodes(j) for j in range(len(self.trie.children)))
+        step = max(1, 65_536 // widest)
+        return torch.cat(
+            [
+                score_items(self, history[i : i + step], self.trie, self.num_items)
+                for i in range(0, len(history), step)
+            ]
+        )
 
     def epoch_stats(self) -> dict[str, float]:
         """MoE load statistics since the last call (logged once per epoch)."""
@@ -556,16 +738,29 @@ class OneRec(GenerativeRetriever):
         super().__init__(table, cfg, side)
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.enc_norm = nn.RMSNorm(cfg.hidden)
+        self.enc_bias = (
+            RelativeBias(cfg.heads, cfg.rel_buckets)
+            if self.causal and cfg.encoder_layers > 0
+            else None
+        )
         self.encoder.apply(self._init)
 
-    def cross_context(self, history: torch.Tensor) -> tuple[list, torch.Tensor]:
-        """Encode the pathways; each decoder layer projects its own keys/values."""
-        z, valid = self.context(history, self.items)
-        mask = valid[:, None, None, :]
-        for layer in self.encoder:
-            z = layer(z, mask)
+    def context_kv(
+        self, z: torch.Tensor, key_pos: torch.Tensor | None, key_valid: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Encode the context (pathways: fully visible; causal: each item token sees the
+        static token and the items up to its own position); each decoder layer projects its
+        own keys/values."""
+        if self.encoder:
+            if key_pos is None:
+                mask = key_valid[:, None, None, :]
+            else:
+                query_pos = key_pos.expand(len(z), -1)
+                mask = self.enc_bias.mask(query_pos, key_pos, key_valid)
+            for layer in self.encoder:
+                z = layer(z, mask)
         z = self.enc_norm(z)
-        return [layer.cross_attn.project(z) for layer in self.decoder], mask
+        return [layer.cross_attn.project(z) for layer in self.decoder]
 
 
 def check_onerec_config(cfg: OneRecConfig) -> None:
@@ -578,6 +773,13 @@ def check_onerec_config(cfg: OneRecConfig) -> None:
         (cfg.lifelong_queries >= 1, "lifelong_queries", ">= 1"),
         (cfg.qformer_layers >= 1, "qformer_layers", ">= 1"),
         (cfg.item_tokens in ("concat", "flat"), "item_tokens", "'concat' or 'flat'"),
+        (cfg.context in ("pathways", "causal"), "context", "'pathways' or 'causal'"),
+        (cfg.rel_buckets >= 2, "rel_buckets", ">= 2"),
+        (
+            cfg.context != "causal" or cfg.session_items == 1,
+            "session_items",
+            "1 with onerec.context='causal' (every position is already a target)",
+        ),
         (cfg.hidden >= 1 and cfg.heads >= 1, "hidden", ">= 1 with heads >= 1"),
         (cfg.hidden % max(cfg.heads, 1) == 0, "hidden", f"divisible by heads={cfg.heads}"),
         (cfg.kv_heads >= 1 and cfg.heads % cfg.kv_heads == 0, "kv_heads", "a divisor of heads"),

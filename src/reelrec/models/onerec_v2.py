@@ -54,9 +54,11 @@ class OneRecV2(GenerativeRetriever):
         )
         self.processor.apply(self._init)
 
-    def cross_context(self, history: torch.Tensor) -> tuple[list, torch.Tensor]:
-        """Keys/values of every decoder layer from one projection of the context tokens."""
-        z, valid = self.context(history, self.items)
+    def context_kv(
+        self, z: torch.Tensor, key_pos: torch.Tensor | None, key_valid: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys/values of every decoder layer from one projection of the context tokens
+        (no encoder: ``key_pos`` and ``key_valid`` only shape the cross-attention mask)."""
         b, s, _ = z.shape
         chunks = self.processor(z).chunk(self.sets, -1)
         cfg = self.cfg
@@ -74,4 +76,4 @@ class OneRecV2(GenerativeRetriever):
             )
             sets.append((k, v))
         n = cfg.decoder_layers
-        return [sets[layer * cfg.kv_groups // n] for layer in range(n)], valid[:, None, None, :]
+        return [sets[layer * cfg.kv_groups // n] for layer in range(n)]

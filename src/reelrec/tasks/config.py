@@ -47,6 +47,13 @@ class EvalConfig:
 
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])  # cutoffs K for @K metrics
     batch_size: int = 1024  # instances scored at once (>= 1)
+    # protocol flag: take each user's own history items out of its ranking (RecBole's sequential
+    # default is False; public TIGER reproductions and the MicroLens paper mask). Early stopping
+    # and `test` use this setting; metrics.json also holds the test split under both settings.
+    mask_history: bool = False
+    # how semantic-ID generators are ranked: "exact" (every item by its sequence
+    # log-probability, true full ranking) or "beam" (the beam's list; serving's path)
+    ranking: str = "exact"
 
     def validate(self, section: str = "eval") -> None:
         """Check every value against its documented range.
@@ -60,6 +67,8 @@ class EvalConfig:
             )
         if self.batch_size < 1:
             raise ConfigError(f"{section}.batch_size must be >= 1, got {self.batch_size!r}")
+        if self.ranking not in ("exact", "beam"):
+            raise ConfigError(f"{section}.ranking must be 'exact' or 'beam', got {self.ranking!r}")
 
 
 #: sections every model has

@@ -1,5 +1,9 @@
-"""Next-item retrieval: SASRec, ELASTIC, popularity (full ranking over the item vocabulary) and
-the semantic-ID generators OneRec / OneRec-V2 / TIGER-style (ranked by their beam's list).
+"""Next-item retrieval: SASRec, ELASTIC, popularity and the semantic-ID generators OneRec /
+OneRec-V2 / TIGER-style, all by full ranking over the item vocabulary (generators: every item by
+its exact sequence log-probability; ``eval.ranking=beam`` ranks them by their beam's list).
+``eval.mask_history`` decides whether a user's history items leave its ranking; every run
+also writes its test split under both protocols (``test_protocols``) and, for generators,
+ranked by the beam (``test_beam``).
 
 Data: each user's positive items in time order (:func:`reelrec.data.sequences.build_sequences`),
 left-padded training windows and one evaluation instance per validation / test target.
@@ -17,9 +21,9 @@ import torch
 from torch import nn
 
 from reelrec.data.sequences import SequenceData, build_sequences, item_side_features
-from reelrec.eval.ranking import evaluate_model
+from reelrec.eval.ranking import COUNT_KEYS, evaluate_model, evaluate_protocols
 from reelrec.io import atomic_write_json, run_metadata, sha256_file
-from reelrec.models.base import ScoresAllItems
+from reelrec.models.base import GeneratesSemanticIDs, RecommendsTopK
 from reelrec.tasks.base import (
     Evaluation,
     RunFolder,
@@ -42,32 +46,33 @@ def gathered_evaluate(
     targets: torch.Tensor,
     ks: tuple[int, ...],
     batch_size: int,
+    mask_history: bool = False,
+    ranking: str = "exact",
 ) -> dict[str, float]:
     """:func:`reelrec.eval.ranking.evaluate_model` metrics; under torchrun each rank ranks its
     share of the instances and the ranks are gathered, so every rank returns the metrics of the
     whole set (equal to one process's)."""
     env = D.current()
+    args = (ks, batch_size, 65536, mask_history, ranking)
     if not env.distributed:
-        return evaluate_model(model, history, targets, ks, batch_size)[0]
+        return evaluate_model(model, history, targets, *args)[0]
     import torch.distributed as dist
 
-    from reelrec.eval.metrics import metrics_from_ranks
+    from reelrec.eval.ranking import count_masked_targets, rank_summary
 
     mine = torch.tensor_split(torch.arange(len(targets)), env.world)[env.rank]
     ranks = (
-        evaluate_model(model, history[mine], targets[mine], ks, batch_size)[1]
+        evaluate_model(model, history[mine], targets[mine], *args)[1]
         if len(mine)
-        else np.zeros(0)
+        else np.zeros((0, 2), dtype=np.int64)
     )
     parts: list = [None] * env.world
     dist.all_gather_object(parts, ranks)
-    all_ranks = np.concatenate(parts)
-    metrics = metrics_from_ranks(all_ranks, ks)
-    if not isinstance(model, ScoresAllItems):
-        metrics.pop("mrr", None)  # ranks beyond a generative model's list are unknown
-    metrics["n_instances"] = int(len(all_ranks))
-    metrics["oov_targets"] = int((targets < 1).sum())
-    return metrics
+    by_beam = ranking == "beam" and isinstance(model, RecommendsTopK)
+    n_masked = count_masked_targets(history, targets) if mask_history else 0
+    return rank_summary(
+        np.concatenate(parts), targets, ks, mask_history, n_masked, "beam" if by_beam else "exact"
+    )
 
 
 class RetrievalTask(Task):
@@ -138,7 +143,13 @@ class RetrievalTask(Task):
             inst = data.valid if split == "valid" else data.test
             rows = slice(None) if full or split != "valid" else subset
             return gathered_evaluate(
-                m, inst.history[rows], inst.target[rows], ks, cfg.eval.batch_size
+                m,
+                inst.history[rows],
+                inst.target[rows],
+                ks,
+                cfg.eval.batch_size,
+                cfg.eval.mask_history,
+                cfg.eval.ranking,
             )
 
         t0 = time.perf_counter()
@@ -166,6 +177,7 @@ class RetrievalTask(Task):
         valid, test = evaluate(model, "valid", full=True), evaluate(model, "test")  # every rank
         if not env.main:
             return {}  # rank 0 writes the metrics
+        protocols = test_protocols(model, data, cfg, log)
         metrics = {
             "model": cfg.model,
             "task": self.name,
@@ -173,6 +185,9 @@ class RetrievalTask(Task):
             "protocol": run.prep.protocol.name,
             "valid": valid,
             "test": test,
+            "mask_history": cfg.eval.mask_history,
+            "ranking": cfg.eval.ranking if isinstance(model, RecommendsTopK) else "exact",
+            **protocols,
             "train_seconds": round(time.perf_counter() - t0, 2),
             "num_items": data.vocab.size,
             "train_windows": len(data.train_windows),
@@ -197,15 +212,47 @@ class RetrievalTask(Task):
         return []
 
 
+def test_protocols(model: nn.Module, data: SequenceData, cfg, log) -> dict[str, dict]:
+    """The test split under both history protocols (``test_protocols``: unmasked, masked),
+    and for a semantic-ID generator also by its beam's list (``test_beam``), so that every row
+    of a results table can name its protocol and show beam against exact ranking."""
+    ks, bs = tuple(cfg.eval.ks), cfg.eval.batch_size
+    h, t = data.test.history, data.test.target
+    t0 = time.perf_counter()
+    out: dict[str, dict] = {"test_protocols": evaluate_protocols(model, h, t, ks, bs)}
+    if isinstance(model, GeneratesSemanticIDs):
+        out["test_beam"] = evaluate_protocols(model, h, t, ks, bs, ranking="beam")
+    p = out["test_protocols"]
+    log(
+        f"test ndcg@10 unmasked {p['unmasked']['ndcg@10']:.4f} / masked "
+        f"{p['masked']['ndcg@10']:.4f}"
+        + (
+            f"; beam: {out['test_beam']['unmasked']['ndcg@10']:.4f} / "
+            f"{out['test_beam']['masked']['ndcg@10']:.4f}"
+            if "test_beam" in out
+            else ""
+        )
+        + f" ({time.perf_counter() - t0:.0f} s)"
+    )
+    return out
+
+
 def next_item_evaluation(cfg, model, data, folder, log, history: list) -> Evaluation:
-    """Full-ranking test metrics of a next-item model (generators: of their beam's list),
-    with its ``metrics.json`` as the detail and ``history`` as its training curve."""
+    """Full-ranking test metrics of a next-item model under ``eval.mask_history`` and
+    ``eval.ranking`` (generators: exact log-probabilities, or their beam's list), with its
+    ``metrics.json`` as the detail and ``history`` as its training curve."""
     test, _ = evaluate_model(
-        model, data.test.history, data.test.target, tuple(cfg.eval.ks), cfg.eval.batch_size
+        model,
+        data.test.history,
+        data.test.target,
+        tuple(cfg.eval.ks),
+        cfg.eval.batch_size,
+        mask_history=cfg.eval.mask_history,
+        ranking=cfg.eval.ranking,
     )
     detail = read_details(folder, log)
     detail["test"] = test
-    summary = {k: v for k, v in test.items() if k not in ("n_instances", "oov_targets")}
+    summary = {k: v for k, v in test.items() if k not in COUNT_KEYS}
     log(f"{folder.name}: test recall@10 {test['recall@10']:.4f}  ndcg@10 {test['ndcg@10']:.4f}")
     return Evaluation(summary, detail, history)
 
@@ -219,15 +266,18 @@ class GenerativeTask(RetrievalTask):
         return cfg.onerec.max_len
 
     def window_step(self, cfg: ExperimentConfig) -> int | None:
-        return cfg.onerec.window_step
+        # the causal context trains every position of a window: windows every max_len items
+        # make each training item a target exactly once per epoch
+        return None if cfg.onerec.context == "causal" else cfg.onerec.window_step
 
     def validate(self, cfg: ExperimentConfig) -> None:
         super().validate(cfg)
         t, e = cfg.train, cfg.eval
         check(
-            t.metric != "mrr",
+            t.metric != "mrr" or e.ranking == "exact",
             "train.metric",
-            "a metric at a cutoff for generative models (ranks beyond the beam are unknown)",
+            "a metric at a cutoff for beam-ranked generative models (ranks beyond the beam "
+            "are unknown)",
             t.metric,
         )
         check(
@@ -245,7 +295,7 @@ class GenerativeTask(RetrievalTask):
         return str(run.path / cfg.onerec.semantic_ids)
 
     def eval_rows(self, cfg: ExperimentConfig, n_valid: int) -> slice | torch.Tensor:
-        # beam search is costly: early stopping may look at a fixed random subset of the
+        # generation is costly: early stopping may look at a fixed random subset of the
         # validation instances (onerec.valid_instances); final metrics use them all
         cap = cfg.onerec.valid_instances
         if 0 < cap < n_valid:

@@ -18,7 +18,7 @@ from torch import nn
 
 from reelrec.config import ConfigError
 from reelrec.data.readers import DataFormatError
-from reelrec.models.base import ScoresAllItems
+from reelrec.models.base import RecommendsTopK, ScoresAllItems
 from reelrec.tasks.base import RunError, RunFolder, Task
 from reelrec.tasks.config import load_saved_config
 from reelrec.training.checkpoint import CheckpointError, check_matches, load_model, load_tensors
@@ -229,7 +229,9 @@ class TrainedRetriever(TrainedModel):
             row[0, -len(idx) :] = torch.from_numpy(idx)
         seen = set(idx.tolist()) if exclude_history else set()
         with torch.no_grad():
-            if isinstance(self.model, ScoresAllItems):
+            if isinstance(self.model, ScoresAllItems) and not isinstance(
+                self.model, RecommendsTopK
+            ):
                 scores = self.model.score_all(row)[0].clone()
                 scores[0] = float("-inf")
                 if seen:
