@@ -1,17 +1,23 @@
-"""Generative retrieval: OneRec, OneRec-V2 and a TIGER-style baseline beside SASRec and the papers.
+"""Generative retrieval (OneRec, OneRec-V2, TIGER-style) beside SASRec and popularity, under
+both history protocols, ranked exactly and by the beam.
 
-Usage: python bench/retrieval.py [--dataset amazon-beauty ...] [--model onerec onerec-v2 tiger]
-       [--out runs/bench-retrieval] [--minutes 25] [--a.b=c ...]
+Usage: python bench/retrieval.py [--dataset amazon-beauty ...]
+       [--model onerec-v2 sasrec popularity onerec tiger] [--out runs/bench-retrieval]
+       [--minutes 60] [--label L] [--a.b=c ...]
 
 For each dataset the run folder is prepared and given semantic IDs through the same code as the
 CLI when they are missing (`reelrec encode`, `align`, `tokenize` for OneRec's balanced RQ-Kmeans
 IDs in RUN/tokenizer, `tokenize --method rq-vae` for TIGER's in RUN/tokenizer-rq-vae; datasets
-without item text get behaviour-only item2vec embeddings, quantised without alignment), then each
-model trains with its preset (`reelrec train onerec|onerec-v2|tiger`) under a wall-clock budget
-(``--minutes``, early stopping on a validation subset), and is tested by leave-one-out (or
-KuaiRand temporal) full ranking of the beam's items (beam 20 >= K). Rows are merged into
-``bench/results/retrieval.json`` as ``{"<dataset>": {"<model>": {"recall@10", "ndcg@10", ...,
-"command"}}}`` and printed beside the published TIGER and HSTU numbers. Real data only.
+without item text get behaviour-only item2vec embeddings, quantised without alignment). Each
+model trains with its preset (`reelrec train NAME`; SASRec with configs/sasrec-<dataset>.yaml
+where that file exists) with early stopping on validation NDCG@10 (patience from the preset),
+``--minutes`` only as a safety cap: a row whose best epoch is its last, or that the cap
+stopped, is marked ``converged: false``. Every model is tested by full ranking of the test
+split under the protocol of its config (``eval.mask_history``) and under both protocols
+(``unmasked``, ``masked``), generators also by their beam's list (``beam``). Rows are merged
+into ``bench/results/retrieval.json`` as ``{"<dataset>": {"<model>": {...}}}`` with the command,
+epochs (best), seconds per epoch, seconds to the best epoch and wall time, and printed beside
+the published numbers. Real data only.
 """
 
 from __future__ import annotations
@@ -21,23 +27,69 @@ import json
 import sys
 from pathlib import Path
 
+from reelrec.config import ConfigError
 from reelrec.io import atomic_write_json
 from reelrec.run import Run, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "retrieval.json"
-#: published test numbers (TIGER arXiv 2305.05065 Table 3; HSTU arXiv 2402.17152 Table 2)
+#: published test numbers and their protocol (TIGER arXiv 2305.05065 Table 3; HSTU arXiv
+#: 2402.17152 Table 2; RPG arXiv 2506.05781 Table 2; RecBole from shared/PEERS.md)
 PUBLISHED = {
-    "amazon-beauty": ("TIGER", {"recall@10": 0.0648, "ndcg@10": 0.0384}),
-    "amazon-sports": ("TIGER", {"recall@10": 0.0400, "ndcg@10": 0.0225}),
-    "amazon-toys": ("TIGER", {"recall@10": 0.0712, "ndcg@10": 0.0432}),
-    "ml-1m": ("HSTU-large", {"recall@10": 0.3294, "ndcg@10": 0.1893}),
+    "amazon-beauty": [
+        ("TIGER", {"recall@10": 0.0648, "ndcg@10": 0.0384}, "paper; masking not stated"),
+        ("RPG", {"recall@10": float("nan"), "ndcg@10": 0.0464}, "paper; own preprocessing"),
+        ("RecBole SASRec", {"recall@10": 0.0815, "ndcg@10": 0.0409}, "unmasked (PEERS.md)"),
+    ],
+    "amazon-sports": [
+        ("TIGER", {"recall@10": 0.0400, "ndcg@10": 0.0225}, "paper; masking not stated"),
+        ("RPG", {"recall@10": float("nan"), "ndcg@10": 0.0263}, "paper; own preprocessing"),
+    ],
+    "amazon-toys": [
+        ("TIGER", {"recall@10": 0.0712, "ndcg@10": 0.0432}, "paper; masking not stated"),
+        ("RPG", {"recall@10": float("nan"), "ndcg@10": 0.0490}, "paper; own preprocessing"),
+    ],
+    "ml-1m": [("HSTU-large", {"recall@10": 0.3294, "ndcg@10": 0.1893}, "paper; unmasked")],
+    "microlens": [
+        ("RecBole SASRec", {"recall@10": 0.0496, "ndcg@10": 0.0237}, "unmasked, not converged"),
+    ],
 }
-#: per-dataset settings: ML-1M histories are long (HSTU/SASRec use 200 items); a window every
-#: 5 items keeps an epoch near 200k samples on a CPU
+#: per-dataset settings: ML-1M histories are long (HSTU/SASRec use 200 items)
 DATASET_OVERRIDES = {
-    "ml-1m": ["--onerec.max_len=200", "--onerec.window_step=5"],
+    "ml-1m": ["--onerec.max_len=200"],
 }
+GENERATORS = ("onerec", "onerec-v2", "tiger")
+
+
+def result_row(run: Path, metrics: dict, command: str, config: str) -> dict:
+    """One ``retrieval.json`` row from a model's ``metrics.json`` (and its ``history.json``):
+    the test metrics of its own protocol, both protocols, beam vs exact for generators, cost
+    and whether the run converged (stopped by patience with its best epoch before the last)."""
+    t = metrics["test"]
+    row = {k: t[k] for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10") if k in t}
+    row["mask_history"] = bool(metrics.get("mask_history", False))
+    row["ranking"] = metrics.get("ranking", "exact")
+    for name, m in metrics.get("test_protocols", {}).items():
+        row[name] = {k: m[k] for k in ("recall@10", "ndcg@10", "masked_targets")}
+    if "test_beam" in metrics:
+        row["beam"] = {
+            name: {k: m[k] for k in ("recall@10", "ndcg@10")}
+            for name, m in metrics["test_beam"].items()
+        }
+    row.update(command=command, config=config, n_test_users=t["n_instances"])
+    row["parameters"] = metrics.get("parameters")
+    row["train_seconds"] = metrics["train_seconds"]
+    if "epochs_run" in metrics:
+        name = metrics.get("run_name") or config.split("--name=")[-1].split()[0]
+        hist_path = run / "models" / name / "history.json"
+        hist = json.loads(hist_path.read_text()) if hist_path.exists() else []
+        hist = hist.get("history", hist) if isinstance(hist, dict) else hist
+        best, n = metrics["best_epoch"], metrics["epochs_run"]
+        row.update(epochs_run=n, best_epoch=best, stopped=metrics["stopped"])
+        row["s_per_epoch"] = round(metrics["train_seconds"] / max(n, 1), 1)
+        row["seconds_to_best"] = round(sum(h["seconds"] for h in hist[:best]), 1) if hist else None
+        row["converged"] = bool(best < n and metrics["stopped"] == "patience")
+    return row
 
 
 def ensure_semantic_ids(run: Path, dataset: str, folder: str, log=print) -> None:
@@ -60,41 +112,60 @@ def ensure_semantic_ids(run: Path, dataset: str, folder: str, log=print) -> None
     Run(run).tokenize(method, run / folder, overrides)
 
 
+def model_config(preset: str, dataset: str, extra: list[str]):
+    """The config of ``preset`` on ``dataset``: SASRec's frozen YAML where one exists."""
+    frozen = ROOT / "configs" / f"{preset}-{dataset}.yaml"
+    if preset == "sasrec" and frozen.exists():
+        return resolve_config(str(frozen), extra), str(frozen.relative_to(ROOT))
+    return resolve_config(preset, extra), f"preset {preset}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        epilog="Extra --section.key=value arguments override every model's preset.",
+        epilog="Extra --section.key=value arguments override every model's config.",
     )
     p.add_argument("--dataset", nargs="+", default=["amazon-beauty"], help="datasets to run")
     p.add_argument(
         "--model",
         nargs="+",
-        default=["onerec", "onerec-v2", "tiger"],
-        choices=["onerec", "onerec-v2", "tiger"],
-        help="presets to train",
+        default=["popularity", "sasrec", "onerec-v2"],
+        choices=["popularity", "sasrec", *GENERATORS],
+        help="models to train (presets)",
     )
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-retrieval")
-    p.add_argument("--minutes", type=float, default=25.0, help="training budget per model")
+    p.add_argument(
+        "--minutes", type=float, default=60.0, help="safety cap on training per model (minutes)"
+    )
     p.add_argument("--label", default="", help="result key suffix and run-name suffix")
+    p.add_argument("--table", action="store_true", help="only print the stored table")
     args, overrides = p.parse_known_args(argv)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.table:
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        print(table(results, args.dataset))
+        return 0
     for dataset in args.dataset:
         run = args.out / dataset
         for preset in args.model:
-            cfg0 = resolve_config(preset, [f"--data.dataset={dataset}"])
-            ensure_semantic_ids(run, dataset, cfg0.onerec.semantic_ids)
             key = preset + (f"-{args.label}" if args.label else "")
             extra = [
                 f"--data.dataset={dataset}",
                 f"--train.max_minutes={args.minutes}",
                 f"--name={key}",
-                *DATASET_OVERRIDES.get(dataset, []),
+                *(DATASET_OVERRIDES.get(dataset, []) if preset in GENERATORS else []),
                 *overrides,
             ]
-            cfg = resolve_config(preset, extra)
+            try:
+                cfg, source = model_config(preset, dataset, extra)
+            except ConfigError as exc:
+                print(f"bench/retrieval.py: error: {exc}", file=sys.stderr)
+                return 2
+            if preset in GENERATORS:
+                ensure_semantic_ids(run, dataset, cfg.onerec.semantic_ids)
+            elif not (run / "data" / "interactions.parquet").exists():
+                Run.prepare(run, dataset)
             m = Run(run).train(cfg, resume=True)
-            t = m["test"]
             command = " ".join(
                 [
                     ".venv/bin/python bench/retrieval.py --dataset",
@@ -106,38 +177,53 @@ def main(argv: list[str] | None = None) -> int:
                     *overrides,
                 ]
             )
+            row = result_row(run, m, command, f"{source} + " + " ".join(extra[1:]))
             # re-read before merging: several bench processes may share the file
             results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-            results.setdefault(dataset, {})[key] = {
-                **{k: t[k] for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")},
-                "command": command,
-                "config": f"preset {preset} + " + " ".join(extra[1:]),
-                "parameters": m["parameters"],
-                "train_seconds": m["train_seconds"],
-                "epochs_run": m["epochs_run"],
-                "best_epoch": m["best_epoch"],
-                "stopped": m["stopped"],
-                "n_test_users": t["n_instances"],
-            }
+            results.setdefault(dataset, {})[key] = row
             atomic_write_json(RESULTS, results)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     print(table(results, args.dataset))
     return 0
 
 
+def _cell(row: dict, *path: str) -> str:
+    for key in path:
+        row = row.get(key, {}) if isinstance(row, dict) else {}
+    return f"{row:.4f}" if isinstance(row, float) else "-"
+
+
 def table(results: dict, datasets: list[str]) -> str:
-    """Markdown table of every stored row of ``datasets`` plus the published reference."""
-    lines = ["| dataset | model | Recall@10 | NDCG@10 | Recall@5 | NDCG@5 | params |"]
-    lines.append("|---|---|---|---|---|---|---|")
+    """Markdown table of the stored rows of ``datasets`` (test split, full ranking) beside the
+    published numbers, each with the protocol it used."""
+    lines = [
+        "| dataset | model | NDCG@10 unmasked | NDCG@10 masked | Recall@10 unmasked | "
+        "Recall@10 masked | NDCG@10 beam (unm. / masked) | epochs (best) | s/epoch | "
+        "s to best | converged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for d in datasets:
         for name, r in sorted(results.get(d, {}).items()):
-            lines.append(
-                f"| {d} | {name} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} | "
-                f"{r.get('recall@5', float('nan')):.4f} | {r.get('ndcg@5', float('nan')):.4f} | "
-                f"{r.get('parameters', '-')} |"
+            if "unmasked" not in r:
+                continue  # rows recorded before both protocols were measured
+            beam = (
+                f"{_cell(r, 'beam', 'unmasked', 'ndcg@10')} / {_cell(r, 'beam', 'masked', 'ndcg@10')}"
+                if "beam" in r
+                else "-"
             )
-        if d in PUBLISHED:
-            ref, v = PUBLISHED[d]
-            lines.append(f"| {d} | {ref} (published) | {v['recall@10']} | {v['ndcg@10']} | | | |")
+            epochs = f"{r['epochs_run']} ({r['best_epoch']})" if "epochs_run" in r else "-"
+            conv = {True: "yes", False: "**no**"}.get(r.get("converged"), "-")
+            lines.append(
+                f"| {d} | {name} | {_cell(r, 'unmasked', 'ndcg@10')} | "
+                f"{_cell(r, 'masked', 'ndcg@10')} | {_cell(r, 'unmasked', 'recall@10')} | "
+                f"{_cell(r, 'masked', 'recall@10')} | {beam} | {epochs} | "
+                f"{r.get('s_per_epoch', '-')} | {r.get('seconds_to_best', '-')} | {conv} |"
+            )
+        for ref, v, protocol in PUBLISHED.get(d, []):
+            lines.append(
+                f"| {d} | {ref} (published: {protocol}) | {v['ndcg@10']} | | "
+                f"{v['recall@10'] if v['recall@10'] == v['recall@10'] else ''} | | | | | | |"
+            )
     return "\n".join(lines)
 
 

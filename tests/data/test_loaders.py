@@ -28,6 +28,7 @@ REAL = [
     ("ml-1m", 999611, 6040, 3416),
     ("ml-100k", 100000, 943, 1682),
     ("segmm", 10000, 37, 9123),
+    ("microlens", 359708, 50000, 19220),
 ]
 
 
@@ -96,6 +97,42 @@ def test_kuairand_pure_prepare_collapses_duplicates_and_splits_by_day(data_root)
     assert day.loc[0].tolist() == [20220425, 20220503]
     assert day.loc[1].tolist() == [20220504, 20220504]
     assert day.loc[2].tolist() == [20220505, 20220505]
+
+
+def test_microlens_titles_order_and_leave_one_out(data_root):
+    from reelrec.data.prepare import prepare
+    from reelrec.data.splits import TEST, get_protocol
+
+    raw = sources.load("microlens", data_root)
+    # SOURCE.md: every item has a title; user 6's sequence ends "... 764 269"; three clips
+    assert raw.items["title"].notna().all() and len(raw.items) == 19220
+    assert raw.interactions.loc[raw.interactions["user_id"] == 6, "item_id"].tolist()[-2:] == [
+        764,
+        269,
+    ]
+    assert raw.notes["video_clips"] == ["1002.mp4", "10034.mp4", "10040.mp4"]
+    prep = prepare(raw, get_protocol("leave-one-out"), "microlens")
+    r = prep.report
+    assert r["rows_per_split"]["test"] == 50000 and r["rows_per_split"]["valid"] == 50000
+    last = prep.interactions.groupby("user_id").tail(1)
+    assert (last["split"] == TEST).all() and last["item_id"].iloc[5] == 269
+
+
+def test_microlens_bad_lines_name_file_and_line(tmp_path):
+    from reelrec.data.microlens import load_microlens
+    from reelrec.data.readers import DataFormatError
+
+    (tmp_path / "MicroLens-50k_pairs.tsv").write_text("1\t5 6 7\n2\t8 x 9\n")
+    with pytest.raises(DataFormatError, match=r"MicroLens-50k_pairs.tsv, line 2: .*'x'"):
+        load_microlens(tmp_path)
+    (tmp_path / "MicroLens-50k_pairs.tsv").write_text("1\t5 6 7\n")
+    (tmp_path / "MicroLens-50k_titles.csv").write_text('item,title\n5,"a"\n5,"b"\n')
+    with pytest.raises(DataFormatError, match="item 5 has several title rows"):
+        load_microlens(tmp_path)
+    (tmp_path / "MicroLens-50k_titles.csv").write_text('item,title\n5,"a"\n6,""\n')
+    raw = load_microlens(tmp_path)
+    assert raw.notes["items_without_title"] == 2  # item 6's title is empty, item 7 has none
+    assert raw.items.set_index("item_id")["title"].to_dict() == {5: "a", 6: None, 7: None}
 
 
 def test_amazon_titles_joined_where_mapped(data_root):

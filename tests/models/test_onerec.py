@@ -494,3 +494,40 @@ def test_every_training_target_is_presented_once_per_epoch(tmp_path):
     fit(model, data, lambda m: {"ndcg@10": 0.0}, cfg, tmp_path, log=lambda s: None)
     expected = Counter(int(i) for s in seqs for i in s[1:])
     assert Recording.seen == expected
+
+
+@pytest.mark.parametrize("name", ["onerec-v2", "onerec-v2-causal", "tiger-causal"])
+@pytest.mark.parametrize("max_frontier", [1024, 3])
+@pytest.mark.parametrize("masked", [False, True])
+def test_exact_target_ranks_equal_full_ranking_below_k(name, max_frontier, masked):
+    """The pruned exact ranking (beam check, then threshold search over the trie, or the
+    whole trie when a frontier grows past max_frontier) gives every target the rank that
+    scoring all items gives it whenever that rank is below k, and a miss otherwise."""
+    from reelrec.eval.metrics import target_ranks
+    from reelrec.eval.ranking import mask_scores
+    from reelrec.models.generative import exact_target_ranks
+
+    torch.manual_seed(0)
+    model = MODELS[name](make_table()).eval()
+    hist = windows(n=24, seed=2)[:, :-1]
+    g = torch.Generator().manual_seed(5)
+    targets = torch.randint(1, V + 1, (24,), generator=g)
+    targets[:3] = -1 if not masked else targets[:3]
+    exclude = hist if masked else None
+    with torch.no_grad():
+        full = model.score_all(hist)
+        if masked:
+            full = mask_scores(full.clone(), hist, 0)
+        # a third of the targets among each user's exact top 12: ranks below k to check
+        top = full.argsort(1, descending=True)[:, :12]
+        targets[3:11] = top[3:11].gather(1, torch.arange(8).unsqueeze(1) % 12).squeeze(1)
+        targets[11:14] = top[11:14, 9:12].diagonal()
+        expected = target_ranks(full, targets)
+        k = 10
+        expected[expected[:, 0] >= k] = torch.tensor([MISS_RANK, 0])
+        lp = model.sequence_logp(hist, model.items.codes[targets.clamp(min=0)].unsqueeze(1))
+        got = exact_target_ranks(
+            model, hist, targets, model.trie, k, lp.squeeze(1), exclude, max_frontier
+        )
+    assert got.tolist() == expected.tolist()
+    assert (expected[:, 0] < k).sum() >= 3  # the fixture has hits below k to check

@@ -61,7 +61,7 @@ def load_microlens(folder: Path) -> RawTables:
         items = items.merge(titles, on="item_id", how="outer").sort_values("item_id")
         items = items.reset_index(drop=True)
         empty = items["title"].isna() | (items["title"].astype(str).str.strip() == "")
-        items.loc[empty, "title"] = None
+        items["title"] = items["title"].astype(object).where(~empty, None)
         notes["files"].append(str(title_path))  # type: ignore[union-attr]
         notes["items_without_title"] = int(empty.sum())
         notes["titled_items_never_watched"] = int((~np.isin(ids, items_col)).sum())

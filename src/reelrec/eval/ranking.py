@@ -46,6 +46,7 @@ from reelrec.eval.metrics import (  # noqa: F401 - target_ranks and MISS_RANK ar
 from reelrec.models.base import (
     EmbeddingScorer,
     PaddingInvariant,
+    RanksTargets,
     RecommendsTopK,
     ScoresAllItems,
     inner_product_scores,
@@ -284,13 +285,14 @@ def rank_summary(
     ks: tuple[int, ...],
     mask_history: bool,
     n_masked: int,
-    ranked_by: str = "exact",
+    ranks_cut: bool = False,
 ) -> dict[str, float]:
     """Metrics of int64 (n, 2) ranks plus the counts every evaluation reports: ``n_instances``,
     ``oov_targets``, ``masked_targets`` (0 unless masking), ``mask_history`` (1.0 / 0.0) and,
-    for ``ranked_by="beam"``, without ``mrr`` (ranks beyond a beam's list are unknown)."""
+    with ``ranks_cut`` (ranks known only below the largest cutoff: a beam's list, the
+    generators' exact ranks), without the uncut ``mrr``."""
     metrics = metrics_from_ranks(ranks, ks)
-    if ranked_by == "beam":
+    if ranks_cut:
         metrics.pop("mrr", None)
     metrics["n_instances"] = int(len(ranks))
     metrics["oov_targets"] = int((targets < 1).sum())
@@ -337,6 +339,9 @@ def evaluate_model(
       any catalogue size, ranks equal to ``score_all``'s).
     * other :class:`~reelrec.models.base.ScoresAllItems` (the generators' exact sequence
       log-probability of every item): full ranking of ``score_all``.
+    * :class:`~reelrec.models.base.RanksTargets` (the generators): each target's exact
+      full-ranking rank when below ``max(ks)``, a miss beyond, so every metric at a cutoff
+      equals full ranking's; ``mrr`` (uncut) is omitted (ranks beyond are not computed).
     * with ``ranking="beam"``, a :class:`~reelrec.models.base.RecommendsTopK` generator (or a
       model that only recommends): the top-``max(ks)`` list of its beam search; an item
       outside it is a miss at every cutoff, and ``mrr`` (uncut) is omitted because ranks
@@ -375,10 +380,11 @@ def evaluate_model(
             mask_history,
         )
         return m, r
-    if not isinstance(model, RecommendsTopK):
+    exact_ranks = not beam and isinstance(model, RanksTargets)
+    if not (exact_ranks or isinstance(model, RecommendsTopK)):
         raise TypeError(
-            f"{type(model).__name__} declares neither ScoresAllItems nor RecommendsTopK "
-            "(reelrec.models.base): it cannot rank items"
+            f"{type(model).__name__} declares none of ScoresAllItems, RanksTargets and "
+            "RecommendsTopK (reelrec.models.base): it cannot rank items"
         )
     if len(targets) == 0:
         raise ValueError("no evaluation instances")
@@ -389,11 +395,15 @@ def evaluate_model(
         for start in range(0, len(targets), batch_size):
             sl = slice(start, start + batch_size)
             h = history[sl].to(device)
-            top = model.recommend(h, k, exclude=h if mask_history else None).cpu()
-            ranks.append(ranks_from_topk(top, targets[sl]))
+            exclude = h if mask_history else None
+            if exact_ranks:
+                ranks.append(model.rank_targets(h, targets[sl].to(device), k, exclude).cpu())
+            else:
+                top = model.recommend(h, k, exclude=exclude).cpu()
+                ranks.append(ranks_from_topk(top, targets[sl]))
     all_ranks = torch.cat(ranks).numpy()
     n_masked = count_masked_targets(history, targets) if mask_history else 0
-    metrics = rank_summary(all_ranks, targets, ks, mask_history, n_masked, "beam")
+    metrics = rank_summary(all_ranks, targets, ks, mask_history, n_masked, ranks_cut=True)
     return metrics, all_ranks
 
 

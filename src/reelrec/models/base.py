@@ -25,6 +25,8 @@ method that merely happens to exist is never mistaken for a promise:
 * :class:`PaddingInvariant` -- outputs do not depend on left padding (evaluation may batch
   histories by length and drop padding columns).
 * :class:`RecommendsTopK` -- ``recommend(history, k)``: a ranked top-k list (generators).
+* :class:`RanksTargets` -- ``rank_targets(history, targets, k)``: exact full-ranking ranks
+  below k without scoring every item (generators).
 * :class:`GeneratesSemanticIDs` -- beam search over semantic IDs and whole-sequence
   log-probabilities; its ``loss`` accepts an :class:`AlignmentBatch`.
 * :class:`ReportsEpochStats` -- ``epoch_stats()`` logged once per epoch (MoE load); training
@@ -191,6 +193,24 @@ class RecommendsTopK(ABC):
     ) -> torch.Tensor:
         """int64 (B, L) histories -> int64 (B, k) item indices best first (-1 = empty slot);
         ``exclude`` int64 (B, E) items never returned (history masking; 0 = none)."""
+
+
+class RanksTargets(ABC):
+    """Declares ``rank_targets(history, targets, k, exclude)``: each target's rank in the
+    model's exact full ranking when it is below ``k`` (a miss otherwise), for models whose
+    every-item scores are too costly to materialise (the semantic-ID generators)."""
+
+    @abstractmethod
+    def rank_targets(
+        self,
+        history: torch.Tensor,
+        targets: torch.Tensor,
+        k: int,
+        exclude: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """int64 (B, L) histories, int64 (B,) targets (1..V or -1), the largest cutoff k, items
+        to leave out (int64 (B, E) or None) -> int64 (B, 2) ``[g, e]`` rows (items above /
+        tied with the target), ``[MISS_RANK, 0]`` at rank >= k (:mod:`reelrec.eval.ranking`)."""
 
 
 class GeneratesSemanticIDs(RecommendsTopK):

@@ -273,19 +273,24 @@ class Attention(nn.Module):
     Args:
         dim: width D. heads: query heads H. kv_heads: key/value heads (divides H; H = multi-head,
             1 = multi-query). project_kv: own K/V projections; ``False`` takes keys and values
-            as given (OneRec-V2's lazy cross-attention).
+            as given (OneRec-V2's lazy cross-attention). head_dim: width of a head (0 = D / H;
+            TIGER uses 6 heads of 64 at D = 128, so H x head_dim need not be D).
     """
 
-    def __init__(self, dim: int, heads: int, kv_heads: int, project_kv: bool = True) -> None:
+    def __init__(
+        self, dim: int, heads: int, kv_heads: int, project_kv: bool = True, head_dim: int = 0
+    ) -> None:
         super().__init__()
-        if dim % heads or heads % kv_heads:
+        if (not head_dim and dim % heads) or heads % kv_heads:
             raise ValueError(
-                f"need dim % heads == 0 and heads % kv_heads == 0: {dim}, {heads}, {kv_heads}"
+                f"need dim % heads == 0 (or a head_dim) and heads % kv_heads == 0: {dim}, "
+                f"{heads}, {kv_heads}"
             )
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
-        self.q = nn.Linear(dim, dim)
+        self.heads, self.kv_heads = heads, kv_heads
+        self.head_dim = head_dim or dim // heads
+        self.q = nn.Linear(dim, heads * self.head_dim)
         self.kv = nn.Linear(dim, 2 * kv_heads * self.head_dim) if project_kv else None
-        self.out = nn.Linear(dim, dim)
+        self.out = nn.Linear(heads * self.head_dim, dim)
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of ``x`` (B, T, D): two float (B, kv_heads, T, head_dim)."""
@@ -325,7 +330,7 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads
         )
-        return self.out(y.transpose(1, 2).reshape(n_rows, t, d))
+        return self.out(y.transpose(1, 2).reshape(n_rows, t, self.heads * self.head_dim))
 
 
 class DecoderLayer(nn.Module):
@@ -339,6 +344,7 @@ class DecoderLayer(nn.Module):
         else the MoE of :class:`MoE` with ``top_k`` and ``rate``. lazy_cross: cross-attention
         without K/V projections (keys/values come precomputed, OneRec-V2). dropout: residual
         dropout. norm: normalisation class (RMSNorm). cross_first: OneRec-V2 block order.
+        head_dim: attention head width (0 = dim / heads).
     """
 
     def __init__(
@@ -355,12 +361,15 @@ class DecoderLayer(nn.Module):
         dropout: float,
         norm: type[nn.Module] = nn.RMSNorm,
         cross_first: bool = False,
+        head_dim: int = 0,
     ) -> None:
         super().__init__()
         self.cross_first = cross_first
         self.ln1, self.ln2, self.ln3 = norm(dim), norm(dim), norm(dim)
-        self.self_attn = Attention(dim, heads, kv_heads)
-        self.cross_attn = Attention(dim, heads, kv_heads, project_kv=not lazy_cross)
+        self.self_attn = Attention(dim, heads, kv_heads, head_dim=head_dim)
+        self.cross_attn = Attention(
+            dim, heads, kv_heads, project_kv=not lazy_cross, head_dim=head_dim
+        )
         if experts > 0:
             self.ffn: nn.Module = MoE(dim, inner, experts, top_k, rate, shared_expert, dropout)
         else:
@@ -605,3 +614,155 @@ def greedy_decode(model: Decodable, history: torch.Tensor, trie: PrefixTrie) -> 
         node = child.gather(1, code.unsqueeze(1)).squeeze(1)
         tokens = torch.cat([tokens, code.unsqueeze(1)], 1)
     return node
+
+
+#: slack on log-probabilities when pruning the trie: a prefix is kept when its log-probability
+#: is at least the target's minus this (the target's own path is never cut by rounding)
+PRUNE_SLACK = 1e-4
+
+
+def exact_target_ranks(
+    model: Decodable,
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    trie: PrefixTrie,
+    k: int,
+    target_logp: torch.Tensor,
+    exclude: torch.Tensor | None = None,
+    max_frontier: int = 1024,
+) -> torch.Tensor:
+    """Each target's rank in the model's exact full ranking (every item by its semantic-ID
+    log-probability), found without scoring every item: exact whenever the rank is below
+    ``k``, and a miss (``MISS_RANK``) otherwise, so every metric at a cutoff ``<= k`` equals
+    that of :func:`score_items`' full ranking.
+
+    Log-probabilities only fall along a path (each code adds ``log p <= 0``), so a prefix
+    scoring below the target bounds every item under it below the target too. Per user:
+
+    1. A trie-constrained beam of width ``k``: its items are real items with exact scores;
+       when ``k`` of them score above the target, the target's rank is ``>= k`` (a miss).
+    2. Otherwise the trie is walked level by level keeping only the prefixes whose
+       log-probability reaches the target's (a threshold search, batched over users with
+       their frontiers padded to the widest); the items reached that score above / equal to
+       the target are counted (``[g, e]``, the tie rule of :mod:`reelrec.eval.ranking`).
+       A user whose frontier outgrows ``max_frontier`` is scored over the whole trie
+       (:func:`score_items`) instead.
+
+    Args:
+        model: a :class:`Decodable`. history: int64 (B, L) left-padded item indices.
+        targets: int64 (B,) item indices (1..V) or -1 (out of vocabulary: a miss).
+        trie: valid semantic IDs. k: the largest cutoff reported (>= 1).
+        target_logp: float (B,) each target's log-probability (``sequence_logp``; any value
+            for -1 targets).
+        exclude: int64 (B, E) items taken out of the ranking (history masking), or None; a
+            target among them is a miss.
+        max_frontier: prefixes per user and level before falling back to the whole trie.
+
+    Returns:
+        int64 (B, 2) ``[g, e]`` rows; ``[MISS_RANK, 0]`` when the rank is ``>= k``, the target
+        is out of vocabulary or excluded.
+    """
+    from reelrec.eval.metrics import MISS_RANK
+
+    b, dev = history.shape[0], history.device
+    num_items = int(trie.children[-1].max())
+    excluded = torch.zeros(b, num_items + 1, dtype=torch.bool, device=dev)
+    if exclude is not None:
+        excluded.scatter_(1, exclude.clamp(min=0, max=num_items), True)
+        excluded[:, 0] = False
+    tgt = targets.clamp(min=0)
+    miss = (targets < 1) | excluded[torch.arange(b, device=dev), tgt]
+    out = torch.stack([torch.full_like(targets, MISS_RANK), torch.zeros_like(targets)], 1)
+    thr = target_logp.float() - PRUNE_SLACK
+    # 1. the beam: k real items above the target settle a miss
+    items, logp = beam_search(model, history, trie, k, exclude=exclude)
+    above = (logp > target_logp.unsqueeze(1) + PRUNE_SLACK) & (items != targets.unsqueeze(1))
+    miss |= above.sum(1) >= k
+    todo = (~miss).nonzero().squeeze(1)
+    # 2. threshold search for the others, a few users at a time (their frontiers are padded
+    # to the widest of the group: at most users_per_pass x max_frontier decoder rows)
+    users_per_pass = max(1, 65_536 // max_frontier)
+    for i in range(0, len(todo), users_per_pass):
+        who = todo[i : i + users_per_pass]
+        out[who] = _threshold_search(
+            model, history[who], targets[who], thr[who], excluded[who], trie, k, max_frontier
+        )
+    return out
+
+
+def _threshold_search(
+    model: Decodable,
+    h: torch.Tensor,
+    t: torch.Tensor,
+    th: torch.Tensor,
+    ex: torch.Tensor,
+    trie: PrefixTrie,
+    k: int,
+    max_frontier: int,
+) -> torch.Tensor:
+    """Step 2 of :func:`exact_target_ranks` for U users: histories h (U, L), targets t (U,),
+    pruning thresholds th (U,), excluded items ex bool (U, V + 1) -> int64 (U, 2) ranks."""
+    from reelrec.eval.metrics import MISS_RANK
+
+    dev, num_items = h.device, ex.shape[1] - 1
+    n_users = len(t)
+    ctx = model.start(h)
+    node = torch.zeros(n_users, 1, dtype=torch.long, device=dev)  # (U, F) nodes; -1 = padding
+    node_logp = torch.zeros(n_users, 1, device=dev)
+    tokens = torch.zeros(n_users, 0, dtype=torch.long, device=dev)
+    fallback = torch.zeros(n_users, dtype=torch.bool, device=dev)
+    g = torch.zeros(n_users, dtype=torch.long, device=dev)
+    e = torch.zeros(n_users, dtype=torch.long, device=dev)
+    for j, child_table in enumerate(trie.children):
+        f = node.shape[1]
+        lp = model.step_logits(ctx, tokens, True)  # (U * F, K_j)
+        child = child_table[node.clamp(min=0)].masked_fill((node < 0).unsqueeze(-1), -1)
+        total = (node_logp.unsqueeze(-1) + lp.view(n_users, f, -1)).float()  # (U, F, K_j)
+        if j == len(trie.children) - 1:
+            item = child.clamp(min=0)
+            real = (child > 0) & ~ex.gather(1, item.flatten(1)).view_as(item)
+            is_tgt = item == t.view(-1, 1, 1)
+            # the target's score as this search computed it (same arithmetic as the others)
+            found = (real & is_tgt).flatten(1).any(1)
+            s_t = torch.where(
+                found,
+                total.masked_fill(~(real & is_tgt), -math.inf).flatten(1).max(1).values,
+                th + PRUNE_SLACK,
+            )
+            other = real & ~is_tgt
+            g = (other & (total > s_t.view(-1, 1, 1))).flatten(1).sum(1)
+            e = (other & (total == s_t.view(-1, 1, 1))).flatten(1).sum(1)
+            break
+        keep = (child >= 0) & (total >= th.view(-1, 1, 1))  # (U, F, K_j)
+        keep &= ~fallback.view(-1, 1, 1)
+        counts = keep.flatten(1).sum(1)
+        fallback |= counts > max_frontier
+        keep &= ~fallback.view(-1, 1, 1)
+        counts = keep.flatten(1).sum(1)
+        width = max(int(counts.max()), 1)
+        # the kept (parent slot, code) pairs of each user, left-aligned and padded to `width`
+        flat = keep.flatten(1)
+        order = torch.argsort((~flat).to(torch.int8), dim=1, stable=True)[:, :width]
+        valid = torch.arange(width, device=dev).unsqueeze(0) < counts.unsqueeze(1)
+        slot, code = order // total.shape[2], order % total.shape[2]
+        node = child.flatten(1).gather(1, order).masked_fill(~valid, -1)
+        node_logp = total.flatten(1).gather(1, order).masked_fill(~valid, -math.inf)
+        rows = (torch.arange(n_users, device=dev).unsqueeze(1) * f + slot).reshape(-1)
+        tokens = torch.cat([tokens[rows], code.reshape(-1, 1)], 1)
+        ctx = model.expand(ctx, rows)
+    widest = max(trie.nodes(j) for j in range(len(trie.children)))
+    per_pass = max(1, 65_536 // widest)  # whole-trie scoring: users per pass
+    fallen = fallback.nonzero().squeeze(1)
+    for i in range(0, len(fallen), per_pass):
+        who = fallen[i : i + per_pass]
+        scores = score_items(model, h[who], trie, num_items)
+        scores[ex[who]] = -math.inf
+        s_t = scores.gather(1, t[who].unsqueeze(1))
+        others = torch.ones_like(scores, dtype=torch.bool)
+        others[torch.arange(len(who), device=dev), t[who]] = False
+        others[:, 0] = False
+        g[who] = ((scores > s_t) & others).sum(1)
+        e[who] = ((scores == s_t) & others).sum(1)
+    ranked = torch.stack([g, e], 1)
+    ranked[g >= k] = torch.tensor([MISS_RANK, 0], device=dev)
+    return ranked

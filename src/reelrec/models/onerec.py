@@ -22,6 +22,15 @@ What the model does:
     * Loss: cross-entropy of each code given the codes before it (mean over code tokens; the
       report sums, which only rescales the learning rate).
 
+Many targets per pass (``context="causal"``, the presets' setting; a deviation from both
+papers, which train one target per sample): one context token per history item (per code for
+``flat``) after a learned static token; OneRec's encoder is causal over them, and the code
+decoder of target ``t`` cross-attends to the static token and the items up to ``t`` only, with a
+learned per-head bias by item distance (:class:`RelativeBias`, T5-style buckets) instead of
+absolute positions. Every position of a window is then a target in one pass, as SASRec and HSTU
+train; the summed loss equals the sum of the single-target losses, and cached decoding equals
+full decoding (both tested). The pathways below are ``context="pathways"``.
+
 Deviations, and why:
     * No user profile features in the public benchmark sets: the static pathway is one learned
       token. The sequences hold positive interactions only (ratings, likes), so the
@@ -44,9 +53,8 @@ for preference alignment), ``ReportsEpochStats`` (MoE load) and ``MayLeaveParame
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -59,8 +67,8 @@ from reelrec.models.base import (
     LossOutput,
     MayLeaveParametersUnused,
     NextItemBatch,
+    RanksTargets,
     ReportsEpochStats,
-    ScoresAllItems,
     Trainable,
 )
 from reelrec.models.generative import (
@@ -69,6 +77,7 @@ from reelrec.models.generative import (
     PrefixTrie,
     SemanticIDTable,
     beam_search,
+    exact_target_ranks,
     moe_stats,
     score_items,
 )
@@ -93,6 +102,7 @@ class OneRecConfig:
     rel_buckets: int = 16  # causal context: relative-distance buckets of the attention bias
     hidden: int = 128  # width D (divisible by heads)
     heads: int = 4  # attention heads
+    head_dim: int = 0  # width of an attention head; 0 = hidden / heads (TIGER: 64 with 6 heads)
     kv_heads: int = 4  # key/value heads (divides heads; < heads = grouped-query attention)
     encoder_layers: int = 2  # OneRec encoder blocks (>= 0)
     decoder_layers: int = 2  # decoder blocks (>= 1)
@@ -196,10 +206,14 @@ def _batched_kmeans(x: torch.Tensor, valid: torch.Tensor, k: int, iters: int = 3
 class QFormer(nn.Module):
     """N_q learnable queries that cross-attend to a set of tokens (report 2.2.1, eq. 4)."""
 
-    def __init__(self, hidden: int, heads: int, queries: int, layers: int, inner: int):
+    def __init__(
+        self, hidden: int, heads: int, queries: int, layers: int, inner: int, head_dim: int = 0
+    ):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(queries, hidden) * 0.02)
-        self.attn = nn.ModuleList(Attention(hidden, heads, heads) for _ in range(layers))
+        self.attn = nn.ModuleList(
+            Attention(hidden, heads, heads, head_dim=head_dim) for _ in range(layers)
+        )
         self.norms = nn.ModuleList(nn.RMSNorm(hidden) for _ in range(2 * layers))
         self.ffn = nn.ModuleList(
             nn.Sequential(nn.Linear(hidden, inner), nn.GELU(), nn.Linear(inner, hidden))
@@ -235,7 +249,7 @@ class UserContext(nn.Module):
         self.pos = nn.Embedding(n, d)
         self.level_emb = nn.Embedding(levels, d) if cfg.item_tokens == "flat" else None
         self.qformer = (
-            QFormer(d, cfg.heads, cfg.lifelong_queries, cfg.qformer_layers, cfg.inner)
+            QFormer(d, cfg.heads, cfg.lifelong_queries, cfg.qformer_layers, cfg.inner, cfg.head_dim)
             if cfg.lifelong_clusters > 0
             else None
         )
@@ -382,7 +396,7 @@ class EncoderLayer(nn.Module):
     def __init__(self, cfg: OneRecConfig):
         super().__init__()
         self.ln1, self.ln2 = nn.RMSNorm(cfg.hidden), nn.RMSNorm(cfg.hidden)
-        self.attn = Attention(cfg.hidden, cfg.heads, cfg.kv_heads)
+        self.attn = Attention(cfg.hidden, cfg.heads, cfg.kv_heads, head_dim=cfg.head_dim)
         self.ffn = nn.Sequential(
             nn.Linear(cfg.hidden, cfg.inner), nn.GELU(), nn.Linear(cfg.inner, cfg.hidden)
         )
@@ -399,14 +413,15 @@ class GenerativeRetriever(
     nn.Module,
     Trainable[NextItemBatch | AlignmentBatch],
     GeneratesSemanticIDs,
-    ScoresAllItems,
+    RanksTargets,
     ReportsEpochStats,
     MayLeaveParametersUnused,
 ):
     """Common decoder, loss and decoding of OneRec and OneRec-V2 (subclasses build the context).
 
     Declares (:mod:`reelrec.models.base`) ``Trainable``, ``GeneratesSemanticIDs`` (so also
-    ``RecommendsTopK``), ``ReportsEpochStats`` (MoE load per epoch) and
+    ``RecommendsTopK``), ``RanksTargets`` (exact full ranking by sequence log-probability,
+    without scoring every item), ``ReportsEpochStats`` (MoE load per epoch) and
     ``MayLeaveParametersUnused`` (top-k expert routing may leave an expert without gradient in
     a step: DDP must know).
 
@@ -456,6 +471,7 @@ class GenerativeRetriever(
                 cfg.dropout,
                 norm=nn.RMSNorm,
                 cross_first=self.cross_first,
+                head_dim=cfg.head_dim,
             )
             for _ in range(cfg.decoder_layers)
         )
@@ -696,10 +712,26 @@ class GenerativeRetriever(
         """
         if self.trie.children[0].device != history.device:
             self.trie.to(history.device)
-        items, _ = beam_search(
-            self, history, self.trie, max(k, self.cfg.beam), exclude=exclude
-        )
+        items, _ = beam_search(self, history, self.trie, max(k, self.cfg.beam), exclude=exclude)
         return items[:, :k]
+
+    @torch.no_grad()
+    def rank_targets(
+        self,
+        history: torch.Tensor,
+        targets: torch.Tensor,
+        k: int,
+        exclude: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Exact full-ranking ranks below ``k`` (:func:`~reelrec.models.generative.
+        exact_target_ranks`): int64 (B, 2) ``[g, e]`` rows, ``[MISS_RANK, 0]`` at rank >= k."""
+        if self.trie.children[0].device != history.device:
+            self.trie.to(history.device)
+        codes = self.items.codes[targets.clamp(min=0)].unsqueeze(1)  # (B, 1, L)
+        target_logp = self.sequence_logp(history, codes).squeeze(1)
+        return exact_target_ranks(
+            self, history, targets, self.trie, k, target_logp, exclude=exclude
+        )
 
     @torch.no_grad()
     def score_all(self, history: torch.Tensor) -> torch.Tensor:
@@ -781,7 +813,12 @@ def check_onerec_config(cfg: OneRecConfig) -> None:
             "1 with onerec.context='causal' (every position is already a target)",
         ),
         (cfg.hidden >= 1 and cfg.heads >= 1, "hidden", ">= 1 with heads >= 1"),
-        (cfg.hidden % max(cfg.heads, 1) == 0, "hidden", f"divisible by heads={cfg.heads}"),
+        (cfg.head_dim >= 0, "head_dim", ">= 0"),
+        (
+            cfg.head_dim > 0 or cfg.hidden % max(cfg.heads, 1) == 0,
+            "hidden",
+            f"divisible by heads={cfg.heads} (or set onerec.head_dim)",
+        ),
         (cfg.kv_heads >= 1 and cfg.heads % cfg.kv_heads == 0, "kv_heads", "a divisor of heads"),
         (cfg.encoder_layers >= 0, "encoder_layers", ">= 0"),
         (cfg.decoder_layers >= 1, "decoder_layers", ">= 1"),

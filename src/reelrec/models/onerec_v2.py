@@ -11,7 +11,12 @@ with ``kv_heads`` groups; blocks run cross-attention, then causal self-attention
 feed-forward (section 2.2.2).
 
 Deviations, and why:
-    * Context tokens are built by OneRec's pathway module (one learned static token, short-term,
+    * Many targets per pass (``context="causal"``, the preset): the context tokens are one per
+      history item after a static token, and the decoder of target ``t`` sees the items up to
+      ``t`` only through a causal, relative-distance-biased cross-attention mask
+      (:mod:`reelrec.models.onerec`); the paper trains one target per sample. The keys and
+      values are still made once per window by the context processor.
+    * Context tokens (``context="pathways"``) are built by OneRec's pathway module (one learned static token, short-term,
       positive-feedback, lifelong QFormer); V2 concatenates user profile and behaviour
       features, which the public benchmark sets do not have.
     * One shared output normalisation instead of a position-specific RMSNorm per code level.
@@ -46,7 +51,7 @@ class OneRecV2(GenerativeRetriever):
         self, table: SemanticIDTable, cfg: OneRecConfig, side: torch.Tensor | None = None
     ) -> None:
         super().__init__(table, cfg, side)
-        self.head_dim = cfg.hidden // cfg.heads
+        self.head_dim = cfg.head_dim or cfg.hidden // cfg.heads
         self.sets = cfg.kv_split * cfg.kv_groups
         self.processor = nn.Linear(cfg.hidden, self.sets * cfg.kv_heads * self.head_dim)
         self.kv_norms = nn.ModuleList(

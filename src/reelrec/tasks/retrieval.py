@@ -23,7 +23,7 @@ from torch import nn
 from reelrec.data.sequences import SequenceData, build_sequences, item_side_features
 from reelrec.eval.ranking import COUNT_KEYS, evaluate_model, evaluate_protocols
 from reelrec.io import atomic_write_json, run_metadata, sha256_file
-from reelrec.models.base import GeneratesSemanticIDs, RecommendsTopK
+from reelrec.models.base import GeneratesSemanticIDs, RecommendsTopK, ScoresAllItems
 from reelrec.tasks.base import (
     Evaluation,
     RunFolder,
@@ -68,11 +68,11 @@ def gathered_evaluate(
     )
     parts: list = [None] * env.world
     dist.all_gather_object(parts, ranks)
-    by_beam = ranking == "beam" and isinstance(model, RecommendsTopK)
-    n_masked = count_masked_targets(history, targets) if mask_history else 0
-    return rank_summary(
-        np.concatenate(parts), targets, ks, mask_history, n_masked, "beam" if by_beam else "exact"
+    cut = not isinstance(model, ScoresAllItems) or (
+        ranking == "beam" and isinstance(model, RecommendsTopK)
     )
+    n_masked = count_masked_targets(history, targets) if mask_history else 0
+    return rank_summary(np.concatenate(parts), targets, ks, mask_history, n_masked, cut)
 
 
 class RetrievalTask(Task):
@@ -274,10 +274,10 @@ class GenerativeTask(RetrievalTask):
         super().validate(cfg)
         t, e = cfg.train, cfg.eval
         check(
-            t.metric != "mrr" or e.ranking == "exact",
+            t.metric != "mrr",
             "train.metric",
-            "a metric at a cutoff for beam-ranked generative models (ranks beyond the beam "
-            "are unknown)",
+            "a metric at a cutoff for generative models (their ranks are computed up to the "
+            "largest cutoff only)",
             t.metric,
         )
         check(
