@@ -61,7 +61,7 @@ DATASET_OVERRIDES = {
 GENERATORS = ("onerec", "onerec-v2", "tiger")
 
 
-def result_row(run: Path, metrics: dict, command: str, config: str) -> dict:
+def result_row(run: Path, name: str, metrics: dict, command: str, config: str) -> dict:
     """One ``retrieval.json`` row from a model's ``metrics.json`` (and its ``history.json``):
     the test metrics of its own protocol, both protocols, beam vs exact for generators, cost
     and whether the run converged (stopped by patience with its best epoch before the last)."""
@@ -80,10 +80,8 @@ def result_row(run: Path, metrics: dict, command: str, config: str) -> dict:
     row["parameters"] = metrics.get("parameters")
     row["train_seconds"] = metrics["train_seconds"]
     if "epochs_run" in metrics:
-        name = metrics.get("run_name") or config.split("--name=")[-1].split()[0]
         hist_path = run / "models" / name / "history.json"
         hist = json.loads(hist_path.read_text()) if hist_path.exists() else []
-        hist = hist.get("history", hist) if isinstance(hist, dict) else hist
         best, n = metrics["best_epoch"], metrics["epochs_run"]
         row.update(epochs_run=n, best_epoch=best, stopped=metrics["stopped"])
         row["s_per_epoch"] = round(metrics["train_seconds"] / max(n, 1), 1)
@@ -177,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                     *overrides,
                 ]
             )
-            row = result_row(run, m, command, f"{source} + " + " ".join(extra[1:]))
+            row = result_row(run, key, m, command, f"{source} + " + " ".join(extra[1:]))
             # re-read before merging: several bench processes may share the file
             results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
             results.setdefault(dataset, {})[key] = row

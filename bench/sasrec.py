@@ -6,8 +6,9 @@ Usage: python bench/sasrec.py [--dataset amazon-beauty|ml-1m ...] [--model sasre
 Trains with the frozen configs in configs/<model>-<dataset>[-<variant>].yaml (``--variant full``:
 ELASTIC over the whole ML-1M history) through the same code path as
 `reelrec train`, prints a table beside the RecBole numbers of shared/PEERS.md, and merges
-``{"<dataset>": {"<model>": {"recall@10", "ndcg@10", "command", ...}}}`` into
-bench/results/retrieval.json. Real data only (REELREC_DATA_DIR).
+``{"<dataset>": {"<model>": {...}}}`` rows into bench/results/retrieval.json (the row format of
+bench/retrieval.py: both history protocols, epochs, convergence, cost). Real data only
+(REELREC_DATA_DIR).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from pathlib import Path
 from reelrec.config import ConfigError
 from reelrec.io import atomic_write_json
 from reelrec.run import Run, resolve_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from retrieval import result_row  # noqa: E402 - the row format shared with bench/retrieval.py
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "retrieval.json"
@@ -84,24 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cfg = resolve_config("popularity", [f"--data.dataset={dataset}"])
             m = Run(run).train(cfg, resume=True)
-            t = m["test"]
-            row = {
-                "recall@10": t["recall@10"],
-                "ndcg@10": t["ndcg@10"],
-                "recall@5": t["recall@5"],
-                "ndcg@5": t["ndcg@5"],
-                "command": command,
-                "config": f"{config}.yaml" if model == args.model else "preset popularity",
-                "train_seconds": m["train_seconds"],
-                "n_test_users": t["n_instances"],
-            }
-            if model == args.model:
-                row.update(
-                    epochs_run=m["epochs_run"],
-                    best_epoch=m["best_epoch"],
-                    stopped=m["stopped"],
-                    s_per_epoch=round(m["train_seconds"] / max(m["epochs_run"], 1), 1),
-                )
+            name = args.label if model == args.model else model
+            source = f"{config}.yaml" if model == args.model else "preset popularity"
+            row = result_row(run, name, m, command, source)
             rows[args.label if model == args.model else model] = row
         # re-read: another bench may have written meanwhile; keep its rows
         results = json.loads(args.results.read_text()) if args.results.exists() else {}

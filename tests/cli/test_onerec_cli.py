@@ -63,7 +63,11 @@ def test_train_onerec_v2_and_tiger_then_evaluate(run, capsys):
     assert m["epochs_run"] == 2 and m["test"]["n_instances"] == 1832
     assert m["test"]["oov_targets"] == 1038  # never-liked-in-train targets are misses
     assert 0.0 <= m["test"]["ndcg@10"] <= m["test"]["recall@10"] <= 0.43
-    assert "mrr" not in m["test"]  # ranks beyond the beam are unknown
+    assert "mrr" not in m["test"]  # ranks are computed up to the largest cutoff only
+    # both history protocols, exact and by the beam
+    assert set(m["test_protocols"]) == {"unmasked", "masked"} == set(m["test_beam"])
+    assert m["test_protocols"]["unmasked"]["ndcg@10"] == pytest.approx(m["test"]["ndcg@10"])
+    assert m["mask_history"] is False and m["ranking"] == "exact"
     hist = json.loads((out / "history.json").read_text())
     assert len(hist) == 2 and 0 < hist[0]["moe_max_load_share"] <= 1.0 and hist[0]["lr"] > 0
 
@@ -85,7 +89,8 @@ def test_train_onerec_v2_and_tiger_then_evaluate(run, capsys):
     models = json.loads((run / "metrics.json").read_text())["models"]
     assert set(models) == {"onerec", "onerec-v2", "tiger", "popularity"}
     report = (run / "report.md").read_text()
-    assert "beam search" in report and "| onerec |" in report and "mrr" in report
+    assert "exact log-probability" in report and "| onerec |" in report and "mrr" in report
+    assert "## NDCG@10 under both protocols, exact and by the beam" in report
     # `reelrec evaluate` rebuilds the model from its folder and gets the training run's numbers
     final = json.loads((out / "metrics.json").read_text())["test"]
     assert models["onerec"]["ndcg@10"] == pytest.approx(final["ndcg@10"])

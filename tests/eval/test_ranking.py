@@ -295,5 +295,7 @@ def test_a_model_that_declares_no_way_to_rank_is_refused():
         def score_all(self, history):  # pragma: no cover - must never be called
             raise AssertionError("probed")
 
-    with pytest.raises(TypeError, match="declares neither"):
+    with pytest.raises(
+        TypeError, match="declares none of ScoresAllItems, RanksTargets and RecommendsTopK"
+    ):
         evaluate_model(Undeclared(), torch.ones(2, 3, dtype=torch.long), torch.tensor([1, 2]))

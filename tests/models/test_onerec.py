@@ -105,15 +105,14 @@ def test_overfits_one_batch(name):
     w = windows()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
-    for _ in range(150):
+    # causal models train every position of the windows (about 9x the targets): more steps
+    for _ in range(300 if "causal" in name else 150):
         out = model.loss(NextItemBatch.of_windows(w))
         first = first if first is not None else float(out.loss.detach())
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-    # causal models train every position, and the first item of a window has only the static
-    # token as context (the same for every window): that part of the loss cannot be memorised
-    assert float(out.loss.detach()) < (0.3 if "causal" in name else 0.1) * first
+    assert float(out.loss.detach()) < 0.1 * first
     model.eval()
     top = model.recommend(w[:, :-1], 1)[:, 0]
     assert (top == w[:, -1]).float().mean() >= 0.75  # it generates the memorised next items
@@ -432,11 +431,12 @@ def test_multi_target_loss_equals_the_sum_of_single_target_losses(name):
 
 @pytest.mark.parametrize("name", ["onerec-v2", *CAUSAL])
 def test_exact_scores_are_sequence_log_probabilities_and_the_widest_beam_agrees(name):
-    from reelrec.models.base import ScoresAllItems
+    from reelrec.models.base import RanksTargets, ScoresAllItems
 
     torch.manual_seed(0)
     model = MODELS[name](make_table()).eval()
-    assert isinstance(model, ScoresAllItems)
+    # declared as ranking targets exactly, not as scoring every item (too costly to evaluate by)
+    assert isinstance(model, RanksTargets) and not isinstance(model, ScoresAllItems)
     hist = windows()[:, :-1]
     with torch.no_grad():
         exact = model.score_all(hist)

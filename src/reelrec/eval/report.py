@@ -171,14 +171,23 @@ def retrieval_section(
         for c in ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
         if any(c in m for m in models.values())
     ]
+    masked = {bool(d.get("mask_history", False)) for d in details.values()}
+    history_rule = (
+        "history items masked out of the ranking"
+        if masked == {True}
+        else "history items kept in the ranking (unmasked)"
+        if masked == {False}
+        else "history masking differs between models (see each metrics.json)"
+    )
     lines = [
         f"Protocol: **{metrics['protocol']}**, full ranking over every train item (no sampled "
-        f"negatives). reelrec {metrics['version']}, commit `{metrics['commit']}`.",
+        f"negatives), {history_rule}; ties count as their expected position. reelrec "
+        f"{metrics['version']}, commit `{metrics['commit']}`.",
         "",
         "Generative models (onerec, onerec-v2, tiger and their aligned versions ipa, ecpo) "
-        "rank by trie-constrained beam search: "
-        "a target outside the beam's top items is a miss at every cutoff, and their uncut MRR "
-        "is not defined (shown as -).",
+        "rank every item by its semantic ID's exact log-probability (``eval.ranking=exact``); "
+        "their ranks are computed up to the largest cutoff, so their uncut MRR is not "
+        "defined (shown as -). The beam table below ranks them by their beam's list instead.",
         "",
         "## Test metrics",
         "",
@@ -192,6 +201,25 @@ def retrieval_section(
             + " | ".join(f"{m[c]:.4f}" if c in m else "-" for c in cols)
             + f" | {d.get('best_epoch', '-')} | {d.get('train_seconds', '-')} |"
         )
+    both = {n: d for n, d in details.items() if "test_protocols" in d}
+    if both:
+        lines += [
+            "",
+            "## NDCG@10 under both protocols, exact and by the beam",
+            "",
+            "| model | unmasked | masked | beam, unmasked | beam, masked |",
+            "|---|---|---|---|---|",
+        ]
+        for name, d in both.items():
+            p, b = d["test_protocols"], d.get("test_beam", {})
+
+            def cell(x: dict, key: str) -> str:
+                return f"{x[key]['ndcg@10']:.4f}" if key in x else "-"
+
+            lines.append(
+                f"| {name} | {cell(p, 'unmasked')} | {cell(p, 'masked')} | "
+                f"{cell(b, 'unmasked')} | {cell(b, 'masked')} |"
+            )
     any_d = next(iter(details.values()), {})
     test = any_d.get("test", {})
     if test:

@@ -639,14 +639,15 @@ def exact_target_ranks(
     Log-probabilities only fall along a path (each code adds ``log p <= 0``), so a prefix
     scoring below the target bounds every item under it below the target too. Per user:
 
-    1. A trie-constrained beam of width ``k``: its items are real items with exact scores;
-       when ``k`` of them score above the target, the target's rank is ``>= k`` (a miss).
+    1. A trie-constrained beam of width ``k`` (then ``5k`` for the users it leaves open): its
+       items are real items with exact scores; when ``k`` of them score above the target,
+       the target's rank is ``>= k`` (a miss).
     2. Otherwise the trie is walked level by level keeping only the prefixes whose
        log-probability reaches the target's (a threshold search, batched over users with
        their frontiers padded to the widest); the items reached that score above / equal to
        the target are counted (``[g, e]``, the tie rule of :mod:`reelrec.eval.ranking`).
-       A user whose frontier outgrows ``max_frontier`` is scored over the whole trie
-       (:func:`score_items`) instead.
+       A user whose frontier outgrows ``max_frontier`` is searched again with 16 times the
+       room, and beyond that scored over the whole trie (:func:`score_items`).
 
     Args:
         model: a :class:`Decodable`. history: int64 (B, L) left-padded item indices.
@@ -674,19 +675,39 @@ def exact_target_ranks(
     miss = (targets < 1) | excluded[torch.arange(b, device=dev), tgt]
     out = torch.stack([torch.full_like(targets, MISS_RANK), torch.zeros_like(targets)], 1)
     thr = target_logp.float() - PRUNE_SLACK
-    # 1. the beam: k real items above the target settle a miss
-    items, logp = beam_search(model, history, trie, k, exclude=exclude)
-    above = (logp > target_logp.unsqueeze(1) + PRUNE_SLACK) & (items != targets.unsqueeze(1))
-    miss |= above.sum(1) >= k
+    # 1. the beam: k real items above the target settle a miss; users it leaves open get a
+    # beam 5 times wider, which finds the items of a flat distribution that the first missed
     todo = (~miss).nonzero().squeeze(1)
-    # 2. threshold search for the others, a few users at a time (their frontiers are padded
-    # to the widest of the group: at most users_per_pass x max_frontier decoder rows)
-    users_per_pass = max(1, 65_536 // max_frontier)
-    for i in range(0, len(todo), users_per_pass):
-        who = todo[i : i + users_per_pass]
-        out[who] = _threshold_search(
-            model, history[who], targets[who], thr[who], excluded[who], trie, k, max_frontier
+    for width in (k, 5 * k):
+        items, logp = beam_search(
+            model, history[todo], trie, width, exclude=None if exclude is None else exclude[todo]
         )
+        t_lp, t_id = target_logp[todo].unsqueeze(1), targets[todo].unsqueeze(1)
+        above = (logp > t_lp + PRUNE_SLACK) & (items != t_id)
+        settled = above.sum(1) >= k
+        miss[todo[settled]] = True
+        todo = todo[~settled]
+        if len(todo) == 0:
+            return out
+    # users with similar target log-probabilities have similar frontiers (about exp(-logp)
+    # prefixes per level at most): grouping them wastes less padding
+    todo = todo[torch.argsort(thr[todo], descending=True)]
+    # 2. threshold search for the others, a few users at a time (their frontiers are padded
+    # to the widest of the group: at most 65,536 decoder rows per pass). Users whose frontier
+    # outgrows the cap are searched again alone with a 16x cap, then over the whole trie.
+    for cap, last in ((max_frontier, False), (16 * max_frontier, True)):
+        users_per_pass = max(1, 65_536 // cap)
+        again = []
+        for i in range(0, len(todo), users_per_pass):
+            who = todo[i : i + users_per_pass]
+            ranks, over = _threshold_search(
+                model, history[who], targets[who], thr[who], excluded[who], trie, k, cap, last
+            )
+            out[who] = ranks
+            again.append(who[over])
+        todo = torch.cat(again) if again else todo[:0]
+        if len(todo) == 0:
+            break
     return out
 
 
@@ -699,9 +720,12 @@ def _threshold_search(
     trie: PrefixTrie,
     k: int,
     max_frontier: int,
-) -> torch.Tensor:
+    whole_trie_beyond: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 2 of :func:`exact_target_ranks` for U users: histories h (U, L), targets t (U,),
-    pruning thresholds th (U,), excluded items ex bool (U, V + 1) -> int64 (U, 2) ranks."""
+    pruning thresholds th (U,), excluded items ex bool (U, V + 1) -> int64 (U, 2) ranks and
+    bool (U,) users whose frontier outgrew ``max_frontier`` (their ranks are then those of the
+    whole trie when ``whole_trie_beyond``, else to be searched again)."""
     from reelrec.eval.metrics import MISS_RANK
 
     dev, num_items = h.device, ex.shape[1] - 1
@@ -752,7 +776,7 @@ def _threshold_search(
         ctx = model.expand(ctx, rows)
     widest = max(trie.nodes(j) for j in range(len(trie.children)))
     per_pass = max(1, 65_536 // widest)  # whole-trie scoring: users per pass
-    fallen = fallback.nonzero().squeeze(1)
+    fallen = fallback.nonzero().squeeze(1) if whole_trie_beyond else fallback[:0].nonzero()
     for i in range(0, len(fallen), per_pass):
         who = fallen[i : i + per_pass]
         scores = score_items(model, h[who], trie, num_items)
@@ -765,4 +789,4 @@ def _threshold_search(
         e[who] = ((scores == s_t) & others).sum(1)
     ranked = torch.stack([g, e], 1)
     ranked[g >= k] = torch.tensor([MISS_RANK, 0], device=dev)
-    return ranked
+    return ranked, fallback & ~torch.tensor(whole_trie_beyond, device=dev)
