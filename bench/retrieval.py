@@ -69,12 +69,12 @@ def result_row(run: Path, name: str, metrics: dict, command: str, config: str) -
     row = {k: t[k] for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10") if k in t}
     row["mask_history"] = bool(metrics.get("mask_history", False))
     row["ranking"] = metrics.get("ranking", "exact")
-    for name, m in metrics.get("test_protocols", {}).items():
-        row[name] = {k: m[k] for k in ("recall@10", "ndcg@10", "masked_targets")}
+    for protocol, m in metrics.get("test_protocols", {}).items():
+        row[protocol] = {k: m[k] for k in ("recall@10", "ndcg@10", "masked_targets")}
     if "test_beam" in metrics:
         row["beam"] = {
-            name: {k: m[k] for k in ("recall@10", "ndcg@10")}
-            for name, m in metrics["test_beam"].items()
+            protocol: {k: m[k] for k in ("recall@10", "ndcg@10")}
+            for protocol, m in metrics["test_beam"].items()
         }
     row.update(command=command, config=config, n_test_users=t["n_instances"])
     row["parameters"] = metrics.get("parameters")

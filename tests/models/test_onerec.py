@@ -531,3 +531,20 @@ def test_exact_target_ranks_equal_full_ranking_below_k(name, max_frontier, maske
         )
     assert got.tolist() == expected.tolist()
     assert (expected[:, 0] < k).sum() >= 3  # the fixture has hits below k to check
+
+
+def test_exact_evaluation_of_a_batch_without_rankable_targets():
+    """A batch whose targets are all out of vocabulary, or all inside their history under
+    masking, is all misses (no beam over zero users); a target id outside the catalogue is
+    refused."""
+    from reelrec.eval.ranking import evaluate_model
+
+    torch.manual_seed(0)
+    model = MODELS["onerec-v2-causal"](make_table()).eval()
+    hist = windows(n=4)[:, :-1]
+    m, _ = evaluate_model(model, hist, torch.full((4,), -1), (5, 10))
+    assert m["hr@10"] == 0.0 and m["oov_targets"] == 4
+    m, _ = evaluate_model(model, hist, hist[:, -1], (5, 10), mask_history=True)
+    assert m["hr@10"] == 0.0 and m["masked_targets"] == 4
+    with pytest.raises(ValueError, match="targets must be -1 or in 1..60"):
+        model.rank_targets(hist, torch.tensor([1, 2, 3, 61]), 10)

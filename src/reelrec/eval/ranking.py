@@ -24,9 +24,11 @@ ties by the lower index.
 :func:`evaluate_model` picks the path from what the model declares
 (:mod:`reelrec.models.base`): an :class:`~reelrec.models.base.EmbeddingScorer` (SASRec,
 ELASTIC, popularity) is ranked chunked, never materialising a users x catalogue matrix; any
-other :class:`~reelrec.models.base.ScoresAllItems` (the generators' exact sequence
-log-probabilities) by its ``score_all``; a :class:`~reelrec.models.base.RecommendsTopK`
-generator asked for ``ranking="beam"`` by its beam's top-k list.
+other :class:`~reelrec.models.base.ScoresAllItems` by its ``score_all``; a
+:class:`~reelrec.models.base.RanksTargets` generator by its exact ranks below the largest
+cutoff (every item by its sequence log-probability, without scoring them all); a
+:class:`~reelrec.models.base.RecommendsTopK` generator asked for ``ranking="beam"`` by its
+beam's top-k list.
 """
 
 from __future__ import annotations
@@ -419,9 +421,9 @@ def evaluate_protocols(
     """:func:`evaluate_model` under both history protocols: ``{"unmasked": metrics,
     "masked": metrics}``.
 
-    A model that scores every item without embeddings (the generators' exact
-    log-probabilities, the costly case) is scored once per batch and ranked both ways; other
-    models are evaluated twice (a beam search with masking returns other items).
+    A model that scores every item without embeddings is scored once per batch and ranked
+    both ways; other models (embedding scorers, cheap; the generators, whose exact ranks and
+    beams depend on the excluded items) are evaluated once per protocol.
 
     Args and raises: as :func:`evaluate_model`.
     """

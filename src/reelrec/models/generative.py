@@ -466,8 +466,9 @@ def generate(
         use_cache: decode incrementally with the key/value cache (same result, less compute).
         constrained: keep only prefixes of valid semantic IDs.
         exclude: int64 (B, E) item indices never generated (history masking; 0 = none): at
-            the last level their codes are set to -inf before the beam is cut, so the beam
-            holds ``beam`` other items.
+            the last level their codes are set to -inf before the beam is cut. Earlier levels
+            do not know them, so a prefix whose items are all excluded can take a beam slot
+            and leave the list shorter (-1 slots).
 
     Returns:
         :class:`Generation` (items, logp, codes).
@@ -679,6 +680,8 @@ def exact_target_ranks(
     # beam 5 times wider, which finds the items of a flat distribution that the first missed
     todo = (~miss).nonzero().squeeze(1)
     for width in (k, 5 * k):
+        if len(todo) == 0:
+            return out
         items, logp = beam_search(
             model, history[todo], trie, width, exclude=None if exclude is None else exclude[todo]
         )

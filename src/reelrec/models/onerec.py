@@ -99,7 +99,7 @@ class OneRecConfig:
     # (the last session_items items); "causal": one token per history item, every position of
     # a window is a target in one pass, target t attends to the items up to t only
     context: str = "pathways"
-    rel_buckets: int = 16  # causal context: relative-distance buckets of the attention bias
+    rel_buckets: int = 16  # causal context: relative-distance buckets of the attention bias (2..64)
     hidden: int = 128  # width D (divisible by heads)
     heads: int = 4  # attention heads
     head_dim: int = 0  # width of an attention head; 0 = hidden / heads (TIGER: 64 with 6 heads)
@@ -725,6 +725,8 @@ class GenerativeRetriever(
     ) -> torch.Tensor:
         """Exact full-ranking ranks below ``k`` (:func:`~reelrec.models.generative.
         exact_target_ranks`): int64 (B, 2) ``[g, e]`` rows, ``[MISS_RANK, 0]`` at rank >= k."""
+        if bool(((targets > self.num_items) | ((targets < 1) & (targets != -1))).any()):
+            raise ValueError(f"targets must be -1 or in 1..{self.num_items}")
         if self.trie.children[0].device != history.device:
             self.trie.to(history.device)
         codes = self.items.codes[targets.clamp(min=0)].unsqueeze(1)  # (B, 1, L)
@@ -806,7 +808,7 @@ def check_onerec_config(cfg: OneRecConfig) -> None:
         (cfg.qformer_layers >= 1, "qformer_layers", ">= 1"),
         (cfg.item_tokens in ("concat", "flat"), "item_tokens", "'concat' or 'flat'"),
         (cfg.context in ("pathways", "causal"), "context", "'pathways' or 'causal'"),
-        (cfg.rel_buckets >= 2, "rel_buckets", ">= 2"),
+        (2 <= cfg.rel_buckets <= 64, "rel_buckets", "in 2..64"),
         (
             cfg.context != "causal" or cfg.session_items == 1,
             "session_items",
