@@ -37,7 +37,8 @@ bench: install
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/sasrec.py --model elastic --variant full --dataset ml-1m
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/long_sequence.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/tokenizer.py
-	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/retrieval.py --dataset amazon-beauty amazon-toys amazon-sports kuairand ml-1m
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/retrieval.py --dataset amazon-beauty amazon-toys amazon-sports kuairand ml-1m microlens
+	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/epoch_cost.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/decode.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/scaling.py
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/ranking.py

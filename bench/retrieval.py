@@ -200,10 +200,12 @@ def table(results: dict, datasets: list[str]) -> str:
         "s to best | converged |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    commands = []
     for d in datasets:
         for name, r in sorted(results.get(d, {}).items()):
             if "unmasked" not in r:
                 continue  # rows recorded before both protocols were measured
+            commands.append(f"* {d} / {name}: `{r['command']}` ({r['config']})")
             beam = (
                 f"{_cell(r, 'beam', 'unmasked', 'ndcg@10')} / {_cell(r, 'beam', 'masked', 'ndcg@10')}"
                 if "beam" in r
@@ -222,7 +224,7 @@ def table(results: dict, datasets: list[str]) -> str:
                 f"| {d} | {ref} (published: {protocol}) | {v['ndcg@10']} | | "
                 f"{v['recall@10'] if v['recall@10'] == v['recall@10'] else ''} | | | | | | |"
             )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", "Commands (config after the parenthesis):", "", *commands])
 
 
 if __name__ == "__main__":
