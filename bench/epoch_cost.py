@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (median taken)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.rounds < 1:
-        p.error("--steps and --rounds must be >= 1")
+    if args.steps < 1 or args.rounds < 1 or args.threads < 1:
+        p.error("--steps, --rounds and --threads must be >= 1")
     if not (args.run / "data" / "interactions.parquet").exists():
         p.error(f"{args.run}: not a prepared run (run bench/retrieval.py first)")
     torch.set_num_threads(args.threads)

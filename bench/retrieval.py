@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from reelrec.config import ConfigError
+from reelrec.data.sources import DATASETS
 from reelrec.io import atomic_write_json
 from reelrec.run import Run, resolve_config
 
@@ -139,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", default="", help="result key suffix and run-name suffix")
     p.add_argument("--table", action="store_true", help="only print the stored table")
     args, overrides = p.parse_known_args(argv)
+    unknown = [d for d in args.dataset if d not in DATASETS]
+    if unknown:
+        p.error(f"unknown dataset {unknown[0]!r}; known: {', '.join(sorted(DATASETS))}")
+    if args.table and overrides:
+        p.error(f"--table takes no other arguments, got {' '.join(overrides)}")
     if args.table:
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         print(table(results, args.dataset))

@@ -133,6 +133,27 @@ def test_microlens_bad_lines_name_file_and_line(tmp_path):
     raw = load_microlens(tmp_path)
     assert raw.notes["items_without_title"] == 2  # item 6's title is empty, item 7 has none
     assert raw.items.set_index("item_id")["title"].to_dict() == {5: "a", 6: None, 7: None}
+    (tmp_path / "MicroLens-50k_titles.csv").write_text('item,title\n5,"a"\n0,"b"\n')
+    with pytest.raises(DataFormatError, match=r"titles.csv, data row 2: item ids start at 1"):
+        load_microlens(tmp_path)
+    (tmp_path / "MicroLens-50k_pairs.tsv").write_text("\n")
+    with pytest.raises(DataFormatError, match="pairs.tsv: no user lines"):
+        load_microlens(tmp_path)
+
+
+@pytest.mark.parametrize("token", ["1_0", "+3", "\u00b2", "--5", "\uff11"])
+def test_sequence_files_take_ascii_integers_only(tmp_path, token):
+    """int() reads "1_0" as 10 and other scripts' digits; every such token is refused with
+    the file and line named (a byte-order mark is read as one)."""
+    from reelrec.data.amazon import read_s3rec_sequences
+    from reelrec.data.readers import DataFormatError
+
+    path = tmp_path / "seq.txt"
+    path.write_text(f"\ufeff1 5 6\n2 7 {token}\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"seq.txt, line 2: expected integer ids"):
+        read_s3rec_sequences(path)
+    path.write_text("\ufeff1 5 6\n", encoding="utf-8")
+    assert read_s3rec_sequences(path) == {1: [5, 6]}
 
 
 def test_amazon_titles_joined_where_mapped(data_root):

@@ -299,3 +299,45 @@ def test_a_model_that_declares_no_way_to_rank_is_refused():
         TypeError, match="declares none of ScoresAllItems, RanksTargets and RecommendsTopK"
     ):
         evaluate_model(Undeclared(), torch.ones(2, 3, dtype=torch.long), torch.tensor([1, 2]))
+
+
+def test_large_tied_ranks_need_no_memory_and_a_tied_miss_is_refused():
+    """The uncut MRR of a tied row is its exact expectation without an array as long as the
+    rank (a row [10**9, 1] once built an 8 GB array); a miss cannot have ties."""
+    from reelrec.eval.metrics import metrics_from_ranks
+
+    m = metrics_from_ranks(np.array([[10**9, 1], [2, 3]]), ks=(10,))
+    exact = (
+        0.5 * (1 / (10**9 + 1) + 1 / (10**9 + 2)) + sum(1 / (p + 1) for p in range(2, 6)) / 4
+    ) / 2
+    assert m["mrr"] == pytest.approx(exact, rel=1e-12)
+    assert m["hr@10"] == pytest.approx(0.5)  # the second row: all 4 positions are below 10
+    with pytest.raises(ValueError, match="a miss has no ties"):
+        metrics_from_ranks(np.array([[MISS_RANK, 1]]), ks=(10,))
+    with pytest.raises(ValueError, match="<= MISS_RANK"):
+        metrics_from_ranks(np.array([2**63 + 5], dtype=np.uint64), ks=(10,))
+
+
+def test_both_protocols_leave_the_models_scores_untouched():
+    """evaluate_protocols masks a copy: a model that returns its own buffer keeps it, and the
+    masked metrics equal evaluate_model's with mask_history."""
+    from reelrec.eval.ranking import evaluate_model, evaluate_protocols
+    from reelrec.models.base import ScoresAllItems
+
+    class Const(torch.nn.Module, ScoresAllItems):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("s", torch.zeros(1, 21))
+
+        def score_all(self, history):
+            return self.s.expand(len(history), -1)
+
+    model = Const()
+    h = torch.tensor([[0, 3, 4], [1, 2, 5], [0, 0, 7], [0, 9, 10]])
+    t = torch.tensor([5, 6, 8, 11])
+    both = evaluate_protocols(model, h, t, ks=(10,))
+    assert torch.equal(model.s, torch.zeros(1, 21))
+    masked, _ = evaluate_model(model, h, t, ks=(10,), mask_history=True)
+    assert both["masked"]["hr@10"] == pytest.approx(masked["hr@10"])
+    unmasked, _ = evaluate_model(model, h, t, ks=(10,))
+    assert both["unmasked"]["hr@10"] == pytest.approx(unmasked["hr@10"]) == pytest.approx(0.5)

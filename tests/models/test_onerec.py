@@ -548,3 +548,22 @@ def test_exact_evaluation_of_a_batch_without_rankable_targets():
     assert m["hr@10"] == 0.0 and m["masked_targets"] == 4
     with pytest.raises(ValueError, match="targets must be -1 or in 1..60"):
         model.rank_targets(hist, torch.tensor([1, 2, 3, 61]), 10)
+    with pytest.raises(ValueError, match="targets must be -1 or in 1..60"):  # the beam path too
+        evaluate_model(model, hist, torch.tensor([1, 2, 3, 61]), (5, 10), ranking="beam")
+
+
+def test_exact_ranks_refuse_a_non_finite_target_score_and_ignore_foreign_exclude_ids():
+    """A NaN target log-probability would rank first: refused. An exclude id outside 1..V is
+    ignored (it used to be clamped onto item V and mask it)."""
+    from reelrec.models.generative import exact_target_ranks
+
+    torch.manual_seed(0)
+    model = MODELS["onerec-v2-causal"](make_table()).eval()
+    hist = windows(n=4)[:, :-1]
+    targets = torch.tensor([60, 60, 60, 60])
+    with torch.no_grad(), pytest.raises(ValueError, match="target_logp must be finite"):
+        exact_target_ranks(model, hist, targets, model.trie, 10, torch.full((4,), float("nan")))
+    with torch.no_grad():
+        plain = model.rank_targets(hist, targets, 100)
+        foreign = model.rank_targets(hist, targets, 100, torch.full((4, 1), 65))
+    assert foreign.tolist() == plain.tolist()

@@ -15,6 +15,7 @@ Sports keep a null title.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,9 @@ AMAZON = {
     "amazon-sports": ("Sports_and_Outdoors", None),
     "amazon-toys": ("Toys_and_Games", "amazon2014-toy-seqrec"),
 }
+
+
+_INT_TOKEN = re.compile(r"-?[0-9]+")
 
 
 def read_s3rec_sequences(path: Path) -> dict[int, list[int]]:
@@ -46,17 +50,16 @@ def read_s3rec_sequences(path: Path) -> dict[int, list[int]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark
     for line_no, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
-        try:
-            ids = [int(p) for p in parts]
-        except ValueError:
-            bad = next(p for p in parts if not p.lstrip("-").isdigit())
-            raise DataFormatError(
-                f"{path}, line {line_no}: expected integer ids, got {bad!r}"
-            ) from None
+        # ASCII digits only: int() would also take "1_0", "+3" and other scripts' digits
+        bad = next((p for p in parts if not _INT_TOKEN.fullmatch(p)), None)
+        if bad is not None:
+            raise DataFormatError(f"{path}, line {line_no}: expected integer ids, got {bad!r}")
+        ids = [int(p) for p in parts]
         if len(ids) < 2:
             raise DataFormatError(f"{path}, line {line_no}: a user line needs >= 1 item")
         if ids[0] in seqs:

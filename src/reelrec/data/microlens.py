@@ -38,11 +38,13 @@ def load_microlens(folder: Path) -> RawTables:
 
     Raises:
         FileNotFoundError: the pairs file is missing.
-        DataFormatError: a malformed pairs line or titles row (names the file and line), a
-            repeated item id in the titles file.
+        DataFormatError: a malformed pairs line or titles row (names the file and line), an
+            empty pairs file, a title item id below 1, a repeated item id in the titles file.
     """
     folder = Path(folder)
     seqs = read_s3rec_sequences(folder / PAIRS)
+    if not seqs:
+        raise DataFormatError(f"{folder / PAIRS}: no user lines")
     users = np.repeat(np.fromiter(seqs.keys(), dtype=np.int64), [len(s) for s in seqs.values()])
     items_col = np.fromiter((i for s in seqs.values() for i in s), dtype=np.int64)
     inter = pd.DataFrame({"user_id": users, "item_id": items_col})
@@ -54,6 +56,11 @@ def load_microlens(folder: Path) -> RawTables:
     if title_path.exists():
         df = read_table(title_path, sep=",", required=["item", "title"])
         ids = to_numeric(df, "item", title_path, ",")[0].astype(np.int64)
+        if (ids < 1).any():
+            row = int(np.flatnonzero(ids < 1)[0])
+            raise DataFormatError(
+                f"{title_path}, data row {row + 1}: item ids start at 1, got {int(ids[row])}"
+            )
         if len(np.unique(ids)) != len(ids):
             dup = int(pd.Series(ids).loc[pd.Series(ids).duplicated()].iloc[0])
             raise DataFormatError(f"{title_path}: item {dup} has several title rows")

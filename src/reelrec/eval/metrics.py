@@ -656,11 +656,13 @@ def metrics_from_ranks(ranks: Any, ks: Sequence[int] = (5, 10)) -> dict[str, flo
         raise ValueError("empty input: ranks holds no users")
     if (arr < 0).any():
         raise ValueError(f"ranks must be >= 0 (0 = top), found {int(arr[arr < 0][0])}")
+    if (arr > MISS_RANK).any():
+        raise ValueError(f"ranks must be <= MISS_RANK (2**62), found {int(arr.max())}")
     g, e = g.astype(np.int64), e.astype(np.int64)
+    if ((g + e >= MISS_RANK) & (e > 0)).any():
+        raise ValueError("a tied row [g, e] must have g + e < MISS_RANK (a miss has no ties)")
     n = e + 1.0  # positions a tied target may take
     tied = e > 0
-    # sums of a per-position value over positions 0..m-1, for m up to the largest tied end
-    top = int((g[tied] + e[tied]).max()) + 1 if tied.any() else 1
     out: dict[str, float] = {}
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
@@ -674,11 +676,14 @@ def metrics_from_ranks(ranks: Any, ks: Sequence[int] = (5, 10)) -> dict[str, flo
         out[f"recall@{k}"] = hr
         out[f"ndcg@{k}"] = float(((disc[hi] - disc[lo]) / n).mean())
         out[f"mrr@{k}"] = float(((recip[hi] - recip[lo]) / n).mean())
-    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, top + 1, dtype=np.float64))])
     mrr = 1.0 / (g.astype(np.float64) + 1.0)
     if tied.any():
-        gt, et = g[tied], e[tied]
-        mrr[tied] = (harmonic[gt + et + 1] - harmonic[gt]) / (et + 1.0)
+        # mean of 1/(p + 1) over p = g..g+e: (H(g + e + 1) - H(g)) / (e + 1), with the
+        # harmonic number H(m) = digamma(m + 1) + Euler's gamma (no array of size g)
+        gt = torch.from_numpy(g[tied].astype(np.float64))
+        et = torch.from_numpy(e[tied].astype(np.float64))
+        diff = torch.special.digamma(gt + et + 2.0) - torch.special.digamma(gt + 1.0)
+        mrr[tied] = (diff / (et + 1.0)).numpy()
     out["mrr"] = float(mrr.mean())
     return out
 

@@ -390,6 +390,11 @@ def evaluate_model(
         )
     if len(targets) == 0:
         raise ValueError("no evaluation instances")
+    num_items = getattr(model, "num_items", None)
+    if num_items is not None and bool(
+        ((targets > num_items) | ((targets < 1) & (targets != -1))).any()
+    ):
+        raise ValueError(f"targets must be -1 or in 1..{num_items}")
     k = max(ks)
     device = _device(model)
     ranks = []
@@ -444,7 +449,8 @@ def evaluate_protocols(
             sl = slice(start, start + batch_size)
             scores = model.score_all(history[sl].to(device)).cpu()
             plain.append(target_ranks(scores, targets[sl]))
-            masked.append(target_ranks(mask_scores(scores, history[sl], 0), targets[sl]))
+            # a clone: score_all may return the model's own buffer or a cache
+            masked.append(target_ranks(mask_scores(scores.clone(), history[sl], 0), targets[sl]))
     n_masked = count_masked_targets(history, targets)
     return {
         "unmasked": rank_summary(torch.cat(plain).numpy(), targets, ks, False, 0),

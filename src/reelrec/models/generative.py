@@ -484,7 +484,8 @@ def generate(
     if exclude is not None:
         n_items = int(trie.children[-1].max()) + 1
         excluded = torch.zeros(b, n_items, dtype=torch.bool, device=device)
-        excluded.scatter_(1, exclude.clamp(min=0, max=n_items - 1), True)
+        ids = torch.where((exclude >= 1) & (exclude < n_items), exclude, 0)  # others ignored
+        excluded.scatter_(1, ids, True)
         excluded[:, 0] = False
     ctx = model.start(history)
     node = torch.zeros(b, 1, dtype=torch.long, device=device)  # (B, n_beams); -1 = no node
@@ -657,20 +658,26 @@ def exact_target_ranks(
         target_logp: float (B,) each target's log-probability (``sequence_logp``; any value
             for -1 targets).
         exclude: int64 (B, E) items taken out of the ranking (history masking), or None; a
-            target among them is a miss.
+            target among them is a miss; ids outside 1..V (padding 0) are ignored.
         max_frontier: prefixes per user and level before falling back to the whole trie.
 
     Returns:
         int64 (B, 2) ``[g, e]`` rows; ``[MISS_RANK, 0]`` when the rank is ``>= k``, the target
         is out of vocabulary or excluded.
+
+    Raises:
+        ValueError: a non-finite ``target_logp`` of an in-vocabulary target.
     """
     from reelrec.eval.metrics import MISS_RANK
 
     b, dev = history.shape[0], history.device
+    if bool((~torch.isfinite(target_logp) & (targets > 0)).any()):
+        raise ValueError("target_logp must be finite for in-vocabulary targets")
     num_items = int(trie.children[-1].max())
     excluded = torch.zeros(b, num_items + 1, dtype=torch.bool, device=dev)
-    if exclude is not None:
-        excluded.scatter_(1, exclude.clamp(min=0, max=num_items), True)
+    if exclude is not None:  # ids outside 1..V go to column 0, which is then cleared
+        ids = torch.where((exclude >= 1) & (exclude <= num_items), exclude, 0)
+        excluded.scatter_(1, ids, True)
         excluded[:, 0] = False
     tgt = targets.clamp(min=0)
     miss = (targets < 1) | excluded[torch.arange(b, device=dev), tgt]
