@@ -11,8 +11,9 @@ IDs in RUN/tokenizer, `tokenize --method rq-vae` for TIGER's in RUN/tokenizer-rq
 without item text get behaviour-only item2vec embeddings, quantised without alignment). Each
 model trains with its preset (`reelrec train NAME`; SASRec with configs/sasrec-<dataset>.yaml
 where that file exists) with early stopping on validation NDCG@10 (patience from the preset),
-``--minutes`` only as a safety cap: a row whose best epoch is its last, or that the cap
-stopped, is marked ``converged: false``. Every model is tested by full ranking of the test
+``--minutes`` only as a safety cap: a row is ``converged: true`` only when patience stopped it
+with its best epoch before the last; one stopped by the epoch limit or the cap is ``false``.
+Seconds per epoch and to the best epoch include the validation of each epoch. Every model is tested by full ranking of the test
 split under the protocol of its config (``eval.mask_history``) and under both protocols
 (``unmasked``, ``masked``), generators also by their beam's list (``beam``). Rows are merged
 into ``bench/results/retrieval.json`` as ``{"<dataset>": {"<model>": {...}}}`` with the command,
@@ -202,7 +203,7 @@ def table(results: dict, datasets: list[str]) -> str:
     published numbers, each with the protocol it used."""
     lines = [
         "| dataset | model | NDCG@10 unmasked | NDCG@10 masked | Recall@10 unmasked | "
-        "Recall@10 masked | NDCG@10 beam (unm. / masked) | epochs (best) | s/epoch | "
+        "Recall@10 masked | NDCG@10 beam (unm. / masked) | epochs (best) | s/epoch (with valid.) | "
         "s to best | converged |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -226,10 +227,18 @@ def table(results: dict, datasets: list[str]) -> str:
                 f"{r.get('s_per_epoch', '-')} | {r.get('seconds_to_best', '-')} | {conv} |"
             )
         for ref, v, protocol in PUBLISHED.get(d, []):
-            lines.append(
-                f"| {d} | {ref} (published: {protocol}) | {v['ndcg@10']} | | "
-                f"{v['recall@10'] if v['recall@10'] == v['recall@10'] else ''} | | | | | | |"
-            )
+            recall = v["recall@10"] if v["recall@10"] == v["recall@10"] else ""
+            if protocol.startswith("unmasked"):  # a known protocol: its own columns
+                lines.append(
+                    f"| {d} | {ref} (published: {protocol}) | {v['ndcg@10']} | | {recall} | "
+                    "| | | | | |"
+                )
+            else:  # masking not stated: under neither protocol's columns
+                lines.append(
+                    f"| {d} | {ref} (published: {protocol}): NDCG@10 {v['ndcg@10']}"
+                    + (f", Recall@10 {recall}" if recall else "")
+                    + " | | | | | | | | | |"
+                )
     return "\n".join([*lines, "", "Commands (config after the parenthesis):", "", *commands])
 
 

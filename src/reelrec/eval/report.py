@@ -154,6 +154,28 @@ def write_report(
     return path
 
 
+def generator_rule(details: dict[str, dict]) -> str:
+    """The sentence that says how the generators of a report were ranked, from each model's
+    ``metrics.json`` (``ranking``: ``exact`` or ``beam``)."""
+    rankings = {d.get("ranking") for d in details.values() if d.get("ranking") in ("exact", "beam")}
+    text = "Generative models (onerec, onerec-v2, tiger and their aligned versions ipa, ecpo) "
+    if rankings == {"beam"}:
+        return text + (
+            "are ranked by their beam's top-k list (``eval.ranking=beam``): a target outside "
+            "it is a miss, and the uncut MRR is not defined (shown as -)."
+        )
+    if rankings == {"exact", "beam"}:
+        return text + (
+            "are ranked exactly or by their beam's list, model by model (``ranking`` in each "
+            "metrics.json); the uncut MRR of either is not defined (shown as -)."
+        )
+    return text + (
+        "rank every item by its semantic ID's exact log-probability (``eval.ranking=exact``); "
+        "their ranks are computed up to the largest cutoff, so their uncut MRR is not "
+        "defined (shown as -). The beam table below ranks them by their beam's list instead."
+    )
+
+
 def retrieval_section(
     run_dir: Path, metrics: dict[str, Any], evaluations: dict[str, Any]
 ) -> list[str]:
@@ -184,10 +206,7 @@ def retrieval_section(
         f"negatives), {history_rule}; ties count as their expected position. reelrec "
         f"{metrics['version']}, commit `{metrics['commit']}`.",
         "",
-        "Generative models (onerec, onerec-v2, tiger and their aligned versions ipa, ecpo) "
-        "rank every item by its semantic ID's exact log-probability (``eval.ranking=exact``); "
-        "their ranks are computed up to the largest cutoff, so their uncut MRR is not "
-        "defined (shown as -). The beam table below ranks them by their beam's list instead.",
+        generator_rule(details),
         "",
         "## Test metrics",
         "",

@@ -763,6 +763,10 @@ def _threshold_search(
                 total.masked_fill(~(real & is_tgt), -math.inf).flatten(1).max(1).values,
                 th + PRUNE_SLACK,
             )
+            # the pruning compared other arithmetic (sequence_logp) with this search's: a
+            # target pruned, or scored more than PRUNE_SLACK below it, sends the user to the
+            # wider search / the whole trie rather than risk a pruned item above it
+            fallback |= ~found | (s_t < th)
             other = real & ~is_tgt
             g = (other & (total > s_t.view(-1, 1, 1))).flatten(1).sum(1)
             e = (other & (total == s_t.view(-1, 1, 1))).flatten(1).sum(1)
