@@ -22,7 +22,8 @@ What the model does:
     * Loss: cross-entropy of each code given the codes before it (mean over code tokens; the
       report sums, which only rescales the learning rate).
 
-Many targets per pass (``context="causal"``, the presets' setting; a deviation from both
+Many targets per pass (``context="causal"``, the ``onerec`` and ``tiger`` presets' setting; the
+``onerec-v2`` preset keeps the pathways, which scored higher on Beauty; a deviation from both
 papers, which train one target per sample): one context token per history item (per code for
 ``flat``) after a learned static token; OneRec's encoder is causal over them, and the code
 decoder of target ``t`` cross-attends to the static token and the items up to ``t`` only, with a

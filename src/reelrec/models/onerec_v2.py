@@ -11,7 +11,8 @@ with ``kv_heads`` groups; blocks run cross-attention, then causal self-attention
 feed-forward (section 2.2.2).
 
 Deviations, and why:
-    * Many targets per pass (``context="causal"``, the preset): the context tokens are one per
+    * Many targets per pass (``context="causal"``, an option; the ``onerec-v2`` preset keeps
+      the pathways, which scored higher on Beauty): the context tokens are one per
       history item after a static token, and the decoder of target ``t`` sees the items up to
       ``t`` only through a causal, relative-distance-biased cross-attention mask
       (:mod:`reelrec.models.onerec`); the paper trains one target per sample. The keys and
