@@ -219,7 +219,7 @@ PRESETS: dict[str, ExperimentConfig] = {
         model="onerec", train=replace(_CAUSAL_TRAIN), onerec=OneRecConfig(context="causal")
     ),
     # OneRec-V2 with OneRec's pathways, one target per training prefix: on Beauty it beat the
-    # causal context on both protocols (test NDCG@10 0.0371 vs 0.0258 unmasked) and reached
+    # causal context on both protocols (test NDCG@10 0.0387 vs 0.0258 unmasked) and reached
     # the causal run's best validation score in about the same seconds, though a causal epoch
     # costs 2.1x less (docs/results.md); --onerec.context=causal with --train.batch_size=128
     # --train.warmup_steps=200 gives the causal variant
