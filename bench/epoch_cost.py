@@ -11,9 +11,10 @@ IDs, with the batch sizes of their presets (pathways: 256 prefixes; causal: 128 
 stratified sample: short and long batches cost very differently); each round times them for
 one variant, then for the other, so that load on a shared machine falls on both alike. A
 variant's epoch estimate is the median over rounds of the sampled steps' seconds, times
-(batches per epoch / sampled batches). Evaluation is not included. A training *target* is one (history, next item) pair: the
-pathways epoch has one per sample, the causal epoch one per non-padding window position, and
-both epochs present every training target of the split once.
+(batches per epoch / sampled batches). Evaluation is not included. A training *target* is one
+(history, next item) pair: the pathways epoch has one per sample, the causal epoch one per
+window position with a real item before it, and both epochs present every training target of
+the split once.
 
 Writes ``bench/results/epoch_cost.json`` (``{"<model>": {"pathways": {...}, "causal": {...},
 "speedup": x}}``) and prints a table. Real data only.
@@ -42,7 +43,8 @@ VARIANTS = {"pathways": ("pathways", 256), "causal": ("causal", 128)}
 
 
 def build(run: Run, model: str, context: str, batch: int):
-    """(model, training windows, batch) of one variant."""
+    """(model, int64 (n, L + 1) left-padded training windows, batch size) of one variant: the
+    preset ``model`` with ``onerec.context=context`` on the run's dataset (seeded weights)."""
     cfg = resolve_config(
         model,
         [
@@ -67,7 +69,8 @@ def sampled_batches(windows: torch.Tensor, batch: int, steps: int) -> tuple[list
 
 
 def step_seconds(net, batches: list[torch.Tensor]) -> float:
-    """Seconds of AdamW steps over ``batches``."""
+    """Wall seconds of one AdamW step (loss, backward, update) per int64 (B, W) window batch of
+    ``batches``, summed."""
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     net.train()
     t0 = time.perf_counter()

@@ -13,8 +13,9 @@ model trains with its preset (`reelrec train NAME`; SASRec with configs/sasrec-<
 where that file exists) with early stopping on validation NDCG@10 (patience from the preset),
 ``--minutes`` only as a safety cap: a row is ``converged: true`` only when patience stopped it
 with its best epoch before the last; one stopped by the epoch limit or the cap is ``false``.
-Seconds per epoch and to the best epoch include the validation of each epoch. Every model is tested by full ranking of the test
-split under the protocol of its config (``eval.mask_history``) and under both protocols
+Seconds per epoch and to the best epoch include the validation of each epoch. Every model is
+tested by full ranking of the test split under the protocol of its config
+(``eval.mask_history``) and under both protocols
 (``unmasked``, ``masked``), generators also by their beam's list (``beam``). Rows are merged
 into ``bench/results/retrieval.json`` as ``{"<dataset>": {"<model>": {...}}}`` with the command,
 epochs (best), seconds per epoch, seconds to the best epoch and wall time, and printed beside

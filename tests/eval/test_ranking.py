@@ -341,3 +341,13 @@ def test_both_protocols_leave_the_models_scores_untouched():
     assert both["masked"]["hr@10"] == pytest.approx(masked["hr@10"])
     unmasked, _ = evaluate_model(model, h, t, ks=(10,))
     assert both["unmasked"]["hr@10"] == pytest.approx(unmasked["hr@10"]) == pytest.approx(0.5)
+
+
+def test_report_says_how_the_generators_were_ranked():
+    """The report's sentence follows each model's metrics.json, not a fixed text."""
+    from reelrec.eval.report import generator_rule
+
+    assert "exact log-probability" in generator_rule({"onerec-v2": {"ranking": "exact"}})
+    beam = generator_rule({"onerec-v2": {"ranking": "beam"}, "sasrec": {}})
+    assert "beam's top-k list" in beam and "exact log-probability" not in beam
+    assert "model by model" in generator_rule({"a": {"ranking": "beam"}, "b": {"ranking": "exact"}})

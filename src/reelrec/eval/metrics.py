@@ -753,6 +753,20 @@ def count_ids_torch(ids: torch.Tensor, num_ids: int) -> torch.Tensor:
 MISS_RANK = 2**62
 
 
+def check_targets(targets: torch.Tensor, num_items: int) -> None:
+    """Refuse target item indices outside ``{-1} U 1..num_items``.
+
+    Args:
+        targets: int64 (B,) item indices; -1 marks an out-of-vocabulary target (a miss).
+        num_items: V, the catalogue size (item indices 1..V; 0 is padding).
+
+    Raises:
+        ValueError: a target that is 0, below -1 or above V (names V).
+    """
+    if bool(((targets > num_items) | ((targets < 1) & (targets != -1))).any()):
+        raise ValueError(f"targets must be -1 or in 1..{num_items}")
+
+
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Rank of each target among items 1..V, with its ties (the rule of
     :func:`metrics_from_ranks`).
@@ -806,9 +820,7 @@ def _ranks_in_chunk(
     if torch.isnan(scores).any():
         raise ValueError("scores contain NaN")
     if target_scores is None:
-        n = scores.shape[1]
-        if bool(((targets > n) | ((targets < 1) & (targets != -1))).any()):
-            raise ValueError(f"targets must be -1 or in 1..{n}")
+        check_targets(targets, scores.shape[1])
         target_scores = scores.gather(1, (targets.clamp(min=1) - offset).unsqueeze(1)).squeeze(1)
     ts = target_scores.unsqueeze(1)
     return (scores > ts).sum(1), (scores == ts).sum(1)

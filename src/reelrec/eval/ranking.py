@@ -42,6 +42,7 @@ import torch
 from reelrec.eval.metrics import (  # noqa: F401 - target_ranks and MISS_RANK are public here too
     MISS_RANK,
     _ranks_in_chunk,
+    check_targets,
     finish_ranks,
     metrics_from_ranks,
     target_ranks,
@@ -97,8 +98,7 @@ def target_ranks_chunked(
     if item_chunk < 1:
         raise ValueError("item_chunk must be >= 1")
     num_items = items.shape[0] - 1
-    if bool(((targets > num_items) | ((targets < 1) & (targets != -1))).any()):
-        raise ValueError(f"targets must be -1 or in 1..{num_items}")
+    check_targets(targets, num_items)
     starts = range(1, num_items + 1, item_chunk)
 
     def chunk_scores(start: int, stop: int) -> torch.Tensor:
@@ -390,11 +390,8 @@ def evaluate_model(
         )
     if len(targets) == 0:
         raise ValueError("no evaluation instances")
-    num_items = getattr(model, "num_items", None)
-    if num_items is not None and bool(
-        ((targets > num_items) | ((targets < 1) & (targets != -1))).any()
-    ):
-        raise ValueError(f"targets must be -1 or in 1..{num_items}")
+    if (num_items := getattr(model, "num_items", None)) is not None:
+        check_targets(targets, num_items)
     k = max(ks)
     device = _device(model)
     ranks = []

@@ -441,6 +441,16 @@ class Generation(NamedTuple):
         return self.items > 0
 
 
+def excluded_items(exclude: torch.Tensor, num_items: int) -> torch.Tensor:
+    """bool (B, V + 1) mask of the items each row may not get, from int64 (B, E) item indices
+    ``exclude`` (history masking); ids outside 1..V (padding 0 among them) are ignored, never
+    clamped onto a real item."""
+    mask = torch.zeros(exclude.shape[0], num_items + 1, dtype=torch.bool, device=exclude.device)
+    mask.scatter_(1, torch.where((exclude >= 1) & (exclude <= num_items), exclude, 0), True)
+    mask[:, 0] = False
+    return mask
+
+
 def generate(
     model: Decodable,
     history: torch.Tensor,
@@ -482,11 +492,7 @@ def generate(
     device = history.device
     excluded = None  # bool (B, V + 1): items this user may not get
     if exclude is not None:
-        n_items = int(trie.children[-1].max()) + 1
-        excluded = torch.zeros(b, n_items, dtype=torch.bool, device=device)
-        ids = torch.where((exclude >= 1) & (exclude < n_items), exclude, 0)  # others ignored
-        excluded.scatter_(1, ids, True)
-        excluded[:, 0] = False
+        excluded = excluded_items(exclude, int(trie.children[-1].max()))
     ctx = model.start(history)
     node = torch.zeros(b, 1, dtype=torch.long, device=device)  # (B, n_beams); -1 = no node
     score = torch.zeros(b, 1, device=device)
@@ -674,11 +680,11 @@ def exact_target_ranks(
     if bool((~torch.isfinite(target_logp) & (targets > 0)).any()):
         raise ValueError("target_logp must be finite for in-vocabulary targets")
     num_items = int(trie.children[-1].max())
-    excluded = torch.zeros(b, num_items + 1, dtype=torch.bool, device=dev)
-    if exclude is not None:  # ids outside 1..V go to column 0, which is then cleared
-        ids = torch.where((exclude >= 1) & (exclude <= num_items), exclude, 0)
-        excluded.scatter_(1, ids, True)
-        excluded[:, 0] = False
+    excluded = (
+        torch.zeros(b, num_items + 1, dtype=torch.bool, device=dev)
+        if exclude is None
+        else excluded_items(exclude, num_items)
+    )
     tgt = targets.clamp(min=0)
     miss = (targets < 1) | excluded[torch.arange(b, device=dev), tgt]
     out = torch.stack([torch.full_like(targets, MISS_RANK), torch.zeros_like(targets)], 1)

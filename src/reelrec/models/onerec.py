@@ -726,8 +726,9 @@ class GenerativeRetriever(
     ) -> torch.Tensor:
         """Exact full-ranking ranks below ``k`` (:func:`~reelrec.models.generative.
         exact_target_ranks`): int64 (B, 2) ``[g, e]`` rows, ``[MISS_RANK, 0]`` at rank >= k."""
-        if bool(((targets > self.num_items) | ((targets < 1) & (targets != -1))).any()):
-            raise ValueError(f"targets must be -1 or in 1..{self.num_items}")
+        from reelrec.eval.metrics import check_targets
+
+        check_targets(targets, self.num_items)
         if self.trie.children[0].device != history.device:
             self.trie.to(history.device)
         codes = self.items.codes[targets.clamp(min=0)].unsqueeze(1)  # (B, 1, L)
