@@ -33,7 +33,9 @@ representation into PLE); CAN ablations ``can-order1``, ``can-shared`` (no order
 independence), ``can-no-counters``, ``can-sid`` (content semantic-ID codes of the target and the
 history, from the videos' tags and categorical fields: ``reelrec encode --encoder metadata`` then
 plain residual k-means), ``can-qarm`` (QARM VQ codes of the QARM-aligned content embeddings);
-``deepfm-gauc-stop`` (early stopping on the mean validation GAUC instead of AUC).
+``deepfm-gauc-stop`` (early stopping on the mean validation GAUC instead of AUC);
+``deepfm-daily``, ``can-daily`` (the user's counters over strictly earlier days only,
+``--features.user_counters=daily``: constant over a user's day).
 Model-free references (smoothed per-video and per-user training rates) are scored beside them.
 
 Every variant runs with each of ``--seeds`` (default 2024, 1, 2); ``ranking.json`` holds the
@@ -125,6 +127,10 @@ PURE_VARIANTS = {
     # AUC peaks after 1-2 epochs while GAUC keeps rising for 2-3 more: the same DeepFM with
     # early stopping on the mean validation GAUC instead
     "deepfm-gauc-stop": ("deepfm", ["--train.metric=gauc"]),
+    # the user's counters over earlier days only: the real-time ones drift within a user's day,
+    # and that drift costs GAUC (docs/results.md)
+    "deepfm-daily": ("deepfm", ["--features.user_counters=daily"]),
+    "can-daily": ("can", ["--features.user_counters=daily"]),
 }
 #: the tasks of the single-task rows (shared/PEERS.md trains one model per task)
 SINGLE_TASK = ["like", "long_view", "click"]

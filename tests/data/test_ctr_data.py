@@ -203,12 +203,15 @@ def test_raw_user_counts_and_dropped_fields():
             kuairand_ctr(inter, users, FeatureConfig(drop=bad), items=items)
 
 
+@pytest.mark.parametrize("user_counters", ["realtime", "daily"])
 @pytest.mark.parametrize("row", [0, 2, 3])
-def test_a_rows_own_labels_never_reach_its_features(row):
+def test_a_rows_own_labels_never_reach_its_features(row, user_counters):
     """Flip every label of one row: that row's features (counters, history, all fields) stay
     the same; only later rows may change."""
     inter, users, items = _tiny_pure()
-    cfg = FeatureConfig(max_history=3, history_labels=["click", "long_view"])
+    cfg = FeatureConfig(
+        max_history=3, history_labels=["click", "long_view"], user_counters=user_counters
+    )
     a = kuairand_ctr(inter, users, cfg, items=items)
     flipped = inter.copy()
     for col in ("click", "long_view", "like", "follow", "comment", "forward"):
@@ -238,3 +241,118 @@ def test_real_smoke_samples_load(data_root):
     a = avazu_ctr(data_root / "criteo-avazu-samples" / "avazu")
     assert np.bincount(a.split).tolist() == [8087, 480, 432]  # SOURCE.md: 8,087 / 480 / 432 rows
     assert "click" not in a.fields and "id" not in a.fields
+
+
+def _two_day_log() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """User 1: two impressions late on Beijing day 1 (23:00, 23:30), two on day 2 (00:10 and
+    09:00); user 2: one impression on day 2. Day 1 starts at 2022-05-04 00:00 Beijing time,
+    which is 2022-05-03 16:00 UTC."""
+    day1 = 1_651_593_600_000  # 2022-05-03T16:00:00Z
+    hour = 3_600_000
+    times = [day1 + 23 * hour, day1 + 23 * hour + hour // 2, day1 + 24 * hour + 600_000]
+    times += [day1 + 33 * hour, day1 + 30 * hour]
+    inter = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 1, 2],
+            "item_id": [100, 101, 100, 101, 100],
+            "timestamp_ms": times,
+            "hourmin": [2300, 2330, 10, 900, 600],
+            "duration_ms": 10_000.0,
+            "click": [1, 0, 1, 0, 1],
+            "long_view": [0, 0, 1, 0, 1],
+            "like": [1, 0, 0, 0, 0],
+            "follow": 0,
+            "comment": 0,
+            "forward": 0,
+            "watch_ratio": 1.0,
+            "split": [0, 0, 1, 1, 2],
+        }
+    )
+    users = pd.DataFrame({"user_id": [1, 2], "user_active_degree": ["high", "low"]})
+    return inter, users
+
+
+def test_daily_user_counters_count_only_earlier_beijing_days():
+    """``user_counters="daily"``: the user's counters count the rows of strictly earlier
+    Beijing-time days (constant over the user's day; 00:10 Beijing is still 16:10 UTC of the
+    previous UTC day), the video's stay real-time; ``RequestFeatures`` rebuilds the same rows."""
+    from reelrec.data.ctr import RequestFeatures, day_start_ms
+
+    inter, users = _two_day_log()
+    assert (
+        day_start_ms(inter["timestamp_ms"].to_numpy()).tolist()
+        == [1_651_593_600_000] * 2 + [1_651_680_000_000] * 3
+    )
+    real = kuairand_ctr(inter, users, FeatureConfig(max_history=3))
+    cfg = FeatureConfig(max_history=3, user_counters="daily")
+    daily = kuairand_ctr(inter, users, cfg)
+    f = daily.fields.index
+    # floor(log2(n + 1)) + 2: 0 rows -> 2, 1..2 -> 3, 3..6 -> 4; rates: 10 buckets + 2, and
+    # 12 = no earlier row
+    assert real.sparse[:, f("user_views")].tolist() == [2, 3, 3, 4, 2]
+    assert daily.sparse[:, f("user_views")].tolist() == [2, 2, 3, 3, 2]
+    # day 2 of user 1 sees day 1's two rows: click 1/2 -> bucket 5, like 1/2 -> bucket 5
+    assert daily.sparse[:, f("user_click_rate")].tolist() == [12, 12, 7, 7, 12]
+    assert daily.sparse[:, f("user_like_rate")].tolist() == [12, 12, 7, 7, 12]
+    assert real.sparse[:, f("user_click_rate")].tolist()[3] == 2 + 6  # 2 of 3 earlier rows
+    for name in ("video_views", "video_click_rate", "video_like_rate"):
+        assert daily.sparse[:, f(name)].tolist() == real.sparse[:, f(name)].tolist()
+    feats = RequestFeatures(daily, inter, cfg)
+    rebuilt = feats.batch(
+        inter["user_id"].to_numpy(),
+        inter["item_id"].to_numpy(),
+        inter["timestamp_ms"].to_numpy(),
+        inter["hourmin"].to_numpy() // 100,
+    )
+    assert rebuilt.sparse.tolist() == daily.sparse.tolist()
+
+    from reelrec.config import ConfigError
+
+    with pytest.raises(ConfigError, match="features.user_counters"):
+        FeatureConfig(user_counters="hourly").validate()
+
+
+def test_c28_counters_are_strictly_earlier_rates_never_leave_one_out():
+    """CASES.md C28's smallest input: one user, 5 impressions in time order, clicks
+    [1, 0, 0, 1, 0], prior 0.30, strength 1. The strictly-earlier smoothed rate from
+    :func:`prior_counts` is [0.3000, 0.6500, 0.4333, 0.3250, 0.4600]; the leave-one-out rate of
+    the same rows would give the positives 0.25 and the negatives 0.50 (AUC 0.0: the leak)."""
+    from reelrec.eval.metrics import auc
+
+    clicks = np.array([1.0, 0.0, 0.0, 1.0, 0.0])
+    count, sums = prior_counts(np.zeros(5, dtype=np.int64), np.arange(5), clicks[:, None])
+    smoothed = (sums[:, 0] + 1 * 0.30) / (count + 1)
+    assert smoothed.tolist() == pytest.approx([0.3, 0.65, 0.43333, 0.325, 0.46], abs=1e-5)
+    leave_one_out = (clicks.sum() - clicks) / 4
+    assert leave_one_out.tolist() == [0.25, 0.5, 0.5, 0.25, 0.5]
+    assert auc(clicks, leave_one_out) == 0.0
+    for r in range(5):  # flipping row r's label changes no count of row r or earlier
+        flipped = clicks.copy()
+        flipped[r] = 1 - flipped[r]
+        _, s2 = prior_counts(np.zeros(5, dtype=np.int64), np.arange(5), flipped[:, None])
+        assert s2[: r + 1, 0].tolist() == sums[: r + 1, 0].tolist()
+
+
+def test_c28_real_time_user_rates_score_low_gauc_on_random_labels_and_daily_ones_tie():
+    """Why real-time user counters cost GAUC (CASES.md C28): per-user AUC conditions on each
+    user's total, so on 2,000 users x 10 random impressions (p = 0.3, seed 0) even the
+    leak-free strictly-earlier rate ranks a user's later positives low (GAUC far below 0.5)
+    while its global AUC stays near 0.5 (the case's values, reproduced). The daily counters (``user_counters="daily"``) are
+    constant over a user's day: every pair within a user ties, GAUC exactly 0.5."""
+    from reelrec.data.ctr import day_start_ms
+    from reelrec.eval.metrics import auc, gauc
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(2000), 10)
+    labels = (rng.random(len(users)) < 0.3).astype(np.float64)
+    day1 = 1_651_593_600_000  # a Beijing-time midnight
+    time = day1 + np.tile(np.arange(10), 2000) * 3_600_000  # 10 hourly rows, one day
+    count, sums = prior_counts(users, time, labels[:, None])
+    rate = (sums[:, 0] + 0.3) / (count + 1)
+    realtime = gauc(users, labels, rate)
+    # the case's right values: GAUC 0.224 over 1,945 users with both classes, global AUC 0.488
+    assert realtime.value == pytest.approx(0.224, abs=5e-4) and realtime.n_users == 1945
+    assert auc(labels, rate) == pytest.approx(0.488, abs=5e-4)
+    count, sums = prior_counts(users, day_start_ms(time), labels[:, None])
+    assert count.max() == 0
+    assert gauc(users, labels, (sums[:, 0] + 0.3) / (count + 1)).value == 0.5

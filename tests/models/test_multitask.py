@@ -5,6 +5,7 @@ reach every parameter, tiny models overfit, and the config / registry refuse bad
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -19,7 +20,15 @@ from reelrec.models.can import CAN, CANConfig
 from reelrec.models.ctr import CTRSchema, RankingConfig
 from reelrec.models.deepfm import DeepFM
 from reelrec.models.din import DIN, DINConfig
-from reelrec.models.multitask import PLE, EmbeddingMLP, MMoE, SharedBottom, multitask_bottom
+from reelrec.models.multitask import (
+    PLE,
+    EmbeddingMLP,
+    GateMonitor,
+    MMoE,
+    SharedBottom,
+    gate_epoch_stats,
+    multitask_bottom,
+)
 from reelrec.models.reward import PScoreModel, RewardConfig
 from reelrec.tasks.registry import MODELS, resolve_config
 
@@ -225,3 +234,130 @@ def test_the_pscore_model_refuses_another_structure():
             replace(CFG, tower=[4], multitask="mmoe"),
             RewardConfig(),
         )
+
+
+def _c27_problem() -> tuple[torch.Tensor, torch.Tensor]:
+    """CASES.md C27's smallest input: 256 rows of 5 N(0, 1) features; task 1's label x0 > 0,
+    task 2's label x1 * x2 > 0."""
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((256, 5)))
+    y = torch.stack([x[:, 0] > 0, x[:, 1] * x[:, 2] > 0], 1).double()
+    return x, y
+
+
+def _c27_train(constant: float | None) -> tuple[MMoE, torch.nn.Linear, list[float]]:
+    """CASES.md C27's model: MMoE of 3 experts (linear 5 -> 4, ReLU), 2 tasks with a softmax
+    gate and a logistic tower each, full-batch SGD lr 0.1 for 200 steps; every weight set to
+    ``constant`` (PaddleRec's fault) or the default independent init. Returns the model, the
+    towers and the gates' largest gradient at the last step."""
+    torch.manual_seed(0)
+    mmoe = MMoE(5, [4], experts=3, tasks=2, dropout=0.0).double()
+    towers = torch.nn.Linear(4, 2).double()  # row t: task t's logistic tower
+    params = [*mmoe.parameters(), *towers.parameters()]
+    if constant is not None:
+        with torch.no_grad():
+            for p in params:
+                p.fill_(constant)
+    x, y = _c27_problem()
+    opt = torch.optim.SGD(params, lr=0.1)
+    for _ in range(200):
+        h = mmoe(x)  # (256, 2, 4)
+        logits = (h * towers.weight).sum(-1) + towers.bias
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        gate_grad = max(float(g.weight.grad.abs().max()) for g in mmoe.gates)
+        opt.step()
+    return mmoe, towers, gate_grad
+
+
+def _largest_expert_difference(mmoe: MMoE) -> float:
+    flat = [torch.cat([p.detach().flatten() for p in e.parameters()]) for e in mmoe.experts]
+    return max(float((a - b).abs().max()) for a in flat for b in flat)
+
+
+def test_c27_constant_init_keeps_experts_identical_and_the_gate_monitor_warns():
+    """CASES.md C27 (PaddleRec #721): with every weight 0.1 the experts end 200 steps exactly
+    identical, the gates get no gradient and stay at 1/3 (entropy log2 3 = 1.585 bits), and the
+    epoch statistics warn; with reelrec's init the experts differ and the gates learn."""
+    bad, _, gate_grad = _c27_train(0.1)
+    assert _largest_expert_difference(bad) == 0.0
+    assert gate_grad < 1e-12
+    bad.monitor.take()  # the training steps' rows; now one pass on its own
+    x, _ = _c27_problem()
+    bad.train()(x)
+    with pytest.warns(RuntimeWarning, match="stayed exactly uniform"):
+        stats = bad.gate_stats(["t1", "t2"])
+    assert stats["gate_entropy_t1"] == pytest.approx(np.log2(3), abs=1e-9)
+    assert [stats[f"gate_weight_t2_{i}"] for i in range(3)] == pytest.approx([1 / 3] * 3)
+
+    good, _, gate_grad = _c27_train(None)
+    assert _largest_expert_difference(good) > 0.1
+    assert gate_grad > 0
+    good.monitor.take()
+    good.train()(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither uniform nor collapsed: no warning
+        stats = good.gate_stats(["t1", "t2"])
+    assert 0 < stats["gate_entropy_t1"] < np.log2(3) - 0.01
+
+
+@pytest.mark.parametrize("multitask", ["mmoe", "ple"])
+def test_c27_experts_start_different_and_every_gate_gets_a_gradient(multitask):
+    """reelrec's MMoE / PLE at init: no two experts give the same output on a batch, and one
+    backward pass reaches every gate."""
+    model = build("embedding-mlp", replace(CFG, multitask=multitask, dropout=0.0))
+    batch = tiny_data().batch(np.arange(30))
+    h = model.represent(batch)
+    if multitask == "mmoe":
+        experts = list(model.bottom.experts)
+        gates = list(model.bottom.gates)
+    else:
+        level = model.bottom.levels[0]
+        experts = [*level.shared, *(e for task in level.task for e in task)]
+        gates = [g for lv in model.bottom.levels for g in lv.gates]
+        gates += [lv.shared_gate for lv in model.bottom.levels if lv.shared_gate is not None]
+    outs = [e(h) for e in experts]
+    for i in range(len(outs)):
+        for j in range(i + 1, len(outs)):
+            assert (outs[i] - outs[j]).abs().max() > 1e-4, (i, j)
+    model.loss(batch).loss.backward()
+    for g in gates:
+        assert g.weight.grad is not None and g.weight.grad.abs().max() > 0
+
+
+def test_gate_statistics_are_logged_per_task_and_collapse_warns():
+    """The training log's gate entries: entropy and mean weight per expert for each task's gate
+    (PLE: per level, and the shared gate), accumulated over training-mode rows only; a gate
+    that gives one expert nearly all its weight on every row warns (CASES.md C27)."""
+    model = build("embedding-mlp", replace(CFG, multitask="ple", levels=2, dropout=0.0))
+    batch = tiny_data().batch(np.arange(30))
+    model.eval()(batch)
+    assert model.epoch_stats() == {}  # evaluation rows are not counted
+    model.train()(batch)
+    stats = model.epoch_stats()
+    e = CFG.task_experts + CFG.experts
+    for task in TASKS:
+        assert 0 < stats[f"gate_entropy_{task}"] <= np.log2(e)
+        assert 0 < stats[f"gate_entropy_{task}_l1"] <= np.log2(e)
+        weights = [stats[f"gate_weight_{task}_l1_{i}"] for i in range(e)]
+        assert sum(weights) == pytest.approx(1.0)
+    assert "gate_entropy_shared" in stats and "gate_entropy_shared_l1" not in stats
+    assert model.epoch_stats() == {}  # taken: reset
+    monitor = GateMonitor()
+    w = torch.tensor([[0.96, 0.03, 0.01], [0.97, 0.02, 0.01]])
+    monitor.add("0.0", w)
+    monitor.add("0.0", torch.tensor([[0.99, 0.005, 0.005]]))
+    monitor.add("1.shared", torch.tensor([[0.5, 0.5]]))  # exactly uniform
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stats = gate_epoch_stats(monitor.take(), list(TASKS))
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert messages[0].startswith(f"the gate {TASKS[0]} gave one expert more than 0.95")
+    assert messages[1].startswith("the gate shared_l1 stayed exactly uniform (1/2 per expert")
+    assert stats[f"gate_weight_{TASKS[0]}_0"] == pytest.approx((0.96 + 0.97 + 0.99) / 3)
+    monitor.add("0.0", torch.tensor([[0.96, 0.04], [0.04, 0.96]]))  # a different expert per row
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gate_epoch_stats(monitor.take())
+    assert DeepFM(CTRSchema.of(tiny_data()), CFG).epoch_stats() == {}  # shared bottom

@@ -57,6 +57,10 @@ class FeatureConfig:
     # acts as a second user id); false keeps only their ranges
     counters: bool = True  # real-time counters: the video's and the user's impressions and
     # click / long_view / like rates over rows strictly earlier in time, bucketed
+    user_counters: str = "realtime"  # the user's counters over rows strictly earlier in time
+    # ("realtime"), or over rows of strictly earlier days only ("daily": Beijing-time days, so
+    # they stay constant over a user's day; their drift within the day costs GAUC on
+    # kuairand-pure, see docs/results.md). The video's counters stay real-time.
     min_count: int = 1  # ids (user, video) on fewer training rows map to "unknown" (>= 1)
     semantic_ids: str = ""  # run sub-folder with semantic_ids.parquet (e.g. "tokenizer"):
     # the target's and the history's semantic-ID codes become features; "" = off
@@ -94,6 +98,9 @@ class FeatureConfig:
             )
             rules.append((inside, key, '"" or a folder inside the run (no absolute path, no ..)'))
         kept = sorted({"video_id", "hour", "duration"} & set(self.drop))
+        rules.append(
+            (self.user_counters in USER_COUNTERS, "user_counters", f"one of {USER_COUNTERS}")
+        )
         rules += [
             (not kept, "drop", f"a list without {kept} (these fields always stay)"),
             (len(set(self.drop)) == len(self.drop), "drop", "a list of distinct field names"),
@@ -270,6 +277,20 @@ def _rate_bucket(hits: np.ndarray, count: np.ndarray) -> np.ndarray:
     return np.where(count > 0, out, 10)
 
 
+#: values of ``features.user_counters``
+USER_COUNTERS = ("realtime", "daily")
+#: KuaiRand's clock is Beijing time (UTC+8): its ``date`` and ``hourmin`` columns are local
+BEIJING_UTC_OFFSET_MS = 8 * 3_600_000
+DAY_MS = 86_400_000
+
+
+def day_start_ms(time_ms: np.ndarray) -> np.ndarray:
+    """The start (int64 ms since the epoch) of the Beijing-time day of each time in ``time_ms``
+    (int64 (n,) ms since the epoch): rows strictly before it are the rows of earlier days."""
+    t = np.asarray(time_ms, dtype=np.int64)
+    return (t + BEIJING_UTC_OFFSET_MS) // DAY_MS * DAY_MS - BEIJING_UTC_OFFSET_MS
+
+
 def prior_counts(keys: np.ndarray, time: np.ndarray, values: np.ndarray) -> tuple:
     """Per row, how many earlier rows share its key and the sum of their ``values``.
 
@@ -367,7 +388,8 @@ def kuairand_ctr(
     user-table profile fields (``cfg.user_profile``), real-time
     counters (``cfg.counters``: the video's and the user's earlier impressions, click, long_view
     and like rates; rows strictly earlier in time, of any split: the DESIGN.md protocol lets a
-    row see every earlier row), semantic-ID codes ``sid_1..`` (``cfg.semantic_ids``). Sequences:
+    row see every earlier row; with ``cfg.user_counters="daily"`` the user's count only rows of
+    strictly earlier Beijing-time days, :func:`day_start_ms`), semantic-ID codes ``sid_1..`` (``cfg.semantic_ids``). Sequences:
     the user's last ``cfg.max_history`` rows with a ``cfg.history_labels`` label, strictly
     earlier in time (``hist_video`` and ``hist_sid_l``). Bag: the video's VQ codes
     (``cfg.vq_codes``). Vocabularies are fitted on the train split.
@@ -438,7 +460,8 @@ def kuairand_ctr(
     if cfg.counters:
         lab = inter[["click", "long_view", "like"]].to_numpy(dtype=np.float64)
         for key_name, key in (("video", vid), ("user", uid)):
-            count, sums = prior_counts(key, time, lab)
+            daily = key_name == "user" and cfg.user_counters == "daily"
+            count, sums = prior_counts(key, day_start_ms(time) if daily else time, lab)
             add(f"{key_name}_views", _log2_bucket(count), fit=False)
             for j, what in enumerate(("click", "long_view", "like")):
                 add(f"{key_name}_{what}_rate", _rate_bucket(sums[:, j], count), fit=False)
@@ -793,7 +816,8 @@ class RequestFeatures:
             users, items: int64 (n,) raw user and video ids (unknown ones get the "unknown"
                 index 1 and, for users, no profile).
             times: int64 (n,) request times in ms: counters and histories use rows strictly
-                earlier. hours: int64 (n,) hour of day of the request (Beijing time, 0..23).
+                earlier (the user's counters, under ``user_counters="daily"``, rows of earlier
+                days). hours: int64 (n,) hour of day of the request (Beijing time, 0..23).
             tabs: int64 (n,) raw scenario ids where the samples have ``tab`` (a scenario not
                 in the data is "unknown"); ``None`` = the most frequent training scenario.
 
@@ -823,7 +847,10 @@ class RequestFeatures:
                 else [self._tab_code.get(int(t), UNKNOWN) for t in np.asarray(tabs)]
             )
         for key_name, keys in (("video", items), ("user", users)):
-            count, sums = self._counters[key_name].before(keys, times)
+            daily = key_name == "user" and self.cfg.user_counters == "daily"
+            count, sums = self._counters[key_name].before(
+                keys, day_start_ms(times) if daily else times
+            )
             j = fields.index(f"{key_name}_views") if f"{key_name}_views" in fields else None
             if j is None:
                 continue

@@ -24,7 +24,12 @@ from torch import nn
 
 from reelrec.config import ConfigError
 from reelrec.data.ctr import KUAIRAND_TASKS, CTRBatch, CTRData
-from reelrec.models.base import LossOutput, MayLeaveParametersUnused, Trainable
+from reelrec.models.base import (
+    LossOutput,
+    MayLeaveParametersUnused,
+    ReportsEpochStats,
+    Trainable,
+)
 
 #: the values of ``ranking.multitask``
 MULTITASK = ("shared_bottom", "mmoe", "ple")
@@ -179,14 +184,15 @@ class TaskTowers(nn.Module):
         return torch.cat([t(h) for t in self.towers], 1)
 
 
-class RankingModel(nn.Module, Trainable[CTRBatch], MayLeaveParametersUnused):
+class RankingModel(nn.Module, Trainable[CTRBatch], MayLeaveParametersUnused, ReportsEpochStats):
     """Base class: embedding tables, the multi-task structure and the task towers.
 
     Subclasses implement :meth:`represent` (batch -> (B, H) float) and call
     :meth:`build_heads` with H once their own modules exist. Declares
-    :class:`~reelrec.models.base.Trainable` (``loss(CTRBatch)``) and
+    :class:`~reelrec.models.base.Trainable` (``loss(CTRBatch)``),
     :class:`~reelrec.models.base.MayLeaveParametersUnused` (a task without labels in a batch
-    leaves its tower without gradient: DDP must know).
+    leaves its tower without gradient: DDP must know) and
+    :class:`~reelrec.models.base.ReportsEpochStats` (MMoE / PLE gate statistics, CASES.md C27).
     """
 
     def __init__(self, schema: CTRSchema, cfg: RankingConfig) -> None:
@@ -220,6 +226,13 @@ class RankingModel(nn.Module, Trainable[CTRBatch], MayLeaveParametersUnused):
         self.heads = TaskTowers(
             self.bottom.out_dim, self.cfg.tower, len(self.schema.tasks), self.cfg.dropout
         )
+
+    def epoch_stats(self) -> dict[str, float]:
+        """The MMoE / PLE gates' entropy and mean expert weights per task since the last call
+        (:func:`reelrec.models.multitask.gate_epoch_stats`; warns about uniform or collapsed
+        gates); ``{}`` for the shared bottom."""
+        stats = getattr(self.bottom, "gate_stats", None)
+        return stats(list(self.schema.tasks)) if stats is not None else {}
 
     # --- embeddings -------------------------------------------------------------------------
     def field_embeddings(self, sparse: torch.Tensor) -> torch.Tensor:

@@ -40,9 +40,21 @@ Deviations, and why:
       then has shared experts only, and one level is MMoE.
     * MMoE / PLE models: behaviour sequences and bags enter as mean-pooled embeddings (as in
       reelrec's DeepFM); the papers' industrial inputs are not published.
+
+Gates are watched (shared/cases/CASES.md C27: experts initialised alike stay alike, and the
+gates then stay uniform, which makes MMoE/PLE a costlier shared bottom with no error): every
+expert and gate is initialised independently (PyTorch's default ``nn.Linear`` init, tested), and
+in training mode each gate's weights are accumulated by a :class:`GateMonitor`, whose
+per-epoch statistics (:meth:`MMoE.gate_stats`, :meth:`PLE.gate_stats`) the training log reports:
+per task, the gate entropy and the mean weight of each expert, with a ``RuntimeWarning`` when a
+gate stayed exactly uniform on every row or one expert took more than 0.95 of a gate's weight on
+every row (collapse).
 """
 
 from __future__ import annotations
+
+import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +63,91 @@ from torch import nn
 from reelrec.config import ConfigError
 from reelrec.data.ctr import CTRBatch
 from reelrec.models.ctr import MULTITASK, CTRSchema, RankingConfig, RankingModel, mlp
+
+
+class GateMonitor:
+    """Running statistics of softmax gates over the rows seen since the last :meth:`take`.
+
+    ``add(name, w)`` takes one gate's weights, float (B, E) rows summing to 1; gates with one
+    expert are ignored (their weight is always 1). Nothing here is a parameter or a buffer, so
+    checkpoints are unchanged.
+    """
+
+    #: a gate is "uniform" when no weight of any row is further than this from 1/E
+    UNIFORM_ATOL = 1e-6
+    #: a gate has "collapsed" when one expert's weight is above this on every row
+    COLLAPSE = 0.95
+
+    def __init__(self) -> None:
+        self._acc: dict[str, list] = {}
+
+    def add(self, name: str, w: torch.Tensor) -> None:
+        """Accumulate the gate ``name``'s weights ``w`` float (B, E)."""
+        if w.shape[-1] < 2 or w.shape[0] == 0:
+            return
+        w = w.detach().double()
+        e = w.shape[-1]
+        entropy = -(w * torch.log2(w.clamp_min(1e-300))).sum(-1)
+        acc = self._acc.get(name)
+        if acc is None:
+            acc = self._acc[name] = [torch.zeros(e, dtype=torch.float64), 0.0, 0, 0.0, None]
+        acc[0] += w.sum(0)
+        acc[1] += float(entropy.sum())
+        acc[2] += w.shape[0]
+        acc[3] = max(acc[3], float((w - 1.0 / e).abs().max()))
+        above = (w > self.COLLAPSE).all(0)  # (E,) experts above the threshold on every row
+        acc[4] = above if acc[4] is None else acc[4] & above
+
+    def take(self) -> dict[str, dict]:
+        """Per gate: ``{"weights": mean weight per expert (list of E floats), "entropy": mean
+        entropy in bits, "uniform": bool, "collapsed": bool, "rows": int}``; then resets."""
+        out = {}
+        for name, (total, ent, rows, dev, above) in self._acc.items():
+            out[name] = {
+                "weights": (total / rows).tolist(),
+                "entropy": ent / rows,
+                "uniform": dev <= self.UNIFORM_ATOL,
+                "collapsed": bool(above.any()),
+                "rows": rows,
+            }
+        self._acc = {}
+        return out
+
+
+def gate_epoch_stats(gates: dict[str, dict], tasks: list[str] | None = None) -> dict[str, float]:
+    """The training log's entries for :meth:`GateMonitor.take` output (CASES.md C27), warning
+    (``RuntimeWarning``) about gates that stayed exactly uniform or collapsed.
+
+    Gate names are ``"<level>.<branch>"`` (branch = task index, or ``"shared"``); with ``tasks``
+    the task indices become names. Returns, per gate, ``gate_entropy_<name>`` (bits; log2 E is
+    uniform) and ``gate_weight_<name>_<i>`` (mean weight of expert i).
+    """
+    out: dict[str, float] = {}
+    for name, g in gates.items():
+        level, branch = name.split(".")
+        label = tasks[int(branch)] if tasks is not None and branch.isdigit() else branch
+        key = label if level == "0" else f"{label}_l{level}"
+        out[f"gate_entropy_{key}"] = g["entropy"]
+        for i, w in enumerate(g["weights"]):
+            out[f"gate_weight_{key}_{i}"] = w
+        e = len(g["weights"])
+        if g["uniform"]:
+            warnings.warn(
+                f"the gate {key} stayed exactly uniform (1/{e} per expert, entropy "
+                f"{math.log2(e):.3f} bits) on all {g['rows']:,} rows of the epoch: its experts "
+                "are probably identical, so this is a shared bottom (CASES.md C27)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        elif g["collapsed"]:
+            warnings.warn(
+                f"the gate {key} gave one expert more than {GateMonitor.COLLAPSE} of its weight "
+                f"on all {g['rows']:,} rows of the epoch (collapsed; mean weights "
+                f"{[round(w, 3) for w in g['weights']]})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return out
 
 
 class SharedBottom(nn.Sequential):
@@ -90,6 +187,7 @@ class MMoE(nn.Module):
         self.experts = nn.ModuleList(mlp([dim, *widths], dropout) for _ in range(experts))
         self.gates = nn.ModuleList(nn.Linear(dim, experts, bias=False) for _ in range(tasks))
         self.out_dim = widths[-1]
+        self.monitor = GateMonitor()
 
     def gate_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Each task's softmax weights over the experts, float (B, T, experts); rows sum to 1."""
@@ -97,7 +195,15 @@ class MMoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = torch.stack([f(x) for f in self.experts], 1)  # (B, experts, H')
-        return torch.einsum("bte,beh->bth", self.gate_weights(x), e)
+        w = self.gate_weights(x)
+        if self.training:
+            for t in range(w.shape[1]):
+                self.monitor.add(f"0.{t}", w[:, t])
+        return torch.einsum("bte,beh->bth", w, e)
+
+    def gate_stats(self, tasks: list[str] | None = None) -> dict[str, float]:
+        """:func:`gate_epoch_stats` of the rows trained on since the last call."""
+        return gate_epoch_stats(self.monitor.take(), tasks)
 
 
 class ExtractionLevel(nn.Module):
@@ -144,6 +250,8 @@ class ExtractionLevel(nn.Module):
         self.shared_gate = (
             nn.Linear(dim, tasks * task_experts + shared, bias=False) if shared_gate else None
         )
+        self.monitor = GateMonitor()
+        self.index = 0  # the level's position in its PLE (names the gates in the log)
 
     def gate_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Softmax weights, rows summing to 1: the tasks' (B, T, task_experts + shared) (own
@@ -155,6 +263,11 @@ class ExtractionLevel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w_tasks, w_shared = self.gate_weights(x)
+        if self.training:
+            for t in range(w_tasks.shape[1]):
+                self.monitor.add(f"{self.index}.{t}", w_tasks[:, t])
+            if w_shared is not None:
+                self.monitor.add(f"{self.index}.shared", w_shared)
         shared = [e(x[:, -1]) for e in self.shared]
         own = [[e(x[:, t]) for e in experts] for t, experts in enumerate(self.task)]
         out = [
@@ -208,6 +321,8 @@ class PLE(nn.Module):
             )
             for j in range(levels)
         )
+        for j, level in enumerate(self.levels):
+            level.index = j
         self.tasks, self.out_dim = tasks, widths[-1]
 
     def branch_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -227,6 +342,14 @@ class PLE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.levels[-1](self.branch_inputs(x)[-1])
+
+    def gate_stats(self, tasks: list[str] | None = None) -> dict[str, float]:
+        """:func:`gate_epoch_stats` of every level's gates since the last call (the first
+        level's gates are named by task alone, level j's by ``<task>_l<j>``)."""
+        gates: dict[str, dict] = {}
+        for level in self.levels:
+            gates.update(level.monitor.take())
+        return gate_epoch_stats(gates, tasks)
 
 
 def multitask_bottom(dim: int, cfg: RankingConfig, tasks: int) -> SharedBottom | MMoE | PLE:

@@ -638,7 +638,7 @@ def fit(
             log(
                 f"epoch {epoch:3d}  loss {row['loss']:.4f}  valid {cfg.metric} "
                 f"{valid[cfg.metric]:.4f}{'  *' if improved else ''}  ({row['seconds']:.1f}s)"
-                + "".join(_fmt(k, v) for k, v in stats.items())
+                + "".join(_fmt(k, v) for k, v in stats.items() if not k.startswith(_HISTORY_ONLY))
             )
         done = ""
         if stopping.exhausted:
@@ -660,6 +660,10 @@ def fit(
     return FitResult(
         stopping.best_epoch, stopping.best_valid, history, stopped, time.perf_counter() - t0
     )
+
+
+#: statistics too many to print on the epoch line: they go to history.json only
+_HISTORY_ONLY = ("gate_weight_",)
 
 
 def _fmt(key: str, value: float) -> str:
