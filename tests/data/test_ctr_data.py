@@ -356,3 +356,35 @@ def test_c28_real_time_user_rates_score_low_gauc_on_random_labels_and_daily_ones
     count, sums = prior_counts(users, day_start_ms(time), labels[:, None])
     assert count.max() == 0
     assert gauc(users, labels, (sums[:, 0] + 0.3) / (count + 1)).value == 0.5
+
+
+@pytest.mark.parametrize("row", range(5))
+def test_daily_user_counters_never_see_their_own_day(row):
+    """Flip every label of one row of the two-day log: under ``user_counters="daily"`` no user
+    counter of any row on that row's Beijing day (or earlier) changes; later days' may."""
+    from reelrec.data.ctr import day_start_ms
+
+    inter, users = _two_day_log()
+    cfg = FeatureConfig(max_history=3, user_counters="daily")
+    a = kuairand_ctr(inter, users, cfg)
+    flipped = inter.copy()
+    for col in ("click", "long_view", "like"):
+        flipped.loc[row, col] = 1 - flipped.loc[row, col]
+    b = kuairand_ctr(flipped, users, cfg)
+    day = day_start_ms(inter["timestamp_ms"].to_numpy())
+    cols = [a.fields.index(f) for f in a.fields if f.startswith("user_") and f != "user_id"]
+    same_day_or_earlier = np.flatnonzero(day <= day[row])
+    assert a.sparse[same_day_or_earlier][:, cols].tolist() == (
+        b.sparse[same_day_or_earlier][:, cols].tolist()
+    )
+    if day[row] < day.max() and inter.loc[row, "user_id"] == 1:  # user 1's day-2 rows see it
+        later = np.flatnonzero((day > day[row]) & (inter["user_id"].to_numpy() == 1))
+        assert a.sparse[later][:, cols].tolist() != b.sparse[later][:, cols].tolist()
+
+
+def test_user_counters_are_checked_without_validate():
+    from reelrec.config import ConfigError
+
+    inter, users = _two_day_log()
+    with pytest.raises(ConfigError, match="features.user_counters"):
+        kuairand_ctr(inter, users, FeatureConfig(user_counters="Daily"))

@@ -282,7 +282,9 @@ def test_c27_constant_init_keeps_experts_identical_and_the_gate_monitor_warns():
     bad, _, gate_grad = _c27_train(0.1)
     assert _largest_expert_difference(bad) == 0.0
     assert gate_grad < 1e-12
-    bad.monitor.take()  # the training steps' rows; now one pass on its own
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bad.gate_stats()  # drop the training steps' rows; now one pass on its own
     x, _ = _c27_problem()
     bad.train()(x)
     with pytest.warns(RuntimeWarning, match="stayed exactly uniform"):
@@ -293,7 +295,7 @@ def test_c27_constant_init_keeps_experts_identical_and_the_gate_monitor_warns():
     good, _, gate_grad = _c27_train(None)
     assert _largest_expert_difference(good) > 0.1
     assert gate_grad > 0
-    good.monitor.take()
+    good.gate_stats()
     good.train()(x)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # neither uniform nor collapsed: no warning
@@ -343,21 +345,49 @@ def test_gate_statistics_are_logged_per_task_and_collapse_warns():
         assert sum(weights) == pytest.approx(1.0)
     assert "gate_entropy_shared" in stats and "gate_entropy_shared_l1" not in stats
     assert model.epoch_stats() == {}  # taken: reset
-    monitor = GateMonitor()
-    w = torch.tensor([[0.96, 0.03, 0.01], [0.97, 0.02, 0.01]])
-    monitor.add("0.0", w)
-    monitor.add("0.0", torch.tensor([[0.99, 0.005, 0.005]]))
-    monitor.add("1.shared", torch.tensor([[0.5, 0.5]]))  # exactly uniform
+    task0, shared = GateMonitor(3), GateMonitor(2)
+    task0.add(torch.tensor([[0.96, 0.03, 0.01], [0.97, 0.02, 0.01]]))
+    task0.add(torch.tensor([[0.99, 0.005, 0.005]]))
+    shared.add(torch.tensor([[0.5, 0.5]]))  # exactly uniform
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stats = gate_epoch_stats(monitor.take(), list(TASKS))
+        stats = gate_epoch_stats({"0.0": task0.take(), "1.shared": shared.take()}, list(TASKS))
     messages = sorted(str(w.message) for w in caught)
     assert len(messages) == 2
     assert messages[0].startswith(f"the gate {TASKS[0]} gave one expert more than 0.95")
     assert messages[1].startswith("the gate shared_l1 stayed exactly uniform (1/2 per expert")
     assert stats[f"gate_weight_{TASKS[0]}_0"] == pytest.approx((0.96 + 0.97 + 0.99) / 3)
-    monitor.add("0.0", torch.tensor([[0.96, 0.04], [0.04, 0.96]]))  # a different expert per row
-    with warnings.catch_warnings():
+    assert task0.take() is None  # taken: reset
+    task0.add(torch.tensor([[0.96, 0.02, 0.02], [0.02, 0.96, 0.02]]))  # a different expert
+    with warnings.catch_warnings():  # per row: not collapsed
         warnings.simplefilter("error")
-        gate_epoch_stats(monitor.take())
+        gate_epoch_stats({"0.0": task0.take()})
+    # a half-precision softmax of equal logits is uniform to its own precision; NaN is not
+    task0.add(torch.softmax(torch.zeros(4, 3, dtype=torch.bfloat16), -1))
+    assert task0.take()["uniform"]
+    task0.add(torch.full((2, 3), float("nan")))
+    task0.add(torch.full((2, 3), 1 / 3))
+    g = task0.take()
+    assert not g["uniform"] and not g["finite"]
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        gate_epoch_stats({"0.0": g})
     assert DeepFM(CTRSchema.of(tiny_data()), CFG).epoch_stats() == {}  # shared bottom
+
+
+@pytest.mark.parametrize("multitask", ["mmoe", "ple"])
+def test_gate_monitors_leave_checkpoints_and_outputs_alone_and_follow_the_buffers(multitask):
+    """The monitors' accumulators are non-persistent buffers: the state_dict keys are those of
+    the model without them, and the training loop's throughput measurement (which restores every
+    buffer) leaves the counts as they were."""
+    from reelrec.training.meter import isolated
+
+    model = build("embedding-mlp", replace(CFG, multitask=multitask, dropout=0.0))
+    assert not any("monitor" in k for k in model.state_dict())
+    assert any("monitor" in name for name, _ in model.named_buffers())
+    batch = tiny_data().batch(np.arange(30))
+    model.train()(batch)
+    with isolated(model, torch.device("cpu")):
+        model.loss(batch).loss.backward()  # what the meter runs: rolled back on exit
+    model.zero_grad()
+    rows = {n: int(b) for n, b in model.named_buffers() if n.endswith("monitors.0.rows")}
+    assert rows and set(rows.values()) == {30}

@@ -44,7 +44,8 @@ Deviations, and why:
 Gates are watched (shared/cases/CASES.md C27: experts initialised alike stay alike, and the
 gates then stay uniform, which makes MMoE/PLE a costlier shared bottom with no error): every
 expert and gate is initialised independently (PyTorch's default ``nn.Linear`` init, tested), and
-in training mode each gate's weights are accumulated by a :class:`GateMonitor`, whose
+in training mode each gate's weights are accumulated by a :class:`GateMonitor` (non-persistent
+buffers: checkpoints are unchanged), whose
 per-epoch statistics (:meth:`MMoE.gate_stats`, :meth:`PLE.gate_stats`) the training log reports:
 per task, the gate entropy and the mean weight of each expert, with a ``RuntimeWarning`` when a
 gate stayed exactly uniform on every row or one expert took more than 0.95 of a gate's weight on
@@ -65,58 +66,77 @@ from reelrec.data.ctr import CTRBatch
 from reelrec.models.ctr import MULTITASK, CTRSchema, RankingConfig, RankingModel, mlp
 
 
-class GateMonitor:
-    """Running statistics of softmax gates over the rows seen since the last :meth:`take`.
+class GateMonitor(nn.Module):
+    """Running statistics of one softmax gate over ``experts`` experts, over the training rows
+    seen since the last :meth:`take`.
 
-    ``add(name, w)`` takes one gate's weights, float (B, E) rows summing to 1; gates with one
-    expert are ignored (their weight is always 1). Nothing here is a parameter or a buffer, so
-    checkpoints are unchanged.
+    The accumulators are non-persistent buffers: they follow the model's device, are left out of
+    checkpoints (``state_dict``), and are restored with the other buffers after the throughput
+    measurement of the training loop, so its extra batch is not counted. :meth:`add` reads no
+    value back to the host (no device sync, no graph break under ``torch.compile``); under DDP
+    each forward broadcasts rank 0's buffers, so the statistics are rank 0's rows.
+
+    Args:
+        experts: E, the gate's width (>= 1; a gate of one expert is never counted).
     """
 
-    #: a gate is "uniform" when no weight of any row is further than this from 1/E
+    #: a gate is "uniform" when no weight of any row is further than this from 1/E (or twice the
+    #: machine epsilon of a half-precision gate)
     UNIFORM_ATOL = 1e-6
     #: a gate has "collapsed" when one expert's weight is above this on every row
     COLLAPSE = 0.95
 
-    def __init__(self) -> None:
-        self._acc: dict[str, list] = {}
+    def __init__(self, experts: int) -> None:
+        super().__init__()
+        self.experts = experts
+        self.register_buffer("weight_sum", torch.zeros(experts), persistent=False)
+        self.register_buffer("entropy_sum", torch.zeros(()), persistent=False)
+        self.register_buffer("rows", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("deviation", torch.zeros(()), persistent=False)
+        self.register_buffer("above", torch.ones(experts, dtype=torch.bool), persistent=False)
 
-    def add(self, name: str, w: torch.Tensor) -> None:
-        """Accumulate the gate ``name``'s weights ``w`` float (B, E)."""
-        if w.shape[-1] < 2 or w.shape[0] == 0:
+    def add(self, w: torch.Tensor) -> None:
+        """Accumulate gate weights ``w`` float (B, E), rows summing to 1."""
+        if self.experts < 2 or w.shape[0] == 0:
             return
-        w = w.detach().double()
-        e = w.shape[-1]
-        entropy = -(w * torch.log2(w.clamp_min(1e-300))).sum(-1)
-        acc = self._acc.get(name)
-        if acc is None:
-            acc = self._acc[name] = [torch.zeros(e, dtype=torch.float64), 0.0, 0, 0.0, None]
-        acc[0] += w.sum(0)
-        acc[1] += float(entropy.sum())
-        acc[2] += w.shape[0]
-        acc[3] = max(acc[3], float((w - 1.0 / e).abs().max()))
-        above = (w > self.COLLAPSE).all(0)  # (E,) experts above the threshold on every row
-        acc[4] = above if acc[4] is None else acc[4] & above
+        tol = max(self.UNIFORM_ATOL, 2 * torch.finfo(w.dtype).eps)
+        with torch.no_grad():
+            w = w.detach().to(self.weight_sum.dtype)
+            self.weight_sum += w.sum(0)
+            self.entropy_sum += -(w * torch.log2(w.clamp_min(1e-30))).sum()
+            self.rows += w.shape[0]
+            # torch.maximum keeps a NaN (max() would drop it and call a NaN gate uniform)
+            dev = (w - 1.0 / self.experts).abs().amax() / tol
+            self.deviation.copy_(torch.maximum(self.deviation, dev))
+            self.above &= (w > self.COLLAPSE).all(0)
 
-    def take(self) -> dict[str, dict]:
-        """Per gate: ``{"weights": mean weight per expert (list of E floats), "entropy": mean
-        entropy in bits, "uniform": bool, "collapsed": bool, "rows": int}``; then resets."""
-        out = {}
-        for name, (total, ent, rows, dev, above) in self._acc.items():
-            out[name] = {
-                "weights": (total / rows).tolist(),
-                "entropy": ent / rows,
-                "uniform": dev <= self.UNIFORM_ATOL,
-                "collapsed": bool(above.any()),
+    def take(self) -> dict | None:
+        """``{"weights": mean weight per expert (list of E floats), "entropy": mean entropy in
+        bits, "uniform": bool, "collapsed": bool, "finite": bool, "rows": int}``, or None when
+        no row was counted; then resets."""
+        rows = int(self.rows)
+        out = None
+        if rows:
+            weights = (self.weight_sum / rows).tolist()
+            out = {
+                "weights": weights,
+                "entropy": float(self.entropy_sum) / rows,
+                "uniform": bool(self.deviation <= 1.0),
+                "collapsed": bool(self.above.any()),
+                "finite": all(math.isfinite(x) for x in weights),
                 "rows": rows,
             }
-        self._acc = {}
+        with torch.no_grad():
+            for buf in (self.weight_sum, self.entropy_sum, self.rows, self.deviation):
+                buf.zero_()
+            self.above.fill_(True)
         return out
 
 
 def gate_epoch_stats(gates: dict[str, dict], tasks: list[str] | None = None) -> dict[str, float]:
-    """The training log's entries for :meth:`GateMonitor.take` output (CASES.md C27), warning
-    (``RuntimeWarning``) about gates that stayed exactly uniform or collapsed.
+    """The training log's entries for :meth:`GateMonitor.take` outputs (CASES.md C27), warning
+    (``RuntimeWarning``) about gates that gave non-finite weights, stayed exactly uniform or
+    collapsed.
 
     Gate names are ``"<level>.<branch>"`` (branch = task index, or ``"shared"``); with ``tasks``
     the task indices become names. Returns, per gate, ``gate_entropy_<name>`` (bits; log2 E is
@@ -131,7 +151,11 @@ def gate_epoch_stats(gates: dict[str, dict], tasks: list[str] | None = None) -> 
         for i, w in enumerate(g["weights"]):
             out[f"gate_weight_{key}_{i}"] = w
         e = len(g["weights"])
-        if g["uniform"]:
+        if not g["finite"]:
+            warnings.warn(
+                f"the gate {key} gave non-finite weights during the epoch", RuntimeWarning, 2
+            )
+        elif g["uniform"]:
             warnings.warn(
                 f"the gate {key} stayed exactly uniform (1/{e} per expert, entropy "
                 f"{math.log2(e):.3f} bits) on all {g['rows']:,} rows of the epoch: its experts "
@@ -187,7 +211,7 @@ class MMoE(nn.Module):
         self.experts = nn.ModuleList(mlp([dim, *widths], dropout) for _ in range(experts))
         self.gates = nn.ModuleList(nn.Linear(dim, experts, bias=False) for _ in range(tasks))
         self.out_dim = widths[-1]
-        self.monitor = GateMonitor()
+        self.monitors = nn.ModuleList(GateMonitor(experts) for _ in range(tasks))
 
     def gate_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Each task's softmax weights over the experts, float (B, T, experts); rows sum to 1."""
@@ -197,13 +221,14 @@ class MMoE(nn.Module):
         e = torch.stack([f(x) for f in self.experts], 1)  # (B, experts, H')
         w = self.gate_weights(x)
         if self.training:
-            for t in range(w.shape[1]):
-                self.monitor.add(f"0.{t}", w[:, t])
+            for t, monitor in enumerate(self.monitors):
+                monitor.add(w[:, t])
         return torch.einsum("bte,beh->bth", w, e)
 
     def gate_stats(self, tasks: list[str] | None = None) -> dict[str, float]:
         """:func:`gate_epoch_stats` of the rows trained on since the last call."""
-        return gate_epoch_stats(self.monitor.take(), tasks)
+        gates = {f"0.{t}": m.take() for t, m in enumerate(self.monitors)}
+        return gate_epoch_stats({k: g for k, g in gates.items() if g is not None}, tasks)
 
 
 class ExtractionLevel(nn.Module):
@@ -250,8 +275,8 @@ class ExtractionLevel(nn.Module):
         self.shared_gate = (
             nn.Linear(dim, tasks * task_experts + shared, bias=False) if shared_gate else None
         )
-        self.monitor = GateMonitor()
-        self.index = 0  # the level's position in its PLE (names the gates in the log)
+        self.monitors = nn.ModuleList(GateMonitor(task_experts + shared) for _ in range(tasks))
+        self.shared_monitor = GateMonitor(tasks * task_experts + shared) if shared_gate else None
 
     def gate_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Softmax weights, rows summing to 1: the tasks' (B, T, task_experts + shared) (own
@@ -264,10 +289,10 @@ class ExtractionLevel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w_tasks, w_shared = self.gate_weights(x)
         if self.training:
-            for t in range(w_tasks.shape[1]):
-                self.monitor.add(f"{self.index}.{t}", w_tasks[:, t])
-            if w_shared is not None:
-                self.monitor.add(f"{self.index}.shared", w_shared)
+            for t, monitor in enumerate(self.monitors):
+                monitor.add(w_tasks[:, t])
+            if self.shared_monitor is not None and w_shared is not None:
+                self.shared_monitor.add(w_shared)
         shared = [e(x[:, -1]) for e in self.shared]
         own = [[e(x[:, t]) for e in experts] for t, experts in enumerate(self.task)]
         out = [
@@ -321,8 +346,6 @@ class PLE(nn.Module):
             )
             for j in range(levels)
         )
-        for j, level in enumerate(self.levels):
-            level.index = j
         self.tasks, self.out_dim = tasks, widths[-1]
 
     def branch_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -346,10 +369,12 @@ class PLE(nn.Module):
     def gate_stats(self, tasks: list[str] | None = None) -> dict[str, float]:
         """:func:`gate_epoch_stats` of every level's gates since the last call (the first
         level's gates are named by task alone, level j's by ``<task>_l<j>``)."""
-        gates: dict[str, dict] = {}
-        for level in self.levels:
-            gates.update(level.monitor.take())
-        return gate_epoch_stats(gates, tasks)
+        gates: dict[str, dict | None] = {}
+        for j, level in enumerate(self.levels):
+            gates.update({f"{j}.{t}": m.take() for t, m in enumerate(level.monitors)})
+            if level.shared_monitor is not None:
+                gates[f"{j}.shared"] = level.shared_monitor.take()
+        return gate_epoch_stats({k: g for k, g in gates.items() if g is not None}, tasks)
 
 
 def multitask_bottom(dim: int, cfg: RankingConfig, tasks: int) -> SharedBottom | MMoE | PLE:
