@@ -388,3 +388,11 @@ def test_user_counters_are_checked_without_validate():
     inter, users = _two_day_log()
     with pytest.raises(ConfigError, match="features.user_counters"):
         kuairand_ctr(inter, users, FeatureConfig(user_counters="Daily"))
+
+
+def test_daily_user_counters_need_counters():
+    from reelrec.config import ConfigError
+
+    with pytest.raises(ConfigError, match="features.user_counters must be"):
+        FeatureConfig(counters=False, user_counters="daily").validate()
+    FeatureConfig(counters=False).validate()

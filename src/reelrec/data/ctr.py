@@ -103,6 +103,14 @@ class FeatureConfig:
         rules.append(
             (self.user_counters in USER_COUNTERS, "user_counters", f"one of {USER_COUNTERS}")
         )
+        rules.append(
+            (
+                self.counters or self.user_counters == "realtime",
+                "user_counters",
+                '"realtime" (the default) when features.counters is false (there are no user '
+                "counters to count by day)",
+            )
+        )
         rules += [
             (not kept, "drop", f"a list without {kept} (these fields always stay)"),
             (len(set(self.drop)) == len(self.drop), "drop", "a list of distinct field names"),
