@@ -399,8 +399,8 @@ def kuairand_ctr(
     counters (``cfg.counters``: the video's and the user's earlier impressions, click, long_view
     and like rates; rows strictly earlier in time, of any split: the DESIGN.md protocol lets a
     row see every earlier row; with ``cfg.user_counters="daily"`` the user's count only rows of
-    strictly earlier Beijing-time days, :func:`day_start_ms`), semantic-ID codes ``sid_1..`` (``cfg.semantic_ids``). Sequences:
-    the user's last ``cfg.max_history`` rows with a ``cfg.history_labels`` label, strictly
+    strictly earlier Beijing-time days, :func:`day_start_ms`), semantic-ID codes ``sid_1..``
+    (``cfg.semantic_ids``). Sequences: the user's last ``cfg.max_history`` rows with a ``cfg.history_labels`` label, strictly
     earlier in time (``hist_video`` and ``hist_sid_l``). Bag: the video's VQ codes
     (``cfg.vq_codes``). Vocabularies are fitted on the train split.
 
