@@ -372,6 +372,9 @@ def test_gate_statistics_are_logged_per_task_and_collapse_warns():
     with pytest.warns(RuntimeWarning, match="non-finite"):
         gate_epoch_stats({"0.0": g})
     assert DeepFM(CTRSchema.of(tiny_data()), CFG).epoch_stats() == {}  # shared bottom
+    # the reward model builds its own towers (no ``bottom``): nothing to report, no error
+    reward = PScoreModel(CTRSchema.of(tiny_data()), replace(CFG, tower=[4]), RewardConfig())
+    assert reward.train().epoch_stats() == {}
 
 
 @pytest.mark.parametrize("multitask", ["mmoe", "ple"])

@@ -231,7 +231,8 @@ class RankingModel(nn.Module, Trainable[CTRBatch], MayLeaveParametersUnused, Rep
         """The MMoE / PLE gates' entropy and mean expert weights per task since the last call
         (:func:`reelrec.models.multitask.gate_epoch_stats`; warns about uniform or collapsed
         gates); ``{}`` for the shared bottom."""
-        stats = getattr(self.bottom, "gate_stats", None)
+        # a subclass may build its own head instead of build_heads (no ``bottom``)
+        stats = getattr(getattr(self, "bottom", None), "gate_stats", None)
         return stats(list(self.schema.tasks)) if stats is not None else {}
 
     # --- embeddings -------------------------------------------------------------------------
