@@ -251,24 +251,16 @@ def _two_day_log() -> tuple[pd.DataFrame, pd.DataFrame]:
     hour = 3_600_000
     times = [day1 + 23 * hour, day1 + 23 * hour + hour // 2, day1 + 24 * hour + 600_000]
     times += [day1 + 33 * hour, day1 + 30 * hour]
-    inter = pd.DataFrame(
-        {
-            "user_id": [1, 1, 1, 1, 2],
-            "item_id": [100, 101, 100, 101, 100],
-            "timestamp_ms": times,
-            "hourmin": [2300, 2330, 10, 900, 600],
-            "duration_ms": 10_000.0,
-            "click": [1, 0, 1, 0, 1],
-            "long_view": [0, 0, 1, 0, 1],
-            "like": [1, 0, 0, 0, 0],
-            "follow": 0,
-            "comment": 0,
-            "forward": 0,
-            "watch_ratio": 1.0,
-            "split": [0, 0, 1, 1, 2],
-        }
-    )
-    users = pd.DataFrame({"user_id": [1, 2], "user_active_degree": ["high", "low"]})
+    inter, users = _tiny_kuairand()  # the same users and columns, other rows
+    inter["item_id"] = [100, 101, 100, 101, 100]
+    inter["timestamp_ms"] = times
+    inter["hourmin"] = [2300, 2330, 10, 900, 600]
+    inter["duration_ms"] = 10_000.0
+    inter["click"] = [1, 0, 1, 0, 1]
+    inter["long_view"] = [0, 0, 1, 0, 1]
+    inter["like"] = [1, 0, 0, 0, 0]
+    inter["watch_ratio"] = 1.0
+    inter["split"] = [0, 0, 1, 1, 2]
     return inter, users
 
 
