@@ -284,7 +284,7 @@ def test_c27_constant_init_keeps_experts_identical_and_the_gate_monitor_warns():
     assert gate_grad < 1e-12
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        bad.gate_stats()  # drop the training steps' rows; now one pass on its own
+        bad.gate_stats(["t1", "t2"])  # drop the training steps' rows; now one pass on its own
     x, _ = _c27_problem()
     bad.train()(x)
     with pytest.warns(RuntimeWarning, match="stayed exactly uniform"):
@@ -295,7 +295,7 @@ def test_c27_constant_init_keeps_experts_identical_and_the_gate_monitor_warns():
     good, _, gate_grad = _c27_train(None)
     assert _largest_expert_difference(good) > 0.1
     assert gate_grad > 0
-    good.gate_stats()
+    good.gate_stats(["t1", "t2"])
     good.train()(x)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # neither uniform nor collapsed: no warning
@@ -351,7 +351,7 @@ def test_gate_statistics_are_logged_per_task_and_collapse_warns():
     shared.add(torch.tensor([[0.5, 0.5]]))  # exactly uniform
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stats = gate_epoch_stats({"0.0": task0.take(), "1.shared": shared.take()}, list(TASKS))
+        stats = gate_epoch_stats({TASKS[0]: task0.take(), "shared_l1": shared.take()})
     messages = sorted(str(w.message) for w in caught)
     assert len(messages) == 2
     assert messages[0].startswith(f"the gate {TASKS[0]} gave one expert more than 0.95")
@@ -361,7 +361,7 @@ def test_gate_statistics_are_logged_per_task_and_collapse_warns():
     task0.add(torch.tensor([[0.96, 0.02, 0.02], [0.02, 0.96, 0.02]]))  # a different expert
     with warnings.catch_warnings():  # per row: not collapsed
         warnings.simplefilter("error")
-        gate_epoch_stats({"0.0": task0.take()})
+        gate_epoch_stats({TASKS[0]: task0.take()})
     # a half-precision softmax of equal logits is uniform to its own precision; NaN is not
     task0.add(torch.softmax(torch.zeros(4, 3, dtype=torch.bfloat16), -1))
     assert task0.take()["uniform"]
@@ -370,7 +370,7 @@ def test_gate_statistics_are_logged_per_task_and_collapse_warns():
     g = task0.take()
     assert not g["uniform"] and not g["finite"]
     with pytest.warns(RuntimeWarning, match="non-finite"):
-        gate_epoch_stats({"0.0": g})
+        gate_epoch_stats({TASKS[0]: g})
     assert DeepFM(CTRSchema.of(tiny_data()), CFG).epoch_stats() == {}  # shared bottom
     # the reward model builds its own towers (no ``bottom``): nothing to report, no error
     reward = PScoreModel(CTRSchema.of(tiny_data()), replace(CFG, tower=[4]), RewardConfig())

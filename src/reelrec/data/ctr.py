@@ -415,8 +415,10 @@ def kuairand_ctr(
     Raises:
         FileNotFoundError: a code folder named in ``cfg`` has no codes (says which command).
         KeyError: a task or history label is not a column of ``inter``.
-        ConfigError: ``cfg.drop`` names a field these samples lack or one that must stay.
+        ConfigError: ``cfg`` fails :meth:`FeatureConfig.validate` (checked here too, for
+            callers that built it by hand), or ``cfg.drop`` names a field these samples lack.
     """
+    cfg.validate()
     inter = inter.reset_index(drop=True)
     train = (inter["split"] == 0).to_numpy()
     uid = inter["user_id"].to_numpy(dtype=np.int64)
@@ -468,12 +470,6 @@ def kuairand_ctr(
             raw = inter["user_id"].map(prof[col]).astype(object).to_numpy()
             add(f"user_{col}", raw)
     if cfg.counters:
-        if cfg.user_counters not in USER_COUNTERS:  # also when called without validate()
-            from reelrec.config import ConfigError
-
-            raise ConfigError(
-                f"features.user_counters must be one of {USER_COUNTERS}, got {cfg.user_counters!r}"
-            )
         lab = inter[["click", "long_view", "like"]].to_numpy(dtype=np.float64)
         for key_name, key in (("video", vid), ("user", uid)):
             daily = key_name == "user" and cfg.user_counters == "daily"

@@ -133,27 +133,32 @@ class GateMonitor(nn.Module):
         return out
 
 
-def gate_epoch_stats(gates: dict[str, dict], tasks: list[str] | None = None) -> dict[str, float]:
+def gate_epoch_stats(gates: dict[str, dict | None]) -> dict[str, float]:
     """The training log's entries for :meth:`GateMonitor.take` outputs (CASES.md C27), warning
     (``RuntimeWarning``) about gates that gave non-finite weights, stayed exactly uniform or
     collapsed.
 
-    Gate names are ``"<level>.<branch>"`` (branch = task index, or ``"shared"``); with ``tasks``
-    the task indices become names. Returns, per gate, ``gate_entropy_<name>`` (bits; log2 E is
-    uniform) and ``gate_weight_<name>_<i>`` (mean weight of expert i).
+    Args:
+        gates: gate name (a task's name, ``<task>_l<j>`` at PLE level j > 0, ``shared`` /
+            ``shared_l<j>``) -> :meth:`GateMonitor.take` output (None: no row, skipped).
+
+    Returns:
+        Per gate, ``gate_entropy_<name>`` (bits; log2 E is uniform) and
+        ``gate_weight_<name>_<i>`` (mean weight of expert i, in [0, 1]).
     """
     out: dict[str, float] = {}
-    for name, g in gates.items():
-        level, branch = name.split(".")
-        label = tasks[int(branch)] if tasks is not None and branch.isdigit() else branch
-        key = label if level == "0" else f"{label}_l{level}"
+    for key, g in gates.items():
+        if g is None:
+            continue
         out[f"gate_entropy_{key}"] = g["entropy"]
         for i, w in enumerate(g["weights"]):
             out[f"gate_weight_{key}_{i}"] = w
         e = len(g["weights"])
         if not g["finite"]:
             warnings.warn(
-                f"the gate {key} gave non-finite weights during the epoch", RuntimeWarning, 2
+                f"the gate {key} gave non-finite weights during the epoch",
+                RuntimeWarning,
+                stacklevel=2,
             )
         elif g["uniform"]:
             warnings.warn(
@@ -225,10 +230,10 @@ class MMoE(nn.Module):
                 monitor.add(w[:, t])
         return torch.einsum("bte,beh->bth", w, e)
 
-    def gate_stats(self, tasks: list[str] | None = None) -> dict[str, float]:
-        """:func:`gate_epoch_stats` of the rows trained on since the last call."""
-        gates = {f"0.{t}": m.take() for t, m in enumerate(self.monitors)}
-        return gate_epoch_stats({k: g for k, g in gates.items() if g is not None}, tasks)
+    def gate_stats(self, tasks: list[str]) -> dict[str, float]:
+        """:func:`gate_epoch_stats` of the rows trained on since the last call; ``tasks`` (T
+        names) name the gates."""
+        return gate_epoch_stats({t: m.take() for t, m in zip(tasks, self.monitors, strict=True)})
 
 
 class ExtractionLevel(nn.Module):
@@ -366,15 +371,18 @@ class PLE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.levels[-1](self.branch_inputs(x)[-1])
 
-    def gate_stats(self, tasks: list[str] | None = None) -> dict[str, float]:
-        """:func:`gate_epoch_stats` of every level's gates since the last call (the first
-        level's gates are named by task alone, level j's by ``<task>_l<j>``)."""
+    def gate_stats(self, tasks: list[str]) -> dict[str, float]:
+        """:func:`gate_epoch_stats` of every level's gates since the last call: the first
+        level's gates are named by ``tasks`` (T names) and ``shared``, level j's by
+        ``<task>_l<j>`` and ``shared_l<j>``."""
         gates: dict[str, dict | None] = {}
         for j, level in enumerate(self.levels):
-            gates.update({f"{j}.{t}": m.take() for t, m in enumerate(level.monitors)})
+            sfx = f"_l{j}" if j else ""
+            for t, m in zip(tasks, level.monitors, strict=True):
+                gates[t + sfx] = m.take()
             if level.shared_monitor is not None:
-                gates[f"{j}.shared"] = level.shared_monitor.take()
-        return gate_epoch_stats({k: g for k, g in gates.items() if g is not None}, tasks)
+                gates["shared" + sfx] = level.shared_monitor.take()
+        return gate_epoch_stats(gates)
 
 
 def multitask_bottom(dim: int, cfg: RankingConfig, tasks: int) -> SharedBottom | MMoE | PLE:
