@@ -112,3 +112,39 @@ def test_post_ln_variant_is_causal_and_trains():
     out = m.train().loss(NextItemBatch(*_batch()))
     out.loss.backward()
     assert all(p.grad is not None for p in m.parameters())
+
+
+def test_prefix_training_trains_the_same_targets_with_the_same_contexts():
+    """``prefixes=True`` (RecBole's augmentation): one window per prefix, trained at its last
+    position only. Without dropout, on sequences that fit one window, the mean loss over all
+    prefix windows equals the mean loss of the every-position training (same targets, same
+    causal contexts), and each target is presented once."""
+    from reelrec.data.sequences import _left_pad, windows
+    from reelrec.training.trainsets import WindowTrainSet
+
+    seqs = [np.array([3, 5, 7, 2, 9]), np.array([1, 2, 3, 4, 5, 6, 7]), np.array([11, 13])]
+    full = torch.from_numpy(_left_pad([w for s in seqs for w in windows(s, L)], L + 1))
+    pre = torch.from_numpy(_left_pad([w for s in seqs for w in windows(s, L, 1)], L + 1))
+    assert len(pre) == sum(len(s) - 1 for s in seqs)  # one window per target
+    assert sorted(pre[:, -1].tolist()) == sorted(int(i) for s in seqs for i in s[1:])
+    assert WindowTrainSet(pre, last_only=True).tokens == len(pre)
+    assert WindowTrainSet(full).tokens == len(pre)
+    every = _model().loss(NextItemBatch.of_windows(full)).loss
+    last = _model(prefixes=True).loss(NextItemBatch.of_windows(pre)).loss
+    torch.testing.assert_close(last, every)
+    # the prefix model ignores every column but the last: changing earlier targets is a no-op
+    batch = NextItemBatch.of_windows(pre)
+    noisy = NextItemBatch(batch.inputs, torch.where(batch.inputs > 0, 1, batch.targets))
+    noisy.targets[:, -1] = batch.targets[:, -1]
+    torch.testing.assert_close(_model(prefixes=True).loss(noisy).loss, last)
+
+
+def test_prefixes_make_the_retrieval_task_build_one_window_per_prefix():
+    import copy
+
+    from reelrec.tasks.registry import PRESETS, RETRIEVAL
+
+    cfg = copy.deepcopy(PRESETS["sasrec"])
+    assert RETRIEVAL.window_step(cfg) is None and not RETRIEVAL.last_position_only(cfg)
+    cfg.sasrec.prefixes = True
+    assert RETRIEVAL.window_step(cfg) == 1 and RETRIEVAL.last_position_only(cfg)

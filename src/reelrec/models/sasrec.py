@@ -12,6 +12,14 @@ Training objective (``SASRecConfig.loss``):
     ``"bce"``: the paper's objective (eq. 9): binary cross-entropy of the next item against one
     uniformly sampled negative per position.
 
+Training samples (``SASRecConfig.prefixes``):
+    ``False`` (default): windows of up to ``max_len + 1`` items every ``max_len`` items, every
+    position a target in one causal pass (the paper's training).
+    ``True``: one window per prefix of each training sequence, trained at its last position
+    only, as RecBole's sequential data augmentation does. Every target is still presented once
+    per epoch, but re-encoded with its own dropout mask and in its own sample of the batch mean,
+    so an epoch has ~(mean sequence length)x more optimiser steps at the same batch size.
+
 Deviations from the paper, and why:
     * Pre-LayerNorm blocks by default (``x + Attn(LN(x))``, ``x + FFN(LN(x))``, final LN);
       ``norm_first=False`` gives RecBole/BERT's post-LN blocks with LN on the input embedding.
@@ -56,6 +64,9 @@ class SASRecConfig:
     init_std: float = 0.02  # std of the truncated-normal initialisation (> 0)
     loss: str = "ce"  # "ce" (softmax over all items) or "bce" (paper, 1 sampled negative)
     norm_first: bool = True  # pre-LN blocks; False: post-LN with LN on the input (RecBole/BERT)
+    # True: one training window per prefix, trained at its last position only (RecBole's
+    # sequential data augmentation); False: one window per max_len items, every position trained
+    prefixes: bool = False
 
     def validate(self, section: str = "sasrec") -> None:
         """Check every value against its documented range (``section`` names the keys).
@@ -286,7 +297,8 @@ class SASRec(nn.Module, Trainable[NextItemBatch], EmbeddingScorer):
             batch: :class:`NextItemBatch`: ``inputs`` int64 (B, L) left-padded items;
                 ``targets`` int64 (B, L) the next item at each position (0 where there is
                 none; positions whose input is padding are not trained: nothing to predict
-                from); ``generator`` the RNG of the ``"bce"`` loss's negatives.
+                from); ``generator`` the RNG of the ``"bce"`` loss's negatives. With
+                ``cfg.prefixes`` only the last column (each window's own target) is trained.
 
         Returns:
             :class:`LossOutput` (mean over target positions); parts ``{"ce": ..}`` or
@@ -298,6 +310,8 @@ class SASRec(nn.Module, Trainable[NextItemBatch], EmbeddingScorer):
         inputs, targets, generator = batch
         hidden = self.forward(inputs).hidden
         keep = (targets > 0) & (inputs > 0)  # a target needs at least one history item
+        if self.cfg.prefixes:  # one window per prefix: its target is the last column
+            keep[:, :-1] = False
         h, t = hidden[keep], targets[keep]  # (P, D), (P,)
         if self.cfg.loss == "ce":
             logits = h @ self.item_emb.weight[1:].T  # (P, V), padding excluded

@@ -95,9 +95,17 @@ class RetrievalTask(Task):
                 return section.max_len
         return SASRecConfig().max_len
 
+    def last_position_only(self, cfg: ExperimentConfig) -> bool:
+        """Whether the model trains only the last position of each window: True when its
+        section sets ``prefixes`` (SASRec, ELASTIC: RecBole's data augmentation)."""
+        from reelrec.tasks.registry import MODELS
+
+        return any(getattr(getattr(cfg, n), "prefixes", False) for n in MODELS[cfg.model].sections)
+
     def window_step(self, cfg: ExperimentConfig) -> int | None:
-        """Training-window step (None: the default, ``max_len``)."""
-        return None
+        """Training-window step: 1 (one window per prefix) when only the last position is
+        trained, else None (the default, ``max_len``: every position of a window trained)."""
+        return 1 if self.last_position_only(cfg) else None
 
     def validate(self, cfg: ExperimentConfig) -> None:
         t, e = cfg.train, cfg.eval
@@ -163,7 +171,7 @@ class RetrievalTask(Task):
             )
             result = fit(
                 model,
-                WindowTrainSet(data.train_windows),
+                WindowTrainSet(data.train_windows, self.last_position_only(cfg)),
                 evaluate,
                 cfg.train,
                 out,
@@ -265,10 +273,14 @@ class GenerativeTask(RetrievalTask):
     def max_len(self, cfg: ExperimentConfig) -> int:
         return cfg.onerec.max_len
 
+    def last_position_only(self, cfg: ExperimentConfig) -> bool:
+        """The pathways context trains one target per window (its last position)."""
+        return cfg.onerec.context != "causal"
+
     def window_step(self, cfg: ExperimentConfig) -> int | None:
         # the causal context trains every position of a window: windows every max_len items
         # make each training item a target exactly once per epoch
-        return None if cfg.onerec.context == "causal" else cfg.onerec.window_step
+        return cfg.onerec.window_step if self.last_position_only(cfg) else None
 
     def validate(self, cfg: ExperimentConfig) -> None:
         super().validate(cfg)

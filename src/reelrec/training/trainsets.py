@@ -95,12 +95,16 @@ class WindowTrainSet(CountsWork):
     Args:
         windows: int64 (n, L + 1) left-padded windows; inputs are ``[:, :-1]``, targets
             ``[:, 1:]``.
+        last_only: the model trains only each window's last position (one window per
+            prefix: SASRec with ``prefixes``, the pathways generators), so each window
+            predicts one target; False: every non-padding target position is predicted.
     """
 
-    def __init__(self, windows: torch.Tensor) -> None:
+    def __init__(self, windows: torch.Tensor, last_only: bool = False) -> None:
         self.windows = windows
         self.lengths = (windows > 0).sum(1)
-        self._tokens = int((windows[:, 1:] > 0).sum())
+        trained = (windows[:, 1:] > 0) & (windows[:, :-1] > 0)  # a target needs a history
+        self._tokens = int((trained[:, -1:] if last_only else trained).sum())
 
     def __len__(self) -> int:
         return len(self.windows)
