@@ -567,3 +567,20 @@ def test_exact_ranks_refuse_a_non_finite_target_score_and_ignore_foreign_exclude
         plain = model.rank_targets(hist, targets, 100)
         foreign = model.rank_targets(hist, targets, 100, torch.full((4, 1), 65))
     assert foreign.tolist() == plain.tolist()
+
+
+def test_tokens_count_the_targets_each_context_trains():
+    """Pathways windows train their last ``session_items`` targets, the causal context every
+    target with a history: ``WindowTrainSet.tokens`` (tokens/s in the log) counts those."""
+    import copy
+
+    from reelrec.tasks.registry import GENERATIVE, PRESETS
+    from reelrec.training.trainsets import WindowTrainSet
+
+    cfg = copy.deepcopy(PRESETS["onerec-v2"])
+    wins = torch.tensor([[0, 0, 3, 5, 7], [1, 2, 3, 4, 5], [0, 0, 0, 0, 9]])
+    counts = {}
+    for context, m in (("pathways", 1), ("pathways", 2), ("causal", 1)):
+        cfg.onerec.context, cfg.onerec.session_items = context, m
+        counts[context, m] = WindowTrainSet(wins, GENERATIVE.trained_positions(cfg)).tokens
+    assert counts == {("pathways", 1): 2, ("pathways", 2): 4, ("causal", 1): 6}

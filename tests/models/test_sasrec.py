@@ -127,7 +127,7 @@ def test_prefix_training_trains_the_same_targets_with_the_same_contexts():
     pre = torch.from_numpy(_left_pad([w for s in seqs for w in windows(s, L, 1)], L + 1))
     assert len(pre) == sum(len(s) - 1 for s in seqs)  # one window per target
     assert sorted(pre[:, -1].tolist()) == sorted(int(i) for s in seqs for i in s[1:])
-    assert WindowTrainSet(pre, last_only=True).tokens == len(pre)
+    assert WindowTrainSet(pre, last=1).tokens == len(pre)
     assert WindowTrainSet(full).tokens == len(pre)
     every = _model().loss(NextItemBatch.of_windows(full)).loss
     last = _model(prefixes=True).loss(NextItemBatch.of_windows(pre)).loss
@@ -145,6 +145,6 @@ def test_prefixes_make_the_retrieval_task_build_one_window_per_prefix():
     from reelrec.tasks.registry import PRESETS, RETRIEVAL
 
     cfg = copy.deepcopy(PRESETS["sasrec"])
-    assert RETRIEVAL.window_step(cfg) is None and not RETRIEVAL.last_position_only(cfg)
+    assert RETRIEVAL.window_step(cfg) is None and RETRIEVAL.trained_positions(cfg) is None
     cfg.sasrec.prefixes = True
-    assert RETRIEVAL.window_step(cfg) == 1 and RETRIEVAL.last_position_only(cfg)
+    assert RETRIEVAL.window_step(cfg) == 1 and RETRIEVAL.trained_positions(cfg) == 1

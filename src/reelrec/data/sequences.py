@@ -117,7 +117,7 @@ def windows(seq: np.ndarray, max_len: int, step: int | None = None) -> list[np.n
 
     Windows end every ``step`` items from the newest (default ``max_len``: every item is a
     target of exactly one window position; ``1``: one window per prefix, for models that train
-    only the last position of a window, such as OneRec).
+    only the last position of a window: OneRec's pathways context, SASRec with ``prefixes``).
 
     Returns windows with at least two items, newest first.
     """

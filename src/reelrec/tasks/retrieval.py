@@ -95,17 +95,21 @@ class RetrievalTask(Task):
                 return section.max_len
         return SASRecConfig().max_len
 
-    def last_position_only(self, cfg: ExperimentConfig) -> bool:
-        """Whether the model trains only the last position of each window: True when its
-        section sets ``prefixes`` (SASRec, ELASTIC: RecBole's data augmentation)."""
+    def trained_positions(self, cfg: ExperimentConfig) -> int | None:
+        """How many trailing positions of each training window the model trains: 1 when its
+        section sets ``prefixes`` (SASRec, ELASTIC: RecBole's data augmentation), None when
+        it trains every position."""
         from reelrec.tasks.registry import MODELS
 
-        return any(getattr(getattr(cfg, n), "prefixes", False) for n in MODELS[cfg.model].sections)
+        prefixes = any(
+            getattr(getattr(cfg, n), "prefixes", False) for n in MODELS[cfg.model].sections
+        )
+        return 1 if prefixes else None
 
     def window_step(self, cfg: ExperimentConfig) -> int | None:
-        """Training-window step: 1 (one window per prefix) when only the last position is
+        """Training-window step: 1 (one window per prefix) when only the last positions are
         trained, else None (the default, ``max_len``: every position of a window trained)."""
-        return 1 if self.last_position_only(cfg) else None
+        return None if self.trained_positions(cfg) is None else 1
 
     def validate(self, cfg: ExperimentConfig) -> None:
         t, e = cfg.train, cfg.eval
@@ -171,7 +175,7 @@ class RetrievalTask(Task):
             )
             result = fit(
                 model,
-                WindowTrainSet(data.train_windows, self.last_position_only(cfg)),
+                WindowTrainSet(data.train_windows, self.trained_positions(cfg)),
                 evaluate,
                 cfg.train,
                 out,
@@ -273,14 +277,15 @@ class GenerativeTask(RetrievalTask):
     def max_len(self, cfg: ExperimentConfig) -> int:
         return cfg.onerec.max_len
 
-    def last_position_only(self, cfg: ExperimentConfig) -> bool:
-        """The pathways context trains one target per window (its last position)."""
-        return cfg.onerec.context != "causal"
+    def trained_positions(self, cfg: ExperimentConfig) -> int | None:
+        """The pathways context trains the last ``session_items`` targets of each window; the
+        causal context every position (None)."""
+        return None if cfg.onerec.context == "causal" else cfg.onerec.session_items
 
     def window_step(self, cfg: ExperimentConfig) -> int | None:
         # the causal context trains every position of a window: windows every max_len items
         # make each training item a target exactly once per epoch
-        return cfg.onerec.window_step if self.last_position_only(cfg) else None
+        return None if self.trained_positions(cfg) is None else cfg.onerec.window_step
 
     def validate(self, cfg: ExperimentConfig) -> None:
         super().validate(cfg)

@@ -95,16 +95,16 @@ class WindowTrainSet(CountsWork):
     Args:
         windows: int64 (n, L + 1) left-padded windows; inputs are ``[:, :-1]``, targets
             ``[:, 1:]``.
-        last_only: the model trains only each window's last position (one window per
-            prefix: SASRec with ``prefixes``, the pathways generators), so each window
-            predicts one target; False: every non-padding target position is predicted.
+        last: the model trains only the last ``last`` target positions of each window (1:
+            SASRec with ``prefixes``; ``session_items``: the pathways generators); None:
+            every target position. Only :attr:`tokens` depends on it.
     """
 
-    def __init__(self, windows: torch.Tensor, last_only: bool = False) -> None:
+    def __init__(self, windows: torch.Tensor, last: int | None = None) -> None:
         self.windows = windows
         self.lengths = (windows > 0).sum(1)
         trained = (windows[:, 1:] > 0) & (windows[:, :-1] > 0)  # a target needs a history
-        self._tokens = int((trained[:, -1:] if last_only else trained).sum())
+        self._tokens = int((trained if last is None else trained[:, -last:]).sum())
 
     def __len__(self) -> int:
         return len(self.windows)
