@@ -74,6 +74,8 @@ MODELS = {
     "tiger-causal": lambda t, **kw: OneRec(
         t, tiny(context="causal", item_tokens="flat", experts=0, **kw)
     ),
+    # an item-ID embedding beside the semantic-ID codes of each context item
+    "onerec-v2-item-embedding": lambda t, **kw: OneRecV2(t, tiny(item_embedding=True, **kw)),
 }
 
 
@@ -283,6 +285,21 @@ def test_config_errors_name_the_key():
         OneRec(make_table(), tiny(top_k=5))
     with pytest.raises(ValueError, match="onerec.kv_heads"):
         OneRec(make_table(), tiny(kv_heads=3))
+    with pytest.raises(ValueError, match="onerec.item_embedding"):
+        OneRec(make_table(), tiny(item_tokens="flat", item_embedding=True))
+
+
+def test_item_embedding_tells_items_apart_beyond_their_codes():
+    """With ``item_embedding`` an item's context token is its code token plus its own row:
+    the gradient of a loss reaches exactly the rows of the history items."""
+    torch.manual_seed(0)
+    model = OneRecV2(make_table(), tiny(item_embedding=True))
+    w = windows()
+    model.loss(NextItemBatch.of_windows(w)).loss.backward()
+    grad_rows = set(model.items.id_emb.weight.grad.abs().sum(1).nonzero().ravel().tolist())
+    history = set(w[:, :-1].unique().tolist()) - {0}
+    assert grad_rows <= history | {0}
+    assert len(grad_rows - {0}) > 0.9 * len(history)
 
 
 class FixedScores:

@@ -96,6 +96,9 @@ class OneRecConfig:
     lifelong_queries: int = 8  # N_q, QFormer queries (>= 1 when clusters > 0)
     qformer_layers: int = 1  # N_l, QFormer blocks (>= 1)
     item_tokens: str = "concat"  # "concat": one token per item; "flat": one per code (TIGER)
+    # add a learned per-item (item ID) embedding to every item-level context token, beside
+    # its semantic-ID codes (outputs stay semantic IDs); needs item_tokens "concat"
+    item_embedding: bool = False
     # "pathways": OneRec's static / short / positive / lifelong tokens, one target per window
     # (the last session_items items); "causal": one token per history item, every position of
     # a window is a target in one pass, target t attends to the items up to t only
@@ -135,6 +138,8 @@ class ItemTokenizer(nn.Module):
     Args:
         table: semantic IDs of the vocabulary. code_emb: the shared code embedding table
         (sum(K_j), D). side: float (V + 1, F) item side features (F may be 0). hidden: D.
+        mlp: build item-level tokens (False: flat code tokens only). item_embedding: add a
+        learned (V + 1, D) item-ID embedding to each item token, with ``dropout`` on it.
     """
 
     def __init__(
@@ -144,6 +149,8 @@ class ItemTokenizer(nn.Module):
         side: torch.Tensor,
         hidden: int,
         mlp: bool = True,
+        item_embedding: bool = False,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.code_emb = code_emb
@@ -158,6 +165,8 @@ class ItemTokenizer(nn.Module):
             if mlp
             else None  # flat code tokens only (TIGER): no item-level tokens are built
         )
+        self.id_emb = nn.Embedding(table.codes.shape[0], hidden) if item_embedding else None
+        self.id_drop = nn.Dropout(dropout)
 
     def code_tokens(self, codes: torch.Tensor) -> torch.Tensor:
         """int64 (..., L) codes (-1 = none) -> float (..., L, D) shared code embeddings."""
@@ -171,7 +180,10 @@ class ItemTokenizer(nn.Module):
         """
         uniq, inverse = torch.unique(items, return_inverse=True)
         e = self.code_tokens(self.codes[uniq]).flatten(-2)
-        return self.mlp(torch.cat([e, self.side[uniq]], -1))[inverse]
+        tok = self.mlp(torch.cat([e, self.side[uniq]], -1))
+        if self.id_emb is not None:
+            tok = tok + self.id_drop(self.id_emb(uniq))
+        return tok[inverse]
 
 
 def _cluster_means(
@@ -451,7 +463,9 @@ class GenerativeRetriever(
         item_level = cfg.item_tokens == "concat"
         if not self.causal:  # pathways of item tokens besides the short-term one
             item_level = item_level or cfg.positive_len > 0 or cfg.lifelong_clusters > 0
-        self.items = ItemTokenizer(table, code_emb, side, d, mlp=item_level)
+        self.items = ItemTokenizer(
+            table, code_emb, side, d, item_level, cfg.item_embedding, cfg.dropout
+        )
         self.context: nn.Module = (
             CausalContext(cfg, self.levels) if self.causal else UserContext(cfg, self.levels)
         )
@@ -810,6 +824,11 @@ def check_onerec_config(cfg: OneRecConfig) -> None:
         (cfg.qformer_layers >= 1, "qformer_layers", ">= 1"),
         (cfg.item_tokens in ("concat", "flat"), "item_tokens", "'concat' or 'flat'"),
         (cfg.context in ("pathways", "causal"), "context", "'pathways' or 'causal'"),
+        (
+            not cfg.item_embedding or cfg.item_tokens == "concat",
+            "item_embedding",
+            "false with onerec.item_tokens='flat' (no item-level tokens to add it to)",
+        ),
         (2 <= cfg.rel_buckets <= 64, "rel_buckets", "in 2..64"),
         (
             cfg.context != "causal" or cfg.session_items == 1,
