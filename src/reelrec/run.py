@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from reelrec.config import ConfigError, differences
-from reelrec.data.prepare import Prepared, prepare_run
+from reelrec.data.prepare import Prepared, prepare_own_log_run, prepare_run
 from reelrec.data.readers import DataFormatError
 from reelrec.io import atomic_write_json, atomic_write_text, run_metadata
 from reelrec.tasks.base import RunError, RunFolder
@@ -98,6 +98,34 @@ class Run:
             DatasetNotFound, DataFormatError: missing or malformed raw files.
         """
         prepare_run(Path(path), dataset, protocol, data_dir, log=log)
+        return cls(path)
+
+    @classmethod
+    def prepare_own_log(
+        cls,
+        path: str | Path,
+        interactions: str | Path,
+        columns: str | Path,
+        items: str | Path | None = None,
+        users: str | Path | None = None,
+        name: str = "own-log",
+        protocol: str = "leave-one-out",
+        log: Log = print,
+    ) -> Run:
+        """Prepare a user's own log (``reelrec prepare --interactions``): files in any column
+        naming, mapped by the YAML ``columns`` map (:mod:`reelrec.data.own_log`).
+
+        >>> run = Run.prepare_own_log("runs/mine", "log.csv", "columns.yaml", items="videos.csv")
+        >>> run.train("sasrec")  # trains on dataset "own-log", as recorded in run.json
+
+        Raises:
+            ConfigError: a bad ``name`` or run folder.
+            FileNotFoundError, DataFormatError: a missing file, a bad map or a bad value
+                (the message names the file, line and column).
+        """
+        prepare_own_log_run(
+            Path(path), interactions, columns, items, users, name, protocol, log=log
+        )
         return cls(path)
 
     @property
@@ -222,7 +250,7 @@ class Run:
                 f"write [{overrides!r}]"
             )
         if isinstance(cfg, str):
-            cfg = resolve_config(cfg, self._with_run_dataset(cfg, overrides))
+            cfg = resolve_config(cfg, self.with_run_dataset(cfg, overrides))
         elif overrides:
             cfg = override(cfg, list(overrides))
         validate(cfg)
@@ -266,10 +294,11 @@ class Run:
         self._trained.pop(cfg.run_name, None)
         return task.fit(cfg, self.folder, model, data, out, resume, log)
 
-    def _with_run_dataset(self, spec: str, overrides: Sequence[str]) -> list[str]:
-        """A preset trains on the dataset this run was prepared for, unless the overrides name
-        one (``Run.prepare(p, "ml-100k").train("sasrec")`` trains on ML-100K; a YAML file names
-        its own dataset, and the CLI always takes the config's)."""
+    def with_run_dataset(self, spec: str, overrides: Sequence[str]) -> list[str]:
+        """``overrides`` with ``--data.dataset=`` the dataset this run was prepared for, when
+        ``spec`` is a preset and the overrides name none: ``Run.prepare(p, "ml-100k")
+        .train("sasrec")`` (and ``reelrec train sasrec --run p``) train on ML-100K. A YAML file
+        names its own dataset."""
         import json
 
         from reelrec.tasks.registry import PRESETS

@@ -20,7 +20,9 @@ __all__ = [
 
 
 def add_data_args(
-    parser: argparse.ArgumentParser, dataset_default: str | None = "kuairand"
+    parser: argparse.ArgumentParser,
+    dataset_default: str | None = "kuairand",
+    dataset_help: str = "",
 ) -> None:
     """Add ``--dataset``, ``--protocol`` and ``--data-dir`` to a subcommand.
 
@@ -28,6 +30,7 @@ def add_data_args(
         parser: the subcommand's parser.
         dataset_default: default of ``--dataset``; None: no default (the stage only prepares a
             run when the user names the dataset).
+        dataset_help: help of ``--dataset`` ("" = one that follows from the default).
     """
     from reelrec.data.splits import PROTOCOLS
 
@@ -35,9 +38,12 @@ def add_data_args(
         "--dataset",
         default=dataset_default,
         choices=list(sources.DATASETS),
-        help=f"dataset name (default: {dataset_default})"
-        if dataset_default
-        else "dataset to prepare into RUN when it has no data yet",
+        help=dataset_help
+        or (
+            f"dataset name (default: {dataset_default})"
+            if dataset_default
+            else "dataset to prepare into RUN when it has no data yet"
+        ),
     )
     parser.add_argument(
         "--protocol",

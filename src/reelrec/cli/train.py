@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--train.epochs=5 --sasrec.hidden=128 --data.dataset=amazon-beauty. Every model has the "
         "sections data, train and eval, plus its own (a key of another model's section is "
         "rejected like any unknown key; --print-config shows every key and value before a run). "
-        f"Presets: {', '.join(PRESETS)}. Models (their own sections in brackets): "
+        f"Presets: {', '.join(PRESETS)}; a preset trains on the dataset RUN was prepared for "
+        "(RUN/run.json) unless --data.dataset names another. Models (their own sections in brackets): "
         + "; ".join(f"{k} [{', '.join(v.sections)}]: {v.description}" for k, v in MODELS.items())
         + ". Each model writes to RUN/models/<--name, default the model name>: use --name=NAME "
         "to keep several runs of one model side by side. The generative presets onerec, "
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``reelrec train``; returns the exit status."""
     args, overrides = parse_with_overrides(build_parser(), argv)
-    cfg = resolve_config(args.config, overrides)
+    cfg = resolve_config(args.config, Run(args.run).with_run_dataset(args.config, overrides))
     if args.print_config:
         print(config_text(cfg), end="")
         return 0

@@ -212,16 +212,74 @@ def prepare_run(
         ConfigError: the run folder is unnamed, a file, or holds models of another dataset.
         DatasetNotFound, DataFormatError, KeyError: from the loaders / registry.
     """
-    import time
+    from reelrec.data import sources
+
+    spec = sources.get_spec(dataset)
+    return _prepare_into(
+        Path(run_dir),
+        dataset,
+        protocol or spec.protocol,
+        lambda: sources.load(dataset, data_dir or None),
+        {"data_root": str(sources.data_root(data_dir or None))},
+        log,
+    )
+
+
+def prepare_own_log_run(
+    run_dir: Path,
+    interactions: str | Path,
+    columns: str | Path,
+    items: str | Path | None = None,
+    users: str | Path | None = None,
+    name: str = "own-log",
+    protocol: str = "leave-one-out",
+    log=print,
+) -> Prepared:
+    """:func:`prepare_run` for a user's own files (:mod:`reelrec.data.own_log`).
+
+    Args:
+        run_dir: the run folder. interactions, columns, items, users: the files and the
+            column map of :func:`reelrec.data.own_log.load_own_log`. name: the dataset name
+            the run records (lower-case letters, digits, ``-``/``_``; not a built-in dataset).
+        protocol: an evaluation protocol name (``leave-one-out`` unless the log has the
+            columns of another).
+
+    Raises:
+        ConfigError: a bad name or run folder (as :func:`prepare_run`).
+        FileNotFoundError, DataFormatError: from :func:`~reelrec.data.own_log.load_own_log`.
+    """
+    import re
 
     from reelrec.config import ConfigError
     from reelrec.data import sources
+    from reelrec.data.own_log import load_own_log
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) or name in sources.DATASETS:
+        raise ConfigError(
+            f"dataset name {name!r}: use lower-case letters, digits, '-' or '_', and not a "
+            f"built-in dataset ({', '.join(sources.DATASETS)})"
+        )
+    files = {"interactions": interactions, "columns": columns, "items": items, "users": users}
+    return _prepare_into(
+        Path(run_dir),
+        name,
+        protocol,
+        lambda: load_own_log(interactions, columns, items, users),
+        {"files": {k: str(Path(v).resolve()) for k, v in files.items() if v is not None}},
+        log,
+    )
+
+
+def _prepare_into(run_dir: Path, dataset: str, protocol: str, load, source: dict, log) -> Prepared:
+    """The body of :func:`prepare_run`: check the folder, ``load()`` raw tables, prepare,
+    write ``run_dir/data`` and ``run.json`` (with ``source``)."""
+    import time
+
+    from reelrec.config import ConfigError
     from reelrec.data.splits import get_protocol
     from reelrec.io import run_metadata
 
-    spec = sources.get_spec(dataset)
-    proto = get_protocol(protocol or spec.protocol)
-    run_dir = Path(run_dir)
+    proto = get_protocol(protocol)
     if str(run_dir) in ("", "."):
         raise ConfigError("the run folder must be named (--out RUN)")
     if run_dir.exists() and not run_dir.is_dir():
@@ -234,13 +292,12 @@ def prepare_run(
                 f"preparing {dataset} ({proto.name}) there would leave them stale: use another --out"
             )
     t0 = time.perf_counter()
-    raw = sources.load(dataset, data_dir or None)
-    prep = prepare(raw, proto, dataset)
+    prep = prepare(load(), proto, dataset)
     write_prepared(prep, run_dir / "data")
     meta = {
         "dataset": dataset,
         "protocol": proto.name,
-        "data_root": str(sources.data_root(data_dir or None)),
+        **source,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **run_metadata(),
     }
