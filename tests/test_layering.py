@@ -18,6 +18,7 @@ LAYER = {
     "__init__": 0,
     "config": 0,
     "io": 0,
+    "progress": 0,
     "data": 1,
     "content": 2,
     "tokenizer": 3,

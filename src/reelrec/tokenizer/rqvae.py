@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from reelrec.progress import progress
+
 
 @dataclass
 class RQVAEConfig:
@@ -120,8 +122,6 @@ def fit_rqvae(
     Raises:
         ValueError: fewer items than codes.
     """
-    from tqdm.auto import tqdm
-
     if len(x) < cfg.codebook_size:
         raise ValueError(f"{len(x)} items for a codebook of {cfg.codebook_size} codes")
     torch.manual_seed(cfg.seed)
@@ -130,7 +130,7 @@ def fit_rqvae(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
-    bar = tqdm(range(cfg.epochs), desc="rq-vae", unit="epoch", mininterval=2.0)
+    bar = progress(range(cfg.epochs), "rq-vae", "epoch", mininterval=2.0)
     history: list[dict[str, float]] = []
     for epoch in bar:
         perm = torch.randperm(len(xt), generator=gen)

@@ -44,10 +44,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from reelrec.io import atomic_write_json
 from reelrec.models.base import ReportsEpochStats, Trainable
+from reelrec.progress import progress
 from reelrec.training import distributed as D
 from reelrec.training.checkpoint import (
     load_model,
@@ -437,8 +437,9 @@ class Stepper:
         self.model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         batches = train.batches(cfg.batch_size, gen)
-        bar = tqdm(
-            batches, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress, unit="batch"
+        # off a terminal no bar: the loop logs one line per epoch itself
+        bar = progress(
+            batches, f"epoch {epoch}", "batch", enabled=cfg.progress, lines=0, leave=False
         )
         t0, total, steps, units = time.perf_counter(), 0.0, 0, 0
         parts = _PartMeans()
