@@ -205,3 +205,30 @@ def test_metadata_embeddings_are_content_only_idf_weighted_multi_hot():
     assert len(w) == 4 and np.isclose(w.max() / w.min(), np.log(4 / 2) / np.log(4 / 3))
     with pytest.raises(DataFormatError, match="no metadata column"):
         metadata_embeddings(items[["item_id"]])
+
+
+def test_vector_embeddings_weigh_each_modality_equally_whatever_its_scale():
+    """Built in code: the acoustic block is 100x smaller than the visual one, yet after
+    standardisation each modality carries half of every row's squared norm."""
+    import numpy as np
+    import pandas as pd
+
+    from reelrec.content.items import vector_embeddings
+    from reelrec.data.readers import DataFormatError
+
+    rng = np.random.default_rng(0)
+    visual = rng.normal(size=(6, 4)).astype(np.float32) * 100
+    audio = rng.normal(size=(6, 3)).astype(np.float32)
+    items = pd.DataFrame(
+        {"item_id": np.arange(10, 16), "visual": list(visual), "audio": list(audio)}
+    )
+    items.loc[3, "audio"] = None  # an item without one of its vectors is left out
+    ids, x = vector_embeddings(items)
+    assert ids.tolist() == [10, 11, 12, 14, 15] and x.shape == (5, 7) and x.dtype == np.float32
+    assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-6)
+    assert np.allclose((x[:, :4] ** 2).sum(1), 0.5, atol=1e-6)
+    with pytest.raises(DataFormatError, match="no vector column"):
+        vector_embeddings(items[["item_id"]])
+    items.loc[0, "visual"] = np.ones(5, dtype=np.float32)
+    with pytest.raises(DataFormatError, match="different widths"):
+        vector_embeddings(items)

@@ -29,6 +29,7 @@ REAL = [
     ("ml-100k", 100000, 943, 1682),
     ("segmm", 10000, 37, 9123),
     ("microlens", 359708, 50000, 19220),
+    ("tiktok", 68722, 9308, 6710),
 ]
 
 
@@ -116,6 +117,39 @@ def test_microlens_titles_order_and_leave_one_out(data_root):
     assert r["rows_per_split"]["test"] == 50000 and r["rows_per_split"]["valid"] == 50000
     last = prep.interactions.groupby("user_id").tail(1)
     assert (last["split"] == TEST).all() and last["item_id"].iloc[5] == 269
+
+
+def test_tiktok_keeps_its_given_split_and_item_vectors(data_root, tmp_path):
+    from reelrec.data.prepare import prepare_run
+
+    raw = sources.load("tiktok", data_root)
+    assert raw.notes["rows_per_given_split"] == {"train": 59541, "valid": 3051, "test": 6130}
+    assert len(raw.items) == 6710 and raw.notes["item_vectors"] == {"visual": 128, "audio": 128}
+    assert raw.items["visual"].iloc[0].dtype == np.float32
+    prep = prepare_run(tmp_path / "run", "tiktok", data_dir=str(data_root), log=lambda _: None)
+    # the prepared split is the given one, row for row
+    assert (prep.interactions["split"] == prep.interactions["given_split"]).all()
+    assert prep.report["rows_per_split"] == {"train": 59541, "valid": 3051, "test": 6130}
+    per_user = prep.interactions[prep.interactions["split"] > 0].groupby(["user_id", "split"])
+    assert per_user.size().max() == 1  # valid and test hold one item per user
+
+
+def test_tiktok_feature_files_must_agree(tmp_path):
+    from reelrec.data.tiktok import load_tiktok
+
+    for name in ("train.csv", "valid.csv", "test.csv"):
+        (tmp_path / name).write_text("user_id,item_id\n0,1\n1,2\n")
+    np.save(tmp_path / "image_feat.npy", np.ones((3, 4), dtype=np.float16))
+    np.save(tmp_path / "audio_feat.npy", np.ones((2, 4), dtype=np.float16))
+    with pytest.raises(DataFormatError, match="different row counts"):
+        load_tiktok(tmp_path)
+    np.save(tmp_path / "audio_feat.npy", np.ones((3, 4), dtype=np.float16))
+    (tmp_path / "test.csv").write_text("user_id,item_id\n0,1\n1,3\n")
+    with pytest.raises(DataFormatError, match="item 3 has no feature row"):
+        load_tiktok(tmp_path)
+    (tmp_path / "test.csv").write_text("user_id,item_id\n0,x\n")
+    with pytest.raises(DataFormatError, match=r"test.csv, line 2, column 'item_id'"):
+        load_tiktok(tmp_path)
 
 
 def test_microlens_bad_lines_name_file_and_line(tmp_path):

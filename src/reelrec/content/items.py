@@ -213,6 +213,58 @@ def metadata_embeddings(items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return ids.to_numpy(dtype=np.int64)[keep], x.astype(np.float32)
 
 
+#: item columns of per-item content vectors (lists of floats) :func:`vector_embeddings` reads
+VECTOR_COLUMNS = ("visual", "audio")
+
+
+def has_vectors(items: pd.DataFrame) -> bool:
+    """True when ``items`` has one of :data:`VECTOR_COLUMNS`."""
+    return any(c in items.columns for c in VECTOR_COLUMNS)
+
+
+def vector_embeddings(items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Content embeddings from given per-item vectors (TikTok's visual and acoustic features).
+
+    Each modality of :data:`VECTOR_COLUMNS` present is standardised per dimension (zero mean,
+    unit variance over the items: the raw scales differ tenfold between modalities), its rows
+    L2-normalised, and the modalities concatenated with equal weight; the result is
+    L2-normalised (QARM quantises such multimodal item embeddings).
+
+    Args:
+        items: the prepared ``items`` table (``item_id`` plus list-valued vector columns).
+
+    Returns:
+        ``(item_ids int64 (V,), embeddings float32 (V, D))``, D = the sum of the widths; items
+        whose vectors are missing (None) are left out.
+
+    Raises:
+        DataFormatError: no vector column, rows of different widths, non-finite values.
+    """
+    cols = [c for c in VECTOR_COLUMNS if c in items.columns]
+    if not cols:
+        raise DataFormatError(
+            f"items table has no vector column ({', '.join(VECTOR_COLUMNS)}); "
+            f"columns: {list(items.columns)}"
+        )
+    present = np.ones(len(items), dtype=bool)
+    for c in cols:
+        present &= items[c].map(lambda v: v is not None).to_numpy(dtype=bool)
+    blocks = []
+    for c in cols:
+        rows = items.loc[present, c].tolist()
+        widths = {len(r) for r in rows}
+        if len(widths) != 1:
+            raise DataFormatError(f"items.{c}: vectors of different widths {sorted(widths)[:5]}")
+        x = np.asarray(np.stack(rows), dtype=np.float64)
+        if not np.isfinite(x).all():
+            raise DataFormatError(f"items.{c}: non-finite values")
+        x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+        blocks.append(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+    x = np.concatenate(blocks, 1)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return items["item_id"].to_numpy(dtype=np.int64)[present], x.astype(np.float32)
+
+
 def check_embeddings(item_ids: np.ndarray, x: np.ndarray, source: str) -> None:
     """Validate an embedding table before it is aligned or quantised.
 

@@ -21,11 +21,14 @@ from reelrec.content.encoders import (
 )
 from reelrec.content.items import (
     METADATA_COLUMNS,
+    VECTOR_COLUMNS,
     behaviour_embeddings,
     has_metadata,
+    has_vectors,
     item_texts,
     metadata_embeddings,
     save_embeddings,
+    vector_embeddings,
 )
 from reelrec.data.prepare import load_prepared
 from reelrec.data.readers import DataFormatError
@@ -73,6 +76,11 @@ ENCODERS: dict[str, tuple[Callable[[EncoderOptions], Encoder] | None, str]] = {
     ),
     "hashing": (lambda o: HashingEncoder(o.dim or 64), "weight-free n-gram hashing: tests only"),
     "item2vec": (None, "behaviour-only: PPMI + SVD over training positives (no content needed)"),
+    "item-vectors": (
+        None,
+        "given per-item content vectors (tiktok: visual + acoustic features), standardised, "
+        "L2-normalised per modality and concatenated",
+    ),
     "metadata": (
         None,
         "content-only multi-hot of categorical metadata (kuairand-pure: tags, music / video / "
@@ -110,6 +118,9 @@ def encode_run(
     if encoder == "auto":
         if has_text:
             encoder = "e5-small"
+        elif has_vectors(prep.items):
+            encoder = "item-vectors"
+            log(f"{name} has no item text: using its given item content vectors")
         elif has_metadata(prep.items):
             encoder = "metadata"
             log(
@@ -138,6 +149,18 @@ def encode_run(
     if encoder == "keye-vl":
         ids, x, video_info = _video_embeddings(prep.items, options, log)
         info |= video_info
+    elif encoder == "item-vectors":
+        if not has_vectors(prep.items):
+            raise ConfigError(
+                f"{run_dir / 'data' / 'items.parquet'}: no item vector column "
+                f"({', '.join(VECTOR_COLUMNS)}); use another --encoder"
+            )
+        ids, x = vector_embeddings(prep.items)
+        info |= {
+            "source": "vectors",
+            "columns": [c for c in VECTOR_COLUMNS if c in prep.items.columns],
+            "items_without_embedding": int(len(prep.items) - len(ids)),
+        }
     elif encoder == "metadata":
         if not has_metadata(prep.items):
             raise ConfigError(

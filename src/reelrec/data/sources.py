@@ -103,6 +103,12 @@ def _microlens(root: Path) -> RawTables:
     return load_microlens(root / "microlens-50k")
 
 
+def _tiktok(root: Path) -> RawTables:
+    from reelrec.data.tiktok import load_tiktok
+
+    return load_tiktok(root / "tiktok-mmssl-va-features")
+
+
 def _ml1m(root: Path) -> RawTables:
     from reelrec.data.movielens import load_ml1m
 
@@ -215,6 +221,16 @@ DATASETS: dict[str, DatasetSpec] = {
         "github.com/westlake-repl/MicroLens)",
         # the official server publishes no digest and is not reachable from every network; the
         # files are also in github.com/muhhpu/MUSER (data/microlens/), so none is pinned here
+    ),
+    "tiktok": DatasetSpec(
+        "tiktok",
+        "tiktok-mmssl-va-features",
+        _tiktok,
+        "tiktok-given",
+        "https://github.com/HKUDS/DiffMM (Datasets/tiktok: trnMat/valMat/tstMat.pkl as "
+        "user_id,item_id CSV edge lists train.csv/valid.csv/test.csv, image_feat.npy, "
+        "audio_feat.npy; from MMSSL / MMGCN's TikTok data; research use, no redistribution)",
+        # the upstream files are pickled scipy matrices: converted, so nothing is pinned here
     ),
     "ml-1m": DatasetSpec(
         "ml-1m",

@@ -36,7 +36,8 @@ class Protocol:
         kind: ``"leave_one_out"`` or ``"temporal"``.
         positive: label column whose value 1 marks a positive (a sequence item / retrieval
             target); ``None``: every row is positive.
-        day_column: temporal only: integer day column (KuaiRand ``date``, YYYYMMDD Beijing).
+        day_column: temporal only: integer day column (KuaiRand ``date``, YYYYMMDD Beijing;
+            TikTok's ``given_split`` 0/1/2).
         valid_from, test_from, test_until: temporal only: first validation day, first and last
             test day (inclusive).
         description: one line for reports.
@@ -84,6 +85,16 @@ PROTOCOLS: dict[str, Protocol] = {
         description="KuaiRand-Pure impressions by Beijing day: train 20220425..20220503, valid "
         "20220504, test 20220505 (the split of the FuxiCTR runs in shared/PEERS.md); retrieval "
         "targets are clicked videos",
+    ),
+    "tiktok-given": Protocol(
+        name="tiktok-given",
+        kind="temporal",
+        day_column="given_split",
+        valid_from=1,
+        test_from=2,
+        test_until=2,
+        description="TikTok (MMSSL/DiffMM) split as given: train, valid (one item for 3,051 "
+        "users), test (one item for 6,130 users); no order within a history; full ranking",
     ),
 }
 
