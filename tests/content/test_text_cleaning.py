@@ -13,6 +13,7 @@ from reelrec.cli.clean_text import main as clean_main
 from reelrec.cli.clean_text import parse_overrides, read_documents
 from reelrec.config import ConfigError
 from reelrec.content.text_cleaning import (
+    CAPTIONS,
     RULES,
     CleaningConfig,
     TextCleaner,
@@ -292,3 +293,34 @@ def test_cli_overrides_are_checked():
         parse_overrides(["min_chars=abc"])
     with pytest.raises(ConfigError, match="must be in"):
         parse_overrides(["max_digit_ratio=2"])
+
+
+# real KuaiRec caption shapes (kuairec-caption-category): one line, hashtags, often no punctuation
+CAPTION = "被小可爱发现了 这是什么狗狗，这么可爱真的可以这么遛吗？#喜欢的双击加关注 #萌宠驾到"
+CAPTION_NO_PUNCT = "精神小伙路难走 程哥你狗粮慢点撒"
+MENTION_SPAM = "看镜头宝宝@依琳老婆.(O238346445) @高雷雷：(O68058812)"
+
+
+def test_the_captions_preset_keeps_captions_the_document_thresholds_drop(cleaner):
+    assert cleaner.failed_rule(CAPTION) == "length"  # released thresholds: 50+ characters
+    assert cleaner.failed_rule(CAPTION_NO_PUNCT) == "sentences"
+    captions = TextCleaner(CAPTIONS)
+    assert captions.failed_rule(CAPTION) is None
+    assert captions.failed_rule(CAPTION_NO_PUNCT) is None
+    assert captions.failed_rule(MENTION_SPAM) == "digit_ratio"  # spam rules still apply
+    assert captions.failed_rule("哈哈哈哈哈哈哈哈哈哈哈哈") is not None
+    kept, report = captions.clean([CAPTION, CAPTION, CAPTION_NO_PUNCT])
+    assert [i for i, _ in kept] == [0, 2] and report.dropped["exact_duplicate"] == 1
+    assert CleaningConfig(require_punctuation=False).require_punctuation is False
+
+
+def test_cli_preset_captions(tmp_path):
+    src = tmp_path / "captions.txt"
+    src.write_text(f"{CAPTION}\n{CAPTION_NO_PUNCT}\n{MENTION_SPAM}\n", "utf-8")
+    out = tmp_path / "out.jsonl"
+    assert clean_main([str(src), "-o", str(out), "--no-progress"]) == 0
+    assert out.read_text("utf-8") == ""
+    assert clean_main([str(src), "-o", str(out), "--no-progress", "--preset", "captions"]) == 0
+    assert [json.loads(x)["source_line"] for x in out.read_text("utf-8").splitlines()] == [1, 2]
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["config"]["min_chars"] == 5 and report["dropped"]["digit_ratio"] == 1

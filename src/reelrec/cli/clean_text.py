@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from reelrec.config import ConfigError
-from reelrec.content.text_cleaning import RULES, CleaningConfig, TextCleaner
+from reelrec.content.text_cleaning import PRESETS, RULES, CleaningConfig, TextCleaner
 from reelrec.data.readers import DataFormatError
 from reelrec.io import atomic_path, atomic_write_json, run_metadata
 
@@ -58,18 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a CleaningConfig threshold (repeatable)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="documents",
+        help="threshold set: documents (CT-LLM's released thresholds, for long text) or "
+        "captions (short-video captions and cover text: one short line is enough); --set "
+        "overrides either (default: documents)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
     return p
 
 
-def parse_overrides(items: list[str]) -> CleaningConfig:
-    """``CleaningConfig`` with ``KEY=VALUE`` overrides (values typed like the defaults).
+def parse_overrides(items: list[str], base: CleaningConfig | None = None) -> CleaningConfig:
+    """``base`` (default: the released thresholds) with ``KEY=VALUE`` overrides (values typed
+    like the defaults).
 
     Raises:
         ConfigError: unknown key, malformed item or value of the wrong type / range.
     """
     kinds = {f.name: f for f in fields(CleaningConfig)}
-    default = CleaningConfig()
+    default = base or CleaningConfig()
     values: dict[str, object] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -160,7 +169,7 @@ def count_lines(path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run ``reelrec clean-text``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    cfg = parse_overrides(args.set)
+    cfg = parse_overrides(args.set, PRESETS[args.preset])
     out = args.out
     if str(out) in ("", ".") or out.is_dir():
         raise ConfigError(f"--out {str(out)!r}: needs a file name, not a directory")
