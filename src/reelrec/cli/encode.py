@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--video-dir",
         type=Path,
         default=None,
-        help="keye-vl: folder with one sub-folder of frame images per item id (DIR/<id>/*.jpg)",
+        help="keye-vl / --ocr: per item id, a sub-folder of frame images (DIR/<id>/*.jpg) or a "
+        "video file (DIR/<id>.mp4, .mkv, .webm, .mov, .avi; decoded at 2 fps), e.g. "
+        "microlens-50k/videos",
     )
     p.add_argument(
         "--ocr",
@@ -67,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--video-fps",
         type=float,
         default=2.0,
-        help="keye-vl / --ocr: the rate the frames in --video-dir were extracted at (default 2)",
+        help="keye-vl / --ocr: the rate the frame folders in --video-dir were extracted at "
+        "(default 2; video files know their own)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for item2vec's SVD (default 0)")
     p.add_argument(

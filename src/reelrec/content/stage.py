@@ -238,14 +238,23 @@ def encode_run(
     return info
 
 
-def _frame_folder(root: Path):
-    """Yield ``(item_id, (T, H, W, 3) uint8 frames)`` readers for ``root/<item_id>/*.jpg|png``."""
+def _frame_folder(root: Path, folder_fps: float):
+    """A reader ``load(item_id) -> (frames uint8 (T, H, W, 3), fps) | None`` of ``root``: a
+    folder of frame images ``root/<item_id>/*.jpg|png`` (taken at ``folder_fps``), else a video
+    file ``root/<item_id>.mp4`` (or another of :data:`reelrec.content.video.VIDEO_SUFFIXES`),
+    decoded and sampled at 2 fps."""
     from PIL import Image
 
-    def load(item) -> np.ndarray | None:
+    from reelrec.content.keye_vl import FPS
+    from reelrec.content.video import VIDEO_SUFFIXES, read_video_frames
+
+    def load(item) -> tuple[np.ndarray, float] | None:
         folder = root / str(item)
         files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not files:
+            for suffix in VIDEO_SUFFIXES:
+                if (root / f"{item}{suffix}").is_file():
+                    return read_video_frames(root / f"{item}{suffix}", FPS).frames, FPS
             return None
         frames = []
         for f in files:
@@ -257,7 +266,7 @@ def _frame_folder(root: Path):
             raise DataFormatError(
                 f"{folder}: frames of different sizes {sorted({fr.shape for fr in frames})[:3]}"
             )
-        return np.stack(frames)
+        return np.stack(frames), folder_fps
 
     return load
 
@@ -265,9 +274,10 @@ def _frame_folder(root: Path):
 def _check_video_dir(options: EncoderOptions, what: str) -> Path:
     if options.video_dir is None:
         raise ConfigError(
-            f"{what} reads videos: pass --video-dir DIR with one folder of frame images per "
-            "item id (DIR/<item_id>/000001.jpg ..., e.g. from "
-            "`ffmpeg -i video.mp4 -vf fps=2 DIR/<item_id>/%06d.jpg`; --video-fps when not 2)"
+            f"{what} reads videos: pass --video-dir DIR with, per item id, a video file "
+            "(DIR/<item_id>.mp4) or a folder of frame images (DIR/<item_id>/000001.jpg ..., "
+            "e.g. from `ffmpeg -i video.mp4 -vf fps=2 DIR/<item_id>/%06d.jpg`; --video-fps "
+            "when not 2)"
         )
     root = Path(options.video_dir)
     if not root.is_dir():
@@ -281,16 +291,17 @@ def _add_ocr_text(ids, texts: list[str], options: EncoderOptions, log) -> tuple[
     from reelrec.content.ocr import FrameOCR, video_text
 
     root = _check_video_dir(options, "--ocr")
-    load = _frame_folder(root)
+    load = _frame_folder(root, options.video_fps)
     ocr = FrameOCR()
     out, with_text, with_frames = [], 0, 0
     for item, text in progress(list(zip(ids, texts, strict=True)), "ocr", "item"):
-        video = load(item)
-        if video is None:
+        found = load(item)
+        if found is None:
             out.append(text)
             continue
+        video, fps = found
         with_frames += 1
-        frames = video[sample_frame_indices(len(video), options.video_fps)]
+        frames = video[sample_frame_indices(len(video), fps)]
         extra = video_text(list(frames), ocr)
         with_text += bool(extra)
         out.append(f"{text} {extra}" if extra else text)
@@ -310,7 +321,7 @@ def _video_embeddings(items, options: EncoderOptions, log) -> tuple[np.ndarray, 
     from reelrec.content.keye_vl import KeyeVLAdapter
 
     root = _check_video_dir(options, "--encoder keye-vl")
-    load = _frame_folder(root)
+    load = _frame_folder(root, options.video_fps)
     try:
         adapter = KeyeVLAdapter(options.model_path, device=options.device)
     except RuntimeError as exc:
@@ -318,11 +329,11 @@ def _video_embeddings(items, options: EncoderOptions, log) -> tuple[np.ndarray, 
     all_ids = items["item_id"].to_numpy()
     ids, rows, missing = [], [], 0
     for item in progress(all_ids, "encode keye-vl", "video"):
-        video = load(item)
-        if video is None:
+        found = load(item)
+        if found is None:
             missing += 1
             continue
-        frames, types = adapter.sample(video, options.video_fps)
+        frames, types = adapter.sample(*found)
         ids.append(item)
         rows.append(adapter.embed(frames, frame_types=types))
     if not ids:
