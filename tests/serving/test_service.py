@@ -40,6 +40,7 @@ def test_recommend_returns_ranked_videos_and_a_trace(client, rec, costs):
     assert len(scores) == 10 and scores == sorted(scores, reverse=True)
     tr = body["trace"]
     assert tr["cold_start"] is False and tr["stages"]["retrieve"] == 800
+    assert tr["source"] == "faiss"
     assert tr["stages"]["rank"] == tr["dcaf"]["action"] in rec.sizes
     assert len(tr["dcaf"]["q"]) == len(rec.sizes) and tr["dcaf"]["lambda"] >= 0
     assert {"retrieve_prerank", "rank", "total"} <= set(tr["ms"])

@@ -1,4 +1,8 @@
-"""The HTTP service: ``POST /recommend``, ``POST /events``, ``GET /healthz``, ``GET /metrics``.
+"""The HTTP service: ``POST /recommend``, ``POST /events``, ``GET /healthz``, ``GET /metrics``,
+and a web page ``GET /`` (``static/index.html``: pick a user, see the history and the feed with
+titles where the dataset has them, the trace of the request, a live load panel, and send
+like / watched events) over ``GET /users``, ``/history/{user_id}``, ``/items?ids=`` and
+``/status``.
 
 :class:`Recommender` serves one request through the cascade of :mod:`reelrec.serving.replay`
 (faiss retrieval -> dot-product pre-rank -> the run's ranker on the first ``size_j``
@@ -59,6 +63,8 @@ from reelrec.serving.replay import (
 from reelrec.serving.store import Event, EventStore, StoreUnavailable
 
 MAX_K = 100
+#: the web page ``GET /`` serves: one file, no build step, nothing fetched from elsewhere
+PAGE = Path(__file__).with_name("static") / "index.html"
 MAX_BODY_BYTES = 1_000_000
 MAX_EVENTS = 1000
 FALLBACKS = ("cold_start", "no_candidates", "topped_up")
@@ -76,6 +82,33 @@ def popularity(item_ids: np.ndarray) -> np.ndarray:
     """
     ids, counts = np.unique(np.asarray(item_ids, dtype=np.int64), return_counts=True)
     return ids[np.lexsort((ids, -counts))]
+
+
+EMPTY_META = {"title": None, "tags": [], "duration_s": None}
+
+
+def item_metadata(items) -> dict[int, dict]:
+    """Raw video id -> ``{"title", "tags", "duration_s"}`` from a prepared ``items`` table
+    (only the fields it has: MicroLens titles, KuaiRand tags and durations)."""
+    import pandas as pd
+
+    out: dict[int, dict] = {}
+    has = {c: c in items.columns for c in ("title", "tags", "duration_ms")}
+    for row in items.itertuples(index=False):
+        m: dict = {}
+        if has["title"] and isinstance(row.title, str) and row.title.strip():
+            m["title"] = row.title.strip()
+        if (
+            has["tags"]
+            and row.tags is not None
+            and not (np.isscalar(row.tags) and pd.isna(row.tags))
+        ):
+            m["tags"] = [int(t) if str(t).lstrip("-").isdigit() else str(t) for t in row.tags]
+        if has["duration_ms"] and row.duration_ms == row.duration_ms and row.duration_ms:
+            m["duration_s"] = round(float(row.duration_ms) / 1000, 1)
+        if m:
+            out[int(row.item_id)] = m
+    return out
 
 
 def fill_from_popular(popular: np.ndarray, seen: set[int], k: int, taken=()) -> list[int]:
@@ -190,6 +223,7 @@ class Recommender:
         for u, v in zip(uid[positive], item[positive], strict=True):
             self.logged.setdefault(int(u), []).append(int(v))
         self.popular = popularity(inter.loc[positive, "item_id"].to_numpy())
+        self.meta = item_metadata(prep.items)
         # calibration on the validation day: action costs, Q model, lambda
         valid = hourly_requests(inter, positive, split=1)
         pick = np.random.default_rng(seed).permutation(len(valid))[:calibration_requests]
@@ -228,6 +262,41 @@ class Recommender:
         """The current Lagrange multiplier (the controller's; ``lam0`` before any traffic)."""
         return self.controller.lam
 
+    def describe(self, ids: Sequence[int]) -> list[dict]:
+        """What the catalogue knows of each raw video id, in order: ``{"video_id", "title"
+        (or None), "tags" (list), "duration_s" (or None), "known"}`` (the web page's cards)."""
+        out = []
+        for v in ids:
+            m = self.meta.get(int(v), {})
+            out.append(
+                {"video_id": int(v), **EMPTY_META, **m, "known": int(v) in self.known_videos}
+            )
+        return out
+
+    def users(self, n: int = 50) -> list[dict]:
+        """The ``n`` users with the longest logged history, longest first (ties: lower id):
+        ``{"user_id", "history"}`` (the web page's user list)."""
+        rows = sorted(self.logged.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:n]
+        return [{"user_id": u, "history": len(h)} for u, h in rows]
+
+    def status(self) -> dict:
+        """The live numbers of the web page's load panel: requests, load against capacity
+        (ms per second, the controller's signal), the multiplier, actions and fallbacks."""
+        with self.lock:
+            now = self.clock()
+            lam = self.controller.advance(now)
+            return {
+                "requests": self.stats["requests"],
+                "events": self.stats["events"],
+                "load_ms_per_s": round(self.controller.rate(now), 3),
+                "capacity_ms_per_s": self.capacity_ms,
+                "load_signal": self.load_signal,
+                "lambda": lam,
+                "dcaf": self.dcaf,
+                "actions": {str(a): c for a, c in self.actions.items()},
+                "fallbacks": dict(self.fallbacks),
+            }
+
     def history(self, user_id: int, limit: int = 200) -> tuple[np.ndarray, bool]:
         """Logged positives then stored positive events, the latest ``limit``; and whether
         the store answered (when it cannot, the logged positives alone)."""
@@ -245,7 +314,8 @@ class Recommender:
         Returns:
             ``{"user_id", "items": [{"video_id", "score"}] (best first; score = the ranker's
             click probability, None for a popular fallback), "trace": {"user_known" (in the
-            logged data), "history" (positives: logged + stored events), "history_embedded",
+            logged data), "history" (positives: logged + stored events), "source" (the
+            candidate source, ``faiss``), "history_embedded",
             "cold_start", "fallback" (None, or one of :data:`FALLBACKS`), "stages" (candidates
             per stage), "dcaf" (enabled, action, cost_ms, lambda, q: Q per action), "ms"
             (history, retrieve_prerank, rank, rank_cpu, total)}}``; a fallback without ranking
@@ -255,6 +325,7 @@ class Recommender:
         now_ms = int(self.wall_clock() * 1000) if now_ms is None else now_ms
         hist, store_ok = self.history(user_id)
         trace: dict = {"user_known": self.known_user(user_id), "history": len(hist)}
+        trace["source"] = "faiss"  # the candidate source: nearest items to the history
         # history videos with an embedding; 0: retrieval starts from the catalogue's mean
         trace["history_embedded"] = sum(int(v) in self.cascade.row for v in hist)
         if not store_ok:
@@ -372,6 +443,7 @@ class Recommender:
             self.stats["cold_start"] += reason == "cold_start"
         self._record_fallback(user_id, now_ms, reason, items)
         trace |= {
+            "source": "popular",
             "cold_start": reason == "cold_start",
             "fallback": reason,
             "stages": {"popular": len(items)},
@@ -481,9 +553,10 @@ class EventsIn(BaseModel):
 
 def create_app(recommender: Recommender):
     """The FastAPI application around ``recommender`` (OpenAPI at ``/docs``, ``/openapi.json``)."""
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi import Path as Path_
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
     app = FastAPI(
         title="reelrec",
@@ -559,5 +632,35 @@ def create_app(recommender: Recommender):
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
         return recommender.metrics_text()
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE.read_text(encoding="utf-8")
+
+    @app.get("/users")
+    def users(n: int = Query(default=50, ge=1, le=1000)) -> dict:
+        return {"users": recommender.users(n)}
+
+    @app.get("/history/{user_id}")
+    def history(
+        user_id: int = Path_(ge=0, le=MAX_INT), limit: int = Query(default=20, ge=1, le=200)
+    ) -> dict:
+        hist, store_ok = recommender.history(user_id, limit)
+        items = recommender.describe(hist[::-1].tolist())  # most recent first
+        return {"user_id": user_id, "items": items, "store_ok": store_ok}
+
+    @app.get("/items")
+    def items(ids: str = Query(max_length=20_000)) -> dict:
+        try:
+            parsed = [int(x) for x in ids.split(",") if x.strip()]
+        except ValueError:
+            raise HTTPException(
+                status_code=422, detail="ids: comma-separated integers, e.g. ids=12,40"
+            ) from None
+        return {"items": recommender.describe(parsed[: MAX_K * 2])}
+
+    @app.get("/status")
+    def status() -> dict:
+        return recommender.status()
 
     return app
