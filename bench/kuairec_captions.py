@@ -27,6 +27,7 @@ run reports the cache's time: see ``cache_hit``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -69,12 +70,46 @@ def prefix_purity(codes: np.ndarray, labels: np.ndarray, depth: int, seed: int =
     }
 
 
+def table(out: dict) -> str:
+    """The markdown of docs/results.md from the JSON this script writes."""
+    n = out["items_with_text"]
+    lines = ["| cleaning preset | kept | the rules that dropped most |", "|---|---|---|"]
+    for preset, c in out["cleaning"].items():
+        top = sorted(c["dropped"].items(), key=lambda kv: -kv[1])[:3]
+        lines.append(
+            f"| `{preset}` | {c['kept']:,} of {n:,} ({c['kept_share']:.1%}) | "
+            + ", ".join(f"`{k}` {v:,}" for k, v in top)
+            + " |"
+        )
+    lines += [
+        "",
+        f"Semantic IDs of the {out['cleaning']['captions']['kept']:,} texts the `captions` preset "
+        f"keeps ({out['items_with_category']:,} with a first-level category, "
+        f"{out['first_level_categories']} categories):",
+        "",
+        "| encoder | D | encode s | K | level-1 category purity | chance | lift |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in out["encoders"].items():
+        a = r["purity_level1"]
+        cached = " (cached)" if r["cache_hit"] else ""
+        lines.append(
+            f"| {name} | {r['dim']} | {r['encode_seconds']}{cached} | {r['codebook_size']} | "
+            f"{a['purity']:.3f} | {a['chance']:.3f} | {a['purity'] / a['chance']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
     p.add_argument("--limit", type=int, default=0, help="first N items only (0 = all)")
+    p.add_argument("--table", action="store_true", help="print the tables of the last run")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(json.loads((RESULTS / "kuairec_captions.json").read_text())))
+        return 0
 
     cat = load_kuairec_captions(data_root() / "kuairec-caption-category")
     items = cat.items[cat.items["title"].notna()].reset_index(drop=True)
@@ -125,20 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_json(RESULTS / "kuairec_captions.json", out)
-    print()
-    for preset, c in cleaning.items():
-        print(
-            f"cleaning ({preset}): kept {c['kept']:,} of {len(items):,} texts "
-            f"({c['kept_share']:.1%}); dropped {c['dropped']} in {c['seconds']} s"
-        )
-    print("| encoder | D | encode s | K | level-1 category purity | chance | lift |")
-    print("|---|---|---|---|---|---|---|")
-    for name, r in out["encoders"].items():
-        a = r["purity_level1"]
-        print(
-            f"| {name} | {r['dim']} | {r['encode_seconds']} | {r['codebook_size']} | "
-            f"{a['purity']:.3f} | {a['chance']:.3f} | {a['purity'] / a['chance']:.2f}x |"
-        )
+    print(table(out))
     print(f"-> {RESULTS / 'kuairec_captions.json'}")
     return 0
 
