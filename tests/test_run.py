@@ -213,3 +213,30 @@ def test_a_pure_ranker_scores_logged_rows_as_evaluated_when_given_their_tab(data
     assert np.allclose(ranker.score(req), logged, atol=1e-6)
     no_tab = ranker.score({k: v for k, v in req.items() if k != "tab"})
     assert not np.allclose(no_tab, logged, atol=1e-6)
+
+
+def test_eval_max_users_scores_a_fixed_subset_of_users(tmp_path):
+    """``eval.max_users``: final metrics on a seeded subset of the users, the same for every
+    model of a seed; 0 = all (the own-log example: 4 users)."""
+    import json
+    from pathlib import Path
+
+    import pytest
+
+    from reelrec.config import ConfigError
+    from reelrec.run import Run
+    from reelrec.tasks.retrieval import user_subset
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "own-log"
+    run = Run.prepare_own_log(
+        tmp_path / "run", example / "interactions.csv", example / "columns.yaml", log=print
+    )
+    run.train("popularity", ["--eval.max_users=2"], log=lambda _: None)
+    m = json.loads((tmp_path / "run" / "models" / "popularity" / "metrics.json").read_text())
+    assert m["test"]["n_instances"] == 2 and m["valid"]["n_instances"] == 2
+    assert run.evaluate(log=lambda _: None)["models"]["popularity"]  # evaluate honours it too
+    rows = user_subset(10, 4, 0)
+    assert rows.tolist() == sorted(rows.tolist()) and len(set(rows.tolist())) == 4
+    assert (user_subset(10, 4, 0) == rows).all() and user_subset(10, 0, 0) == slice(None)
+    with pytest.raises(ConfigError, match="eval.max_users"):
+        run.train("popularity", ["--eval.max_users=-1", "--name=bad"], log=lambda _: None)

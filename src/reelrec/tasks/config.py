@@ -54,6 +54,9 @@ class EvalConfig:
     # how semantic-ID generators are ranked: "exact" (every item by its sequence
     # log-probability, true full ranking) or "beam" (the beam's list; serving's path)
     ranking: str = "exact"
+    # final validation and test metrics on a fixed random subset of at most this many users
+    # (seeded by train.seed; every item still ranked); 0 = every user. n_instances says how many
+    max_users: int = 0
 
     def validate(self, section: str = "eval") -> None:
         """Check every value against its documented range.
@@ -69,6 +72,8 @@ class EvalConfig:
             raise ConfigError(f"{section}.batch_size must be >= 1, got {self.batch_size!r}")
         if self.ranking not in ("exact", "beam"):
             raise ConfigError(f"{section}.ranking must be 'exact' or 'beam', got {self.ranking!r}")
+        if self.max_users < 0:
+            raise ConfigError(f"{section}.max_users must be >= 0 (0 = all), got {self.max_users!r}")
 
 
 #: sections every model has

@@ -153,7 +153,10 @@ class RetrievalTask(Task):
 
         def evaluate(m: nn.Module, split: str = "valid", full: bool = False) -> dict[str, float]:
             inst = data.valid if split == "valid" else data.test
-            rows = slice(None) if full or split != "valid" else subset
+            if full or split != "valid":  # final metrics: every user, or eval.max_users of them
+                rows = user_subset(len(inst.target), cfg.eval.max_users, cfg.train.seed)
+            else:
+                rows = subset
             return gathered_evaluate(
                 m,
                 inst.history[rows],
@@ -224,12 +227,23 @@ class RetrievalTask(Task):
         return []
 
 
+def user_subset(n: int, cap: int, seed: int) -> slice | torch.Tensor:
+    """Rows of ``n`` evaluation instances to score: all (``cap`` 0 or >= n), else a fixed
+    random ``cap`` of them in their order (``eval.max_users``; the same for every model of a
+    seed, so their metrics stay comparable)."""
+    if 0 < cap < n:
+        gen = torch.Generator().manual_seed(seed + 7919)
+        return torch.randperm(n, generator=gen)[:cap].sort().values
+    return slice(None)
+
+
 def test_protocols(model: nn.Module, data: SequenceData, cfg, log) -> dict[str, dict]:
     """The test split under both history protocols (``test_protocols``: unmasked, masked),
     and for a semantic-ID generator also by its beam's list (``test_beam``), so that every row
     of a results table can name its protocol and show beam against exact ranking."""
     ks, bs = tuple(cfg.eval.ks), cfg.eval.batch_size
-    h, t = data.test.history, data.test.target
+    rows = user_subset(len(data.test.target), cfg.eval.max_users, cfg.train.seed)
+    h, t = data.test.history[rows], data.test.target[rows]
     t0 = time.perf_counter()
     out: dict[str, dict] = {"test_protocols": evaluate_protocols(model, h, t, ks, bs)}
     if isinstance(model, GeneratesSemanticIDs):
@@ -253,10 +267,11 @@ def next_item_evaluation(cfg, model, data, folder, log, history: list) -> Evalua
     """Full-ranking test metrics of a next-item model under ``eval.mask_history`` and
     ``eval.ranking`` (generators: exact log-probabilities, or their beam's list), with its
     ``metrics.json`` as the detail and ``history`` as its training curve."""
+    rows = user_subset(len(data.test.target), cfg.eval.max_users, cfg.train.seed)
     test, _ = evaluate_model(
         model,
-        data.test.history,
-        data.test.target,
+        data.test.history[rows],
+        data.test.target[rows],
         tuple(cfg.eval.ks),
         cfg.eval.batch_size,
         mask_history=cfg.eval.mask_history,
