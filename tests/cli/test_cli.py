@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from reelrec.cli import datasets, evaluate, main, prepare, quickstart, train
+from reelrec.config import ConfigError
 
 TINY = ["--train.epochs=2", "--train.progress=false", "--sasrec.hidden=16", "--sasrec.inner=16"]
 
@@ -152,6 +153,47 @@ def test_quickstart_sasrec_beats_popularity(tmp_path, data_root, capsys):
     assert sasrec["epochs_run"] == 6 and sasrec["stopped"] == "epochs"
     assert (out / "report.md").exists()
     assert "report.md" in capsys.readouterr().out
+
+
+def test_quickstart_content_chain_on_microlens(tmp_path, data_root, capsys):
+    """The content chain end to end on real MicroLens-50K: titles -> embeddings (the hashing
+    encoder here: e5-small takes minutes) -> QARM -> semantic IDs -> popularity, SASRec,
+    OneRec-V2 -> evaluation and report; tiny models, one epoch each, 300 test users."""
+    out = tmp_path / "qs"
+    tiny = [
+        "--train.epochs=1",
+        "--train.progress=false",
+        "--sasrec.hidden=16",
+        "--sasrec.inner=16",
+        "--sasrec.prefixes=false",
+        "--onerec.hidden=32",
+        "--onerec.inner=32",
+        "--onerec.heads=2",
+        "--onerec.kv_heads=2",
+        "--onerec.decoder_layers=1",
+    ]
+    args = ["--dataset", "microlens", "--data-dir", str(data_root), "--out", str(out)]
+    args += ["--encoder", "hashing", "--align-epochs", "1", "--eval-users", "300", *tiny]
+    assert quickstart.main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "microlens" and metrics["protocol"] == "leave-one-out"
+    assert set(metrics["models"]) == {"popularity", "sasrec", "onerec-v2"}
+    for m in metrics["models"].values():
+        assert {"recall@10", "ndcg@10"} <= set(m)
+    v2 = json.loads((out / "models" / "onerec-v2" / "metrics.json").read_text())
+    assert v2["test"]["n_instances"] == 300 and v2["epochs_run"] == 1
+    report = (out / "report.md").read_text()
+    for section in ("## Data", "## Content", "## Semantic IDs", "## Retrieval", "## Test metrics"):
+        assert section in report
+    assert "| 1 | 100.0% |" in report  # level-1 codes all used (balanced k-means)
+    assert (out / "plots" / "training_curves.png").exists()
+    printed = capsys.readouterr().out
+    assert "seconds per stage" in printed and "onerec-v2" in printed
+
+
+def test_quickstart_routes_overrides_by_section(tmp_path, data_root):
+    with pytest.raises(ConfigError, match="name no section"):
+        quickstart.main(["--dataset", "microlens", "--out", str(tmp_path), "--can.layers=[2]"])
 
 
 def test_train_elastic_on_leave_one_out_dataset_and_evaluate(tmp_path, data_root, capsys):

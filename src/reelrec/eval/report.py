@@ -142,13 +142,16 @@ def write_report(
     run_dir = Path(run_dir)
     ranked = {n: e for task, evs in sections if task.ranks_items for n, e in evs.items()}
     lines = [f"# reelrec run report: {metrics['dataset']}", ""]
+    lines += _data_lines(prepare_report)
+    lines += content_lines(run_dir)
+    if lines[-1] != "":
+        lines.append("")
     if ranked:
         lines += retrieval_section(run_dir, metrics, ranked)
     else:  # a run of rankers or skip models only: no retrieval table
         lines.append(f"reelrec {metrics['version']}, commit `{metrics['commit']}`.")
     for task, evs in sections:
         lines += task.report_section(run, evs)
-    lines += _data_lines(prepare_report)
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
@@ -202,6 +205,8 @@ def retrieval_section(
         else "history masking differs between models (see each metrics.json)"
     )
     lines = [
+        "## Retrieval",
+        "",
         f"Protocol: **{metrics['protocol']}**, full ranking over every train item (no sampled "
         f"negatives), {history_rule}; ties count as their expected position. reelrec "
         f"{metrics['version']}, commit `{metrics['commit']}`.",
@@ -288,12 +293,70 @@ def alignment_section(aligned: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _json(path: Path) -> dict[str, Any] | None:
+    """A JSON file of the run, or None when it is missing or unreadable (the report goes on)."""
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def content_lines(run_dir: Path) -> list[str]:
+    """The report's Content and Semantic IDs sections, from ``RUN/content/encoder.json``,
+    ``align.json`` and ``RUN/tokenizer/stats.json`` (nothing when the run has none)."""
+    lines: list[str] = []
+    enc = _json(run_dir / "content" / "encoder.json")
+    if enc:
+        lines += ["", "## Content", ""]
+        lines.append(
+            f"- {enc.get('items', '?'):,} items embedded by `{enc.get('encoder')}` "
+            f"(source: {enc.get('source', '?')}, D = {enc.get('dim', '?')}) in "
+            f"{enc.get('seconds', '?')} s"
+            + (" (from the embedding cache)" if enc.get("cache_hit") else "")
+        )
+        if enc.get("items_without_text"):
+            lines.append(f"- items without text: {enc['items_without_text']:,}")
+        align = _json(run_dir / "content" / "align.json")
+        if align:
+            before, after = align.get("test_before", {}), align.get("test_after", {})
+            if "recall@10" in before and "recall@10" in after:
+                lines.append(
+                    f"- QARM alignment to behaviour: test pair Recall@10 "
+                    f"{before['recall@10']:.4f} before, {after['recall@10']:.4f} after "
+                    f"({align.get('epochs_run', '?')} epochs, best {align.get('best_epoch', '?')})"
+                )
+    stats = _json(run_dir / "tokenizer" / "stats.json")
+    if stats and "utilisation" in stats:
+        k = stats.get("codebook_size", "?")
+        lines += [
+            "",
+            "## Semantic IDs",
+            "",
+            f"`{stats.get('method')}` over {stats.get('items', '?'):,} items: "
+            f"{stats.get('levels', '?')} levels of {k} codes, then one disambiguation level; "
+            f"{stats.get('collision_rate', 0):.2%} of items share their codes with another "
+            "before it.",
+            "",
+            "| level | utilisation | entropy (bits) | of max | reconstruction loss |",
+            "|---|---|---|---|---|",
+        ]
+        recon = stats.get("recon_loss_per_level") or []
+        top = stats.get("max_entropy_bits") or 0
+        ents = stats.get("entropy_bits") or [float("nan")] * len(stats["utilisation"])
+        for i, (u, h) in enumerate(zip(stats["utilisation"], ents, strict=True)):
+            r = f"{recon[i]:.4f}" if i < len(recon) else "-"
+            share = f"{h / top:.1%}" if top else "-"
+            lines.append(f"| {i + 1} | {u:.1%} | {h:.2f} | {share} | {r} |")
+    return lines
+
+
 def _data_lines(r: dict[str, Any]) -> list[str]:
     """The report's Data section from ``prepare_report.json``."""
     lines: list[str] = []
     if r:
         lines += [
-            "",
             "## Data",
             "",
             f"- rows {r.get('rows', '?'):,}, users {r.get('users', '?'):,}, items {r.get('items', '?'):,}",
