@@ -132,6 +132,20 @@ def test_tiktok_keeps_its_given_split_and_item_vectors(data_root, tmp_path):
     assert prep.report["rows_per_split"] == {"train": 59541, "valid": 3051, "test": 6130}
     per_user = prep.interactions[prep.interactions["split"] > 0].groupby(["user_id", "split"])
     assert per_user.size().max() == 1  # valid and test hold one item per user
+    # without timestamps the row order is the clock: a test target's history is the user's
+    # train rows and valid row (a temporal cut on missing times once left every history empty)
+    from reelrec.data.sequences import build_sequences
+
+    seq = build_sequences(prep.interactions, prep.protocol, 50)
+    inter = prep.interactions
+    n_train = inter[inter["split"] == 0].groupby("user_id").size()
+    n_valid = inter[inter["split"] == 1].groupby("user_id").size()
+    for k in (0, 1, 100):
+        u = int(seq.test.user_ids[k])
+        expected = min(50, n_train.get(u, 0) + n_valid.get(u, 0))
+        assert int((seq.test.history[k] > 0).sum()) <= expected
+        assert int((seq.test.history[k] > 0).sum()) > 0 or expected == 0
+    assert (seq.test.history > 0).any(1).float().mean() > 0.9
 
 
 def test_tiktok_feature_files_must_agree(tmp_path):

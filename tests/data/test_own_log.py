@@ -170,3 +170,23 @@ def test_dataset_and_interactions_together_is_a_usage_error(example, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main([*prepare_args(example, tmp_path / "run"), "--dataset", "kuairand"])
     assert exc.value.code == 2
+
+
+def test_too_small_a_catalogue_for_alignment_is_a_one_line_error(example, tmp_path, capsys):
+    """8 videos cannot carry 64-wide item2vec vectors: QARM says so, naming the setting."""
+    run_dir = tmp_path / "run"
+    assert main(prepare_args(example, run_dir)) == 0
+    assert main(["encode", "--run", str(run_dir), "--encoder", "hashing"]) == 0
+    capsys.readouterr()
+    assert main(["align", "--run", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--align.behaviour_dim" in err, err
+
+
+def test_serve_says_an_own_log_has_no_ranker_to_serve_with(example, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(prepare_args(example, run_dir)) == 0
+    capsys.readouterr()
+    assert main(["serve", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ranker trained on KuaiRand impressions" in err, err

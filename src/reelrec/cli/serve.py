@@ -16,8 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a trained run: POST /recommend {user_id, k} (retrieve -> pre-rank -> "
         "rank, candidates per request set by DCAF), POST /events {events: [...]} (stored in "
         "SQLite, or Redis with --redis-url, before they are acknowledged), GET /healthz, GET /metrics (Prometheus text), "
-        "OpenAPI at /docs. Needs RUN/content/item_embeddings.npy (reelrec encode) and a ranker "
-        "(reelrec train can).",
+        "OpenAPI at /docs, and a web page at / (open http://HOST:PORT/ in a browser: pick a "
+        "user, see history, feed and trace, send like / watched events; it reads GET /users, "
+        "/history/USER, /items?ids=, /status). Needs a KuaiRand run with "
+        "RUN/content/item_embeddings.npy (reelrec encode) and a ranker (reelrec train can). "
+        "From another machine: --host 0.0.0.0, or an SSH tunnel (ssh -L 8000:localhost:8000).",
     )
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
@@ -125,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.torch_threads)
+    print(
+        "starting: measuring the action costs and fitting DCAF's request-value model on "
+        "validation requests (20-60 s)",
+        flush=True,
+    )
     rec = Recommender(
         args.run,
         store,
@@ -140,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         f"serving {args.run} on http://{args.host}:{args.port} (DCAF {'off' if args.no_dcaf else 'on'}, "
         f"budget {rec.budget_ms:.2f} ranker ms per request, capacity {rec.capacity_ms:g} ms/s of "
         f"{args.load_signal}, events in {where}, action costs "
-        f"{dict(zip(rec.sizes, [round(c, 2) for c in rec.ladder.costs], strict=True))} ms)",
+        f"{dict(zip(rec.sizes, [round(c, 2) for c in rec.ladder.costs], strict=True))} ms); "
+        f"web page: http://{args.host}:{args.port}/",
         flush=True,
     )
     uvicorn.run(create_app(rec), host=args.host, port=args.port, log_level="warning")

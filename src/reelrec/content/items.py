@@ -99,7 +99,8 @@ def behaviour_embeddings(
         positive and a non-empty PPMI row, rows L2-normalised.
 
     Raises:
-        ValueError: fewer than ``dim + 1`` items, or no co-occurring pairs.
+        DataFormatError: fewer than ``dim + 1`` items (a ValueError).
+        ValueError: no co-occurring pairs.
     """
     from scipy import sparse
     from scipy.sparse.linalg import svds
@@ -110,7 +111,11 @@ def behaviour_embeddings(
     ids, col = np.unique(df["item_id"].to_numpy(dtype=np.int64), return_inverse=True)
     v = len(ids)
     if v <= dim:
-        raise ValueError(f"behaviour embeddings of width {dim} need more than {dim} items, got {v}")
+        raise DataFormatError(
+            f"behaviour (item2vec) embeddings of width {dim} need more than {dim} items with a "
+            f"training positive, got {v}: use a smaller width (reelrec encode --dim, "
+            "--align.behaviour_dim)"
+        )
     users = df["user_id"].to_numpy()
     rows, cols = [], []
     for off in range(1, window + 1):

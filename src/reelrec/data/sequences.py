@@ -157,8 +157,10 @@ def build_sequences(
     vocab = ItemVocab.fit(raw_items[split == TRAIN])
     items = vocab.encode(raw_items)
     users = pos["user_id"].to_numpy()
-    strict_time = protocol.kind == "temporal"
     ts = pos["timestamp_ms"].to_numpy(dtype="float64", na_value=np.nan)
+    # a temporal protocol's history is what came strictly earlier in time (ties excluded);
+    # without timestamps (TikTok's given split) row order is the clock, as in leave-one-out
+    strict_time = protocol.kind == "temporal" and not np.isnan(ts).any()
 
     bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
     train_windows: list[np.ndarray] = []

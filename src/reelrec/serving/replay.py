@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reelrec.config import ConfigError
 from reelrec.progress import progress as show_progress
 
 #: names of the columns of :attr:`ReplayResult.features`
@@ -79,13 +80,27 @@ class Requests:
 
 def check_run(run: Path, ranker: str) -> None:
     """Raise ``FileNotFoundError`` naming the command that makes what the cascade needs from
-    ``run``: item embeddings (``reelrec encode``) and a trained ranker (``reelrec train``)."""
+    ``run``: item embeddings (``reelrec encode``) and a trained ranker (``reelrec train``);
+    ``ConfigError`` for a run of a dataset the rankers cannot train on (no impressions)."""
     if not Path(run).is_dir():
         raise FileNotFoundError(
             f"run folder {run} not found: make it with `reelrec prepare --dataset kuairand "
             f"--out {run}`, then `reelrec encode --run {run}` and `reelrec train {ranker} --run "
             f"{run}`"
         )
+    meta = run / "run.json"
+    if meta.exists():
+        import json
+
+        from reelrec.tasks.ranking import RANKING_DATASETS
+
+        dataset = json.loads(meta.read_text(encoding="utf-8")).get("dataset")
+        if dataset and dataset not in RANKING_DATASETS:
+            raise ConfigError(
+                f"{run} holds {dataset!r}: reelrec serve ranks with a ranker trained on KuaiRand "
+                f"impressions ({', '.join(RANKING_DATASETS)}), which this dataset has none of; "
+                "serve a run of `reelrec prepare --dataset kuairand` (docs/serving.md)"
+            )
     for path, how in [
         (run / "content" / "item_embeddings.npy", f"reelrec encode --run {run}"),
         (run / "models" / ranker / "model.safetensors", f"reelrec train {ranker} --run {run}"),
