@@ -132,7 +132,7 @@ def test_column_map_errors_name_the_key(tmp_path):
         read_column_map(
             write(
                 tmp_path / "d.yaml",
-                "interactions: {user_id: u, item_id: i, timestamp_s: t, timestamp_ms: t}",
+                "interactions: {user_id: u, item_id: i, timestamp_s: t, timestamp_ms: t2}",
             )
         )
     with pytest.raises(DataFormatError, match=r"interactions.user_id: expected the name"):
@@ -190,3 +190,63 @@ def test_serve_says_an_own_log_has_no_ranker_to_serve_with(example, tmp_path, ca
     assert main(["serve", str(run_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ranker trained on KuaiRand impressions" in err, err
+
+
+@pytest.mark.parametrize(
+    ("cmap", "message"),
+    [
+        ("interactions: {user_id: u, item_id: u}", r"\['u'\] mapped to several canonical"),
+        ("interactions:\n  user_id: u\n  user_id: t\n  item_id: i", r"key 'user_id' appears twice"),
+        ("interactions: [", r"not a valid YAML column map"),
+        ("interactions: {user_id: u, item_id: 0}", r"quote names"),
+    ],
+)
+def test_map_mistakes_that_would_read_wrong_data_are_refused(tmp_path, cmap, message):
+    with pytest.raises(DataFormatError, match=message) as exc:
+        read_column_map(write(tmp_path / "m.yaml", cmap))
+    assert "\n" not in str(exc.value)
+
+
+def test_files_that_once_crashed_or_misread_are_clear_errors(example, tmp_path):
+    cmap = write(tmp_path / "m.yaml", "interactions: {user_id: u, item_id: i, like: l}")
+    twice = write(tmp_path / "twice.csv", "u,i,l,l\n1,2,0,1\n")
+    with pytest.raises(DataFormatError, match=r"\['l'\] appear more than once"):
+        load_own_log(twice, cmap)
+    negative = write(tmp_path / "neg.csv", "u,i,l\n1,-2,0\n")
+    with pytest.raises(DataFormatError, match=r"neg.csv, line 2, column 'i': value outside"):
+        load_own_log(negative, cmap)
+    with pytest.raises(DataFormatError, match="is a folder"):
+        load_own_log(tmp_path, cmap)
+    fake_gz = write(tmp_path / "log.csv.gz", "u,i,l\n1,2,0\n")
+    with pytest.raises(DataFormatError, match=r"log.csv.gz: not a readable gzip file"):
+        load_own_log(fake_gz, cmap)
+    # Parquet with nullable columns holding nulls (pandas Int64 / string)
+    df = pd.DataFrame(
+        {
+            "u": pd.array([1, 1, 1], dtype="Int64"),
+            "i": pd.array([5, 6, 7], dtype="Int64"),
+            "l": pd.array([0, None, 1], dtype="Int64"),
+            "note": pd.array(["a", None, "c"], dtype="string"),
+        }
+    )
+    df.to_parquet(tmp_path / "log.parquet")
+    with pytest.raises(DataFormatError, match=r"log.parquet, row 2, column 'l'"):
+        load_own_log(tmp_path / "log.parquet", cmap)  # a missing label is an error, not a crash
+    users = write(tmp_path / "users.csv", "uid,user_id,age\n1,5,30\n")
+    umap = write(
+        tmp_path / "um.yaml", "interactions: {user_id: u, item_id: i}\nusers: {user_id: uid}"
+    )
+    log = write(tmp_path / "ok.csv", "u,i\n1,5\n1,6\n1,7\n")
+    with pytest.raises(DataFormatError, match="column 'user_id' is not the one mapped"):
+        load_own_log(log, umap, users=users)
+
+
+def test_re_preparing_other_files_over_trained_models_is_refused(example, tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(prepare_args(example, run_dir)) == 0
+    Run(run_dir).train("popularity", log=lambda _: None)
+    log = example / "interactions.csv"
+    log.write_text(log.read_text().replace(",101,", ",109,"))
+    with pytest.raises(ConfigError, match="models trained on other files"):
+        Run.prepare_own_log(run_dir, log, example / "columns.yaml", log=lambda _: None)
+    assert main(prepare_args(example, tmp_path / "fresh")) == 0  # elsewhere it is fine

@@ -17,7 +17,7 @@ A column map (YAML) says which of the user's columns holds each canonical column
       user_id: uid           # columns are kept as profile features (numbers where they parse)
 
 Files are CSV (``.csv``, ``,``), TSV (``.tsv``/``.txt``, tab), either gzipped, or Parquet
-(``.parquet``/``.pq``). Ids are integers (at most 18 digits). Every error names the file, the
+(``.parquet``/``.pq``). Ids are non-negative integers (at most 18 digits; ``007`` is 7). Every error names the file, the
 line (the row for Parquet) and the column, and nothing is written before all files are read.
 The prepared run uses protocol ``leave-one-out`` by default (every row is an interaction; the
 last of each user is the test target).
@@ -81,6 +81,22 @@ class ColumnMap:
     path: str = "<column map>"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (the last one would
+    silently win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_column_map(path: str | Path) -> ColumnMap:
     """Read and check a column map.
 
@@ -94,9 +110,10 @@ def read_column_map(path: str | Path) -> ColumnMap:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: column map not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: not a YAML file ({exc})") from None
+        why = " ".join(str(exc).replace('"<unicode string>"', "").split())
+        raise DataFormatError(f"{path}: not a valid YAML column map ({why})") from None
     if not isinstance(data, dict):
         raise DataFormatError(
             f"{path}: expected a mapping with an 'interactions:' section, got {type(data).__name__}"
@@ -121,11 +138,19 @@ def read_column_map(path: str | Path) -> ColumnMap:
             if not isinstance(value, str) or not value.strip():
                 raise DataFormatError(
                     f"{path}, {table}.{key}: expected the name of a column of your file, "
-                    f"got {value!r}"
+                    f"got {value!r} (quote names that YAML reads as numbers or yes/no: "
+                    f'{key}: "{value}")'
                 )
         missing = [c for c in REQUIRED[table] if c not in section]
         if missing:
             raise DataFormatError(f"{path}, {table}: required column(s) {missing} not mapped")
+        values = [v.strip() for v in section.values()]
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise DataFormatError(
+                f"{path}, {table}: column(s) {twice} mapped to several canonical columns "
+                "(each canonical column needs its own)"
+            )
         tables[table] = {k: v.strip() for k, v in section.items()}
     if {"timestamp_s", "timestamp_ms"} <= set(tables["interactions"]):
         raise DataFormatError(f"{path}, interactions: map timestamp_s or timestamp_ms, not both")
@@ -143,9 +168,16 @@ class _Table:
     sep: str
     lines: np.ndarray | None  # physical line (row for Parquet) of each record; None: re-scan
 
+    parquet: bool = False  # messages name the data row, not a line
+
     def numeric(self, column: str, **kw) -> tuple[np.ndarray, int]:
         """:func:`~reelrec.data.readers.to_numeric` of one column, with this file's lines."""
-        return to_numeric(self.df, column, self.path, self.sep, lines=self.lines, **kw)
+        try:
+            return to_numeric(self.df, column, self.path, self.sep, lines=self.lines, **kw)
+        except DataFormatError as exc:
+            if self.parquet:
+                raise DataFormatError(str(exc).replace(", line ", ", row ", 1)) from None
+            raise
 
 
 def _read(path: Path, what: str) -> _Table:
@@ -155,6 +187,8 @@ def _read(path: Path, what: str) -> _Table:
         FileNotFoundError: no such file. DataFormatError: empty, unparsable, no data rows.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataFormatError(f"{path}: is a folder; --{what} takes a file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} file not found")
     name = path.name.lower().removesuffix(".gz")
@@ -162,20 +196,40 @@ def _read(path: Path, what: str) -> _Table:
         import pyarrow.parquet as pq
 
         try:
-            raw = pq.read_table(path).to_pandas()
+            table_ = pq.read_table(path)
         except Exception as exc:  # pyarrow raises ArrowInvalid and OSError variants
-            raise DataFormatError(f"{path}: cannot read as Parquet ({exc})") from None
-        df = pd.DataFrame(
-            {c: raw[c].map(lambda v: "" if v is None or v != v else str(v)) for c in raw.columns}
-        )
+            why = " ".join(str(exc).split())
+            raise DataFormatError(f"{path}: cannot read as Parquet ({why})") from None
+        _unique_columns(path, list(table_.column_names))
+        raw = table_.to_pandas()
+        df = pd.DataFrame({c: [_text(v) for v in raw[c]] for c in raw.columns})
         # Parquet has no lines: messages count data rows from 1 (the "line" is the row)
-        table = _Table(path, df, ",", np.arange(1, len(df) + 1))
+        table = _Table(path, df, ",", np.arange(1, len(df) + 1), parquet=True)
     else:
         sep = "\t" if name.endswith((".tsv", ".txt")) else ","
-        table = _Table(path, read_table(path, sep), sep, None)
+        df = read_table(path, sep)
+        _unique_columns(path, list(df.columns))
+        table = _Table(path, df, sep, None)
     if len(table.df) == 0:
         raise DataFormatError(f"{path}: no data rows (only a header)")
     return table
+
+
+def _text(v: object) -> str:
+    """A Parquet cell as the text a CSV would hold ("" for any null: None, NaN, NA, NaT)."""
+    try:
+        if v is None or bool(pd.isna(v)):
+            return ""
+    except (TypeError, ValueError):  # list-like cells: pd.isna is element-wise
+        pass
+    return str(v)
+
+
+def _unique_columns(path: Path, names: list[str]) -> None:
+    """Refuse a header naming one column twice (which value would be read is a guess)."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataFormatError(f"{path}: column(s) {twice} appear more than once in the header")
 
 
 def _columns(table: _Table, mapping: dict[str, str], section: str, map_path: str) -> None:
@@ -193,8 +247,8 @@ def _read_interactions(table: _Table, mapping: dict[str, str]) -> pd.DataFrame:
     col = mapping.get
     out = pd.DataFrame(
         {
-            "user_id": table.numeric(col("user_id"))[0],
-            "item_id": table.numeric(col("item_id"))[0],
+            "user_id": table.numeric(col("user_id"), bounds=NON_NEGATIVE)[0],
+            "item_id": table.numeric(col("item_id"), bounds=NON_NEGATIVE)[0],
         }
     )
     if "timestamp_ms" in mapping:
@@ -220,25 +274,32 @@ def _read_interactions(table: _Table, mapping: dict[str, str]) -> pd.DataFrame:
 
 
 def _read_items(table: _Table, mapping: dict[str, str]) -> pd.DataFrame:
-    ids = table.numeric(mapping["item_id"])[0]
+    ids = table.numeric(mapping["item_id"], bounds=NON_NEGATIVE)[0]
     _no_repeats(table, ids, mapping["item_id"])
     items = pd.DataFrame({"item_id": ids})
     if "title" in mapping:
         text = table.df[mapping["title"]].astype(str).str.strip()
         items["title"] = text.where(text != "", None).astype(object).to_numpy()
     if "duration_ms" in mapping:
-        d = table.numeric(mapping["duration_ms"], dtype="float64", nullable=True)[0]
+        d = table.numeric(
+            mapping["duration_ms"], dtype="float64", nullable=True, bounds=NON_NEGATIVE
+        )[0]
         items["duration_ms"] = np.where(d > 0, d, np.nan)
     return items
 
 
 def _read_users(table: _Table, mapping: dict[str, str]) -> pd.DataFrame:
-    ids = table.numeric(mapping["user_id"])[0]
+    ids = table.numeric(mapping["user_id"], bounds=NON_NEGATIVE)[0]
     _no_repeats(table, ids, mapping["user_id"])
     users = pd.DataFrame({"user_id": ids})
     for c in table.df.columns:
         if c == mapping["user_id"]:
             continue
+        if c == "user_id":  # the canonical name, holding something else here
+            raise DataFormatError(
+                f"{table.path}: column 'user_id' is not the one mapped as users.user_id "
+                f"({mapping['user_id']!r}); rename it (profile columns keep their names)"
+            )
         try:  # a profile feature: numbers where every value parses, else kept as text
             users[c] = table.numeric(c, dtype="float64", nullable=True)[0]
         except DataFormatError:
@@ -255,8 +316,9 @@ def _no_repeats(table: _Table, ids: np.ndarray, column: str) -> None:
             line = int(table.lines[rec])
         else:
             line = physical_line(table.path, rec, table.sep)
+        where = "row" if table.parquet else "line"
         raise DataFormatError(
-            f"{table.path}, line {line}, column {column!r}: id {int(ids[rec])} appears again "
+            f"{table.path}, {where} {line}, column {column!r}: id {int(ids[rec])} appears again "
             "(one row per id)"
         )
 

@@ -120,6 +120,12 @@ def prepare(raw: RawTables, protocol: Protocol, dataset: str) -> Prepared:
         raise DataFormatError(
             f"{dataset}: no {what} in the {', '.join(empty) or 'any'} split(s) under protocol "
             f"{protocol.name!r} ({len(inter)} rows after cleaning): nothing to train or evaluate on"
+            + (
+                " (leave-one-out takes a user's last row for test and the one before for "
+                "validation once the user has 3 or more)"
+                if protocol.kind == "leave_one_out"
+                else ""
+            )
         )
     report["rows"] = len(inter)
     report["users"] = int(inter["user_id"].nunique())
@@ -259,13 +265,17 @@ def prepare_own_log_run(
             f"dataset name {name!r}: use lower-case letters, digits, '-' or '_', and not a "
             f"built-in dataset ({', '.join(sources.DATASETS)})"
         )
+    from reelrec.io import sha256_file
+
     files = {"interactions": interactions, "columns": columns, "items": items, "users": users}
+    given = {k: Path(v) for k, v in files.items() if v is not None}
+    digests = {k: sha256_file(v) for k, v in given.items() if v.is_file()}
     return _prepare_into(
         Path(run_dir),
         name,
         protocol,
         lambda: load_own_log(interactions, columns, items, users),
-        {"files": {k: str(Path(v).resolve()) for k, v in files.items() if v is not None}},
+        {"files": {k: str(v.resolve()) for k, v in given.items()}, "files_sha256": digests},
         log,
     )
 
@@ -290,6 +300,11 @@ def _prepare_into(run_dir: Path, dataset: str, protocol: str, load, source: dict
             raise ConfigError(
                 f"{run_dir} holds models trained on {old.get('dataset')} ({old.get('protocol')}); "
                 f"preparing {dataset} ({proto.name}) there would leave them stale: use another --out"
+            )
+        if "files_sha256" in source and old.get("files_sha256") != source["files_sha256"]:
+            raise ConfigError(
+                f"{run_dir} holds models trained on other files (or other contents) than these; "
+                "preparing them there would leave the models stale: use another --out"
             )
     t0 = time.perf_counter()
     prep = prepare(load(), proto, dataset)

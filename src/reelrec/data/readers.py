@@ -57,7 +57,7 @@ def single_candidate(folder: Path, found: Sequence[Path], what: str, keep: str) 
 
 
 def _open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
-    if path.suffix == ".gz":
+    if path.suffix.lower() == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline="")
     return open(path, encoding=encoding, newline="")  # noqa: SIM115
 
@@ -110,6 +110,8 @@ def read_table(
             first = next(csv.reader(fh, delimiter=sep), None)
     except UnicodeDecodeError as exc:
         raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    except (gzip.BadGzipFile, EOFError) as exc:
+        raise DataFormatError(f"{path}: not a readable gzip file ({exc})") from None
     if first is None:
         raise DataFormatError(f"{path}: file is empty")
     names = list(columns) if columns is not None else [c.strip().lstrip("\ufeff") for c in first]
@@ -124,10 +126,14 @@ def read_table(
         invalid.append(row)
         return "skip"
 
+    import pyarrow as pa
+
+    gz = path.suffix.lower() == ".gz"  # pyarrow guesses compression from a lower-case suffix
     try:
         table = pacsv.read_csv(
-            path,
+            pa.input_stream(str(path), compression="gzip" if gz else None),
             read_options=pacsv.ReadOptions(
+                block_size=1 << 24,  # 16 MB: a row must fit in one block
                 # threads off: pyarrow's invalid-row callback from worker threads can abort the
                 # process once torch is loaded ("terminate called without an active exception")
                 use_threads=False,
@@ -143,7 +149,12 @@ def read_table(
             ),
         )
     except Exception as exc:  # pyarrow raises ArrowInvalid for encoding and quoting faults
-        raise DataFormatError(f"{path}: cannot parse: {exc}") from None
+        why = " ".join(str(exc).split())  # one line
+        if "Could not skip initial" in why or "Empty CSV file" in why:
+            raise DataFormatError(f"{path}: no data rows (only a header)") from None
+        if "straddl" in why:
+            why = "a row longer than 16 MB"
+        raise DataFormatError(f"{path}: cannot parse: {why}") from None
     if invalid:
         line, found = _first_bad_line(path, sep, len(names), encoding)
         raise DataFormatError(f"{path}, line {line}: expected {len(names)} fields, found {found}")
