@@ -89,6 +89,27 @@ ENCODERS: dict[str, tuple[Callable[[EncoderOptions], Encoder] | None, str]] = {
 }
 
 
+#: encoders that read the items table itself: (has its columns, embed, what they need, the
+#: fields encoder.json records)
+ITEM_TABLE_ENCODERS = {
+    "item-vectors": (
+        has_vectors,
+        vector_embeddings,
+        f"item vector column ({', '.join(VECTOR_COLUMNS)})",
+        {"source": "vectors", "columns": list(VECTOR_COLUMNS)},
+    ),
+    "metadata": (
+        has_metadata,
+        metadata_embeddings,
+        f"metadata column (tags or {', '.join(METADATA_COLUMNS)})",
+        {
+            "source": "metadata",
+            "note": "content-only: IDF-weighted multi-hot of tags and categorical video fields",
+        },
+    ),
+}
+
+
 def encode_run(
     run_dir: Path,
     encoder: str = "auto",
@@ -149,30 +170,14 @@ def encode_run(
     if encoder == "keye-vl":
         ids, x, video_info = _video_embeddings(prep.items, options, log)
         info |= video_info
-    elif encoder == "item-vectors":
-        if not has_vectors(prep.items):
+    elif encoder in ITEM_TABLE_ENCODERS:
+        has, embed, needs, extra = ITEM_TABLE_ENCODERS[encoder]
+        if not has(prep.items):
             raise ConfigError(
-                f"{run_dir / 'data' / 'items.parquet'}: no item vector column "
-                f"({', '.join(VECTOR_COLUMNS)}); use another --encoder"
+                f"{run_dir / 'data' / 'items.parquet'}: no {needs}; use another --encoder"
             )
-        ids, x = vector_embeddings(prep.items)
-        info |= {
-            "source": "vectors",
-            "columns": [c for c in VECTOR_COLUMNS if c in prep.items.columns],
-            "items_without_embedding": int(len(prep.items) - len(ids)),
-        }
-    elif encoder == "metadata":
-        if not has_metadata(prep.items):
-            raise ConfigError(
-                f"{run_dir / 'data' / 'items.parquet'}: no metadata column (tags or "
-                f"{', '.join(METADATA_COLUMNS)}); use another --encoder"
-            )
-        ids, x = metadata_embeddings(prep.items)
-        info |= {
-            "source": "metadata",
-            "note": "content-only: IDF-weighted multi-hot of tags and categorical video fields",
-            "items_without_embedding": int(len(prep.items) - len(ids)),
-        }
+        ids, x = embed(prep.items)
+        info |= {**extra, "items_without_embedding": int(len(prep.items) - len(ids))}
     elif encoder == "item2vec":
         ids, x = behaviour_embeddings(prep.interactions, prep.protocol, dim=dim or 64, seed=seed)
         info |= {
