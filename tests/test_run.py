@@ -227,7 +227,7 @@ def test_eval_max_users_scores_a_fixed_subset_of_users(tmp_path):
     from reelrec.run import Run
     from reelrec.tasks.retrieval import user_subset
 
-    example = Path(__file__).resolve().parents[1] / "examples" / "own-log"
+    example = Path(__file__).resolve().parent / "fixtures" / "own-log"
     run = Run.prepare_own_log(
         tmp_path / "run", example / "interactions.csv", example / "columns.yaml", log=print
     )

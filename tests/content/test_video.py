@@ -70,7 +70,7 @@ def test_encode_ocr_reads_video_files_in_video_dir(data_root, tmp_path):
     pytest.importorskip("rapidocr_onnxruntime")
     from reelrec.run import Run
 
-    example = Path(__file__).resolve().parents[2] / "examples" / "own-log"
+    example = Path(__file__).resolve().parents[1] / "fixtures" / "own-log"
     run = Run.prepare_own_log(
         tmp_path / "run",
         example / "interactions.csv",

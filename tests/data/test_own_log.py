@@ -1,5 +1,5 @@
 """Bring your own log: ``reelrec prepare --interactions`` on the 20-row example of
-``examples/own-log`` (docs/own-data.md) and on broken variants of it."""
+``tests/fixtures/own-log`` (docs/own-data.md) and on broken variants of it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from reelrec.data.own_log import load_own_log, read_column_map
 from reelrec.data.readers import DataFormatError
 from reelrec.run import Run
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "own-log"
+EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "own-log"
 
 
 @pytest.fixture
