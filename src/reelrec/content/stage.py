@@ -96,7 +96,7 @@ ITEM_TABLE_ENCODERS = {
         has_vectors,
         vector_embeddings,
         f"item vector column ({', '.join(VECTOR_COLUMNS)})",
-        {"source": "vectors", "columns": list(VECTOR_COLUMNS)},
+        {"source": "vectors"},
     ),
     "metadata": (
         has_metadata,
