@@ -43,6 +43,41 @@ def kuairand_prepared(tmp_path_factory, data_root):
     return make
 
 
+#: the smallest models of the content chain (one epoch each): enough to run every stage
+TINY_CHAIN = [
+    "--train.epochs=1",
+    "--train.progress=false",
+    "--sasrec.hidden=16",
+    "--sasrec.inner=16",
+    "--sasrec.prefixes=false",
+    "--onerec.hidden=32",
+    "--onerec.inner=32",
+    "--onerec.heads=2",
+    "--onerec.kv_heads=2",
+    "--onerec.decoder_layers=1",
+]
+
+
+@pytest.fixture(scope="session")
+def microlens_chain(tmp_path_factory, data_root) -> tuple[Path, str]:
+    """``reelrec quickstart --dataset microlens`` on the real MicroLens-50K with the hashing
+    encoder (e5-small takes minutes), one QARM epoch, tiny one-epoch models and 300 test
+    users, run once per session: ``(run folder, what it printed)``. The quickstart test
+    checks it; the serving tests serve it (OneRec-V2 candidates, SASRec ranker)."""
+    import contextlib
+    import io
+
+    from reelrec.cli import quickstart
+
+    out = tmp_path_factory.mktemp("microlens-chain") / "qs"
+    args = ["--dataset", "microlens", "--data-dir", str(data_root), "--out", str(out)]
+    args += ["--encoder", "hashing", "--align-epochs", "1", "--eval-users", "300", *TINY_CHAIN]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert quickstart.main(args) == 0
+    return out, printed.getvalue()
+
+
 @pytest.fixture(scope="session")
 def tiny_ct_llm(tmp_path_factory) -> Path:
     """A tiny random CT-LLM-shaped checkpoint folder, built in code

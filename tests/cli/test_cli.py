@@ -155,26 +155,12 @@ def test_quickstart_sasrec_beats_popularity(tmp_path, data_root, capsys):
     assert "report.md" in capsys.readouterr().out
 
 
-def test_quickstart_content_chain_on_microlens(tmp_path, data_root, capsys):
+def test_quickstart_content_chain_on_microlens(microlens_chain):
     """The content chain end to end on real MicroLens-50K: titles -> embeddings (the hashing
     encoder here: e5-small takes minutes) -> QARM -> semantic IDs -> popularity, SASRec,
-    OneRec-V2 -> evaluation and report; tiny models, one epoch each, 300 test users."""
-    out = tmp_path / "qs"
-    tiny = [
-        "--train.epochs=1",
-        "--train.progress=false",
-        "--sasrec.hidden=16",
-        "--sasrec.inner=16",
-        "--sasrec.prefixes=false",
-        "--onerec.hidden=32",
-        "--onerec.inner=32",
-        "--onerec.heads=2",
-        "--onerec.kv_heads=2",
-        "--onerec.decoder_layers=1",
-    ]
-    args = ["--dataset", "microlens", "--data-dir", str(data_root), "--out", str(out)]
-    args += ["--encoder", "hashing", "--align-epochs", "1", "--eval-users", "300", *tiny]
-    assert quickstart.main(args) == 0
+    OneRec-V2 -> evaluation and report; tiny models, one epoch each, 300 test users
+    (the ``microlens_chain`` fixture of tests/conftest.py runs it)."""
+    out, printed = microlens_chain
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "microlens" and metrics["protocol"] == "leave-one-out"
     assert set(metrics["models"]) == {"popularity", "sasrec", "onerec-v2"}
@@ -187,7 +173,6 @@ def test_quickstart_content_chain_on_microlens(tmp_path, data_root, capsys):
         assert section in report
     assert "| 1 | 100.0% |" in report  # level-1 codes all used (balanced k-means)
     assert (out / "plots" / "training_curves.png").exists()
-    printed = capsys.readouterr().out
     assert "seconds per stage" in printed and "onerec-v2" in printed
 
 

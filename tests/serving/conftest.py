@@ -25,6 +25,10 @@ TINY_CAN = [
 #: given to every Recommender of the tests instead of measured on the machine running them
 COSTS = (2.25, 3.34, 5.78, 11.1, 23.4)
 
+#: generate + rank ms per action of the generative path ((10, 10), (20, 20), (40, 40),
+#: (80, 40), (80, 80)): given, never measured, as COSTS
+GEN_COSTS = (4.0, 6.5, 11.0, 19.0, 20.0)
+
 #: the time of every test request without ``now_ms``: 2022-04-15 12:00 UTC (20:00 in Beijing,
 #: the hour the value model reads)
 NOW_MS = 1_650_024_000_000
@@ -94,6 +98,46 @@ def make_rec(serving_run, tmp_path_factory):
         return Recommender(serving_run, store, **args)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def gen_costs() -> tuple[float, ...]:
+    """:data:`GEN_COSTS`."""
+    return GEN_COSTS
+
+
+@pytest.fixture(scope="session")
+def make_gen_rec(microlens_chain, tmp_path_factory):
+    """Factory as :func:`make_rec` over the tiny MicroLens chain of tests/conftest.py (OneRec-V2
+    candidates, SASRec ranker: the generative path), with :data:`GEN_COSTS` and 30
+    calibration requests."""
+    from reelrec.serving.service import Recommender
+    from reelrec.serving.store import SQLiteStore
+
+    run = microlens_chain[0]
+
+    def make(**kwargs):
+        args = {
+            "costs": GEN_COSTS,
+            "clock": StepClock(0.05),
+            "timer": StepClock(0.001),
+            "cpu_timer": StepClock(0.001),
+            "wall_clock": lambda: NOW_MS / 1e3,
+            "calibration_requests": 30,
+        }
+        args |= kwargs
+        store = args.pop("store", None)
+        if store is None:
+            store = SQLiteStore(tmp_path_factory.mktemp("gen-store") / "events.sqlite")
+        return Recommender(run, store, **args)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def gen_rec(make_gen_rec):
+    """A Recommender on the generative path (shared by the session's tests)."""
+    return make_gen_rec()
 
 
 @pytest.fixture(scope="session")

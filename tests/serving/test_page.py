@@ -1,6 +1,7 @@
-"""The web page of ``reelrec serve`` (``GET /``) and the endpoints it reads, on the real
-KuaiRand serving run of conftest.py: the JSON endpoints through FastAPI's test client, then the
-page itself in a real headless browser (Debian's ``chromium`` and ``chromedriver``; ``.ci/run``
+"""The web page of ``reelrec serve`` (``GET /``) and the endpoints it reads: the JSON endpoints
+through FastAPI's test client on the real KuaiRand serving run of conftest.py (faiss path),
+then the page itself on the generative path (OneRec-V2 over the tiny real MicroLens chain of
+tests/conftest.py, titles on the cards) in a real headless browser (Debian's ``chromium`` and ``chromedriver``; ``.ci/run``
 installs them when missing) against a real uvicorn on loopback, which writes a screenshot.
 
 No assertion depends on time: the browser steps wait for what the page shows, not for a
@@ -88,8 +89,9 @@ def browser():
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
-def test_the_page_in_a_real_browser(rec, tmp_path):
-    """Load the page, pick a user, see 10 videos, like one, see the feed change; save a PNG."""
+def test_the_page_in_a_real_browser(gen_rec, tmp_path):
+    """On the generative path (OneRec-V2 candidates over the tiny real MicroLens chain): load
+    the page, pick a user, see 10 titled videos, like one, see the feed change; save a PNG."""
     import uvicorn
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -98,7 +100,7 @@ def test_the_page_in_a_real_browser(rec, tmp_path):
 
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(rec), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(gen_rec), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -135,9 +137,10 @@ def test_the_page_in_a_real_browser(rec, tmp_path):
         before = [c.get_attribute("data-video-id") for c in cards()]
         assert all(c.find_element(By.CSS_SELECTOR, ".title").text for c in cards())
         history = driver.find_elements(By.CSS_SELECTOR, "#history li")
-        assert len(history) == min(20, len(rec.logged[second]))
+        assert len(history) == min(20, len(gen_rec.logged[second]))
         trace = driver.find_element(By.ID, "trace").text
         assert "action (candidates ranked)" in trace and "Lagrange multiplier" in trace
+        assert "candidate source onerec-v2" in trace and "beam width" in trace
         liked = before[0]
         cards()[0].find_element(By.CSS_SELECTOR, "button.like").click()
         wait.until(lambda _: "event stored" in driver.find_element(By.ID, "message").text)
@@ -146,7 +149,7 @@ def test_the_page_in_a_real_browser(rec, tmp_path):
         assert liked not in after  # a liked video is history now, never recommended again
         newest = driver.find_element(By.CSS_SELECTOR, "#history li")
         assert newest.get_attribute("data-video-id") == liked  # most recent first
-        assert rec.history(second)[0][-1] == int(liked)  # stored by the service
+        assert gen_rec.history(second)[0][-1] == int(liked)  # stored by the service
         wait.until(lambda _: "requests / events" in driver.find_element(By.ID, "status").text)
         png = tmp_path / "page.png"
         assert driver.save_screenshot(str(png))

@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-#: the DCAF action ladder: candidates the ranker scores
-SIZES = (50, 100, 200, 400, 800)
+from reelrec.serving.allocation import FAISS_SIZES as SIZES
+from reelrec.serving.generative import BEAM_ACTIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``reelrec serve``."""
     p = argparse.ArgumentParser(
         prog="reelrec serve",
-        description="Serve a trained run: POST /recommend {user_id, k} (retrieve -> pre-rank -> "
-        "rank, candidates per request set by DCAF), POST /events {events: [...]} (stored in "
+        description="Serve a trained run: POST /recommend {user_id, k} (generate or retrieve -> "
+        "pre-rank -> rank, the compute per request set by DCAF), POST /events {events: [...]} (stored in "
         "SQLite, or Redis with --redis-url, before they are acknowledged), GET /healthz, GET /metrics (Prometheus text), "
         "OpenAPI at /docs, and a web page at / (open http://HOST:PORT/ in a browser: pick a "
         "user, see history, feed and trace, send like / watched events; it reads GET /users, "
-        "/history/USER, /items?ids=, /status). Needs a KuaiRand run with "
+        "/history/USER, /items?ids=, /status). Two candidate sources (--source): the "
+        "generator (OneRec-V2 beam search over semantic IDs, ranked by SASRec; DCAF's actions "
+        "are (beam width, candidates ranked) pairs), for a run of `reelrec quickstart "
+        "--dataset microlens`; or faiss (nearest items to the history's embeddings, ranked by "
+        "CAN; actions are 50..800 candidates ranked), for a KuaiRand run with "
         "RUN/content/item_embeddings.npy (reelrec encode) and a ranker (reelrec train can). "
         "From another machine: --host 0.0.0.0, or an SSH tunnel (ssh -L 8000:localhost:8000).",
     )
@@ -32,7 +36,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="store events in Redis instead of --db (redis://host:6379/0), so that several "
         "reelrec serve processes share the users' histories",
     )
-    p.add_argument("--ranker", default="can", help="model folder under RUN/models (can)")
+    p.add_argument(
+        "--source",
+        choices=("auto", "generator", "faiss"),
+        default="auto",
+        help="candidate source: generator (beam search of --generator), faiss, or auto (the "
+        "generator when RUN/models/GENERATOR exists, else faiss)",
+    )
+    p.add_argument(
+        "--generator",
+        default="onerec-v2",
+        help="generator's model folder under RUN/models (onerec-v2)",
+    )
+    p.add_argument(
+        "--ranker",
+        default=None,
+        help="ranker's model folder under RUN/models (sasrec with the generator, can with faiss)",
+    )
     p.add_argument(
         "--budget-ms",
         type=float,
@@ -64,7 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-size",
         type=int,
         default=200,
-        help="action without DCAF, one of 50 / 100 / 200 / 400 / 800 (200)",
+        help="faiss: action without DCAF, one of 50 / 100 / 200 / 400 / 800 (200)",
+    )
+    p.add_argument(
+        "--default-beam",
+        type=int,
+        default=40,
+        help="generator: action without DCAF, the first of the actions "
+        f"{' '.join(f'{b}x{n}' for b, n in BEAM_ACTIONS)} (beam x ranked) with this beam (40)",
     )
     p.add_argument("--no-dcaf", action="store_true", help="every request gets --default-size")
     return p
@@ -80,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from reelrec.config import ConfigError
+    from reelrec.serving.generative import check_generator_run
     from reelrec.serving.replay import check_run
     from reelrec.serving.service import Recommender, create_app
     from reelrec.serving.store import RedisStore, SQLiteStore
@@ -94,9 +122,24 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(
             f"--default-size must be one of the actions {SIZES}, got {args.default_size}"
         )
+    beams = [a for a in BEAM_ACTIONS if a[0] == args.default_beam]
+    if not beams:
+        raise ConfigError(
+            f"--default-beam must be one of {sorted({b for b, _ in BEAM_ACTIONS})}, "
+            f"got {args.default_beam}"
+        )
     if args.torch_threads < 1:
         raise ConfigError(f"--torch-threads must be >= 1, got {args.torch_threads}")
-    check_run(args.run, args.ranker)
+    source = args.source
+    if source == "auto":
+        source = "generator" if (args.run / "models" / args.generator).is_dir() else "faiss"
+    ranker = args.ranker or ("sasrec" if source == "generator" else "can")
+    if source == "generator":
+        check_generator_run(args.run, args.generator, ranker)
+        sizes, default = BEAM_ACTIONS, beams[0]
+    else:
+        check_run(args.run, ranker)
+        sizes, default = SIZES, args.default_size
     # a taken port is found now, not after the start-up; SO_REUSEADDR as uvicorn sets it, so
     # that a restart right after a crash is not refused for the sockets left in TIME-WAIT
     try:
@@ -129,16 +172,18 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.torch_threads)
     print(
-        "starting: measuring the action costs and fitting DCAF's request-value model on "
-        "validation requests (20-60 s)",
+        f"starting ({source} candidates, {ranker} ranker): measuring the action costs and "
+        "fitting DCAF's request-value model on validation requests (20-90 s)",
         flush=True,
     )
     rec = Recommender(
         args.run,
         store,
-        ranker=args.ranker,
-        sizes=SIZES,
-        default_size=args.default_size,
+        ranker=ranker,
+        sizes=sizes,
+        default_size=default,
+        source=source,
+        generator=args.generator,
         budget_ms=args.budget_ms,
         dcaf=not args.no_dcaf,
         capacity_ms=args.capacity_ms,
@@ -146,9 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"serving {args.run} on http://{args.host}:{args.port} (DCAF {'off' if args.no_dcaf else 'on'}, "
-        f"budget {rec.budget_ms:.2f} ranker ms per request, capacity {rec.capacity_ms:g} ms/s of "
+        f"candidates from {rec.generator_name if source == 'generator' else 'faiss'}, "
+        f"budget {rec.budget_ms:.2f} ms per request, capacity {rec.capacity_ms:g} ms/s of "
         f"{args.load_signal}, events in {where}, action costs "
-        f"{dict(zip(rec.sizes, [round(c, 2) for c in rec.ladder.costs], strict=True))} ms); "
+        f"{dict(zip(map(str, rec.sizes), [round(c, 2) for c in rec.ladder.costs], strict=True))} "
+        "ms); "
         f"web page: http://{args.host}:{args.port}/",
         flush=True,
     )

@@ -31,6 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: the default DCAF actions of the faiss cascade (:mod:`reelrec.serving.replay`): candidates
+#: the ranker scores
+FAISS_SIZES = (50, 100, 200, 400, 800)
+
 
 class BudgetError(ValueError):
     """The budget cannot be met even with every request on the fallback action."""
@@ -41,7 +45,9 @@ class ActionLadder:
     """The actions a request can get, cheapest first.
 
     Attributes:
-        sizes: candidates the ranker scores under each action, increasing (e.g. 50..800).
+        sizes: candidates the ranker scores under each action, increasing (e.g. 50..800), or
+            ``(beam width, candidates ranked)`` pairs increasing in tuple order (the
+            generative cascade, :mod:`reelrec.serving.generative`).
         costs: cost of each action (``(J,)``, milliseconds of ranker time, or candidates),
             increasing and > 0.
     """

@@ -46,10 +46,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reelrec.config import ConfigError
 from reelrec.serving.allocation import (
+    FAISS_SIZES,
     ActionLadder,
     PIController,
     RequestValueModel,
     find_multiplier,
+)
+from reelrec.serving.generative import (
+    BEAM_ACTIONS,
+    GenerativeCascade,
+    check_actions,
+    check_generator_run,
+    validation_requests,
 )
 from reelrec.serving.replay import (
     Cascade,
@@ -131,12 +139,24 @@ class Recommender:
     """The cascade + DCAF over a trained run (see the module docstring).
 
     Args:
-        run: a run folder with ``content/item_embeddings.npy`` and a trained ranker in
-            ``models/<ranker>`` (``reelrec train can``).
+        run: a run folder. The faiss source needs ``content/item_embeddings.npy`` and a
+            trained ranker in ``models/<ranker>`` (``reelrec train can``, KuaiRand); the
+            generator source a trained generator ``models/<generator>`` and an embedding
+            ranker ``models/<ranker>`` (``reelrec quickstart --dataset microlens`` makes both).
         store: where events go (:class:`~reelrec.serving.store.SQLiteStore` or
             :class:`~reelrec.serving.store.RedisStore`).
-        sizes: the action ladder (candidates the ranker scores).
-        default_size: the action of ``dcaf=False`` and the budget's reference.
+        ranker: model folder of the ranker (None: ``can`` for faiss, ``sasrec`` for the
+            generator).
+        sizes: the action ladder: candidates the ranker scores (faiss), or ``(beam width,
+            candidates ranked)`` pairs (generator; None: :data:`~reelrec.serving.generative.
+            BEAM_ACTIONS`).
+        default_size: the action of ``dcaf=False`` and the budget's reference (None: the
+            middle action).
+        source: the candidate source: ``"faiss"`` (nearest items to the history's embeddings,
+            :mod:`reelrec.serving.replay`), ``"generator"`` (beam search of the generator,
+            :mod:`reelrec.serving.generative`), or ``"auto"``: the generator when the run has
+            ``models/<generator>``, else faiss.
+        generator: model folder of the generator (``onerec-v2``).
         budget_ms: mean ranker milliseconds per request of the offline multiplier, the
             controller's starting point (default: the default action's measured cost).
         capacity_ms: ranker milliseconds per second of wall time the service may spend; the
@@ -159,8 +179,9 @@ class Recommender:
             ``now_ms`` (its hour is a feature of the value model).
 
     Raises:
-        FileNotFoundError: embeddings or ranker missing (says which command makes them).
-        ValueError: ``default_size`` not an action, ``capacity_ms`` <= 0, unknown
+        FileNotFoundError: embeddings, generator or ranker missing (says which command
+            makes them).
+        ValueError: unknown ``source``, ``default_size`` not an action, ``capacity_ms`` <= 0, unknown
             ``load_signal``, or ``costs`` not one finite, > 0, non-decreasing value per size.
     """
 
@@ -168,9 +189,9 @@ class Recommender:
         self,
         run: Path,
         store: EventStore,
-        ranker: str = "can",
-        sizes: tuple[int, ...] = (50, 100, 200, 400, 800),
-        default_size: int = 200,
+        ranker: str | None = None,
+        sizes: tuple | None = None,
+        default_size: int | tuple[int, int] | None = None,
         budget_ms: float | None = None,
         dcaf: bool = True,
         capacity_ms: float = 500.0,
@@ -182,12 +203,30 @@ class Recommender:
         timer: Callable[[], float] = time.perf_counter,
         cpu_timer: Callable[[], float] = time.thread_time,
         wall_clock: Callable[[], float] = time.time,
+        source: str = "auto",
+        generator: str = "onerec-v2",
     ) -> None:
         from reelrec.data.prepare import load_prepared
         from reelrec.data.splits import positive_mask
 
         run = Path(run)
-        check_run(run, ranker)
+        if source not in ("auto", "faiss", "generator"):
+            raise ConfigError(f"source must be 'auto', 'faiss' or 'generator', got {source!r}")
+        if source == "auto":
+            source = "generator" if (run / "models" / generator).is_dir() else "faiss"
+        self.source, self.generator_name = source, generator
+        if ranker is None:
+            ranker = "sasrec" if source == "generator" else "can"
+        if sizes is None:
+            sizes = BEAM_ACTIONS if source == "generator" else FAISS_SIZES
+        if default_size is None:
+            default_size = sizes[len(sizes) // 2]
+        if source == "generator":
+            check_generator_run(run, generator, ranker)
+            sizes = check_actions(sizes)
+            default_size = tuple(default_size) if isinstance(default_size, list) else default_size
+        else:
+            check_run(run, ranker)
         if default_size not in sizes:
             raise ConfigError(f"default_size {default_size} is not one of the actions {sizes}")
         if not capacity_ms > 0:
@@ -205,11 +244,21 @@ class Recommender:
         prep = load_prepared(run)
         inter = prep.interactions.reset_index(drop=True)
         positive = positive_mask(inter, prep.protocol)
-        score, features = ranker_scores(run, prep, ranker, task="click")
-        ids = np.load(run / "content" / "item_ids.npy")
-        self.cascade = Cascade(ids, np.load(run / "content" / "item_embeddings.npy"), score)
         self.known_videos = set(inter["item_id"].unique().tolist())
-        self.known_user = features.known_user
+        if source == "faiss":
+            score, features = ranker_scores(run, prep, ranker, task="click")
+            ids = np.load(run / "content" / "item_ids.npy")
+            self.cascade = Cascade(ids, np.load(run / "content" / "item_embeddings.npy"), score)
+            self.known_user = features.known_user
+        else:
+            from reelrec.run import Run
+
+            trained = Run(run)
+            self.generative = GenerativeCascade(
+                trained.trained(generator), trained.trained(ranker), sizes
+            )
+            users = set(inter["user_id"].unique().tolist())
+            self.known_user = lambda u: int(u) in users
         # each user's logged impressions and click rate (request features of the value model)
         clicks = inter["click"] if "click" in inter else inter["user_id"] * 0.0
         g = clicks.groupby(inter["user_id"]).agg(["size", "mean"])
@@ -224,19 +273,28 @@ class Recommender:
             self.logged.setdefault(int(u), []).append(int(v))
         self.popular = popularity(inter.loc[positive, "item_id"].to_numpy())
         self.meta = item_metadata(prep.items)
-        # calibration on the validation day: action costs, Q model, lambda
-        valid = hourly_requests(inter, positive, split=1)
-        pick = np.random.default_rng(seed).permutation(len(valid))[:calibration_requests]
-        valid = valid.subset(pick)
-        if given is None:  # measured: wall milliseconds of this machine, now
-            measured = action_costs(valid, self.cascade, sizes)
-            given = ActionLadder(self.sizes, tuple(float(c) for c in measured))
+        # calibration on validation requests: action costs, Q model, lambda
+        if source == "faiss":
+            valid = hourly_requests(inter, positive, split=1)
+            pick = np.random.default_rng(seed).permutation(len(valid))[:calibration_requests]
+            valid = valid.subset(pick)
+            if given is None:  # measured: wall milliseconds of this machine, now
+                measured = action_costs(valid, self.cascade, sizes)
+                given = ActionLadder(self.sizes, tuple(float(c) for c in measured))
+            res = replay(valid, self.cascade, sizes, progress=False)
+            feats, values = res.features, res.values
+        else:
+            hists, targets = validation_requests(inter, positive, calibration_requests, seed)
+            if given is None:  # measured: wall milliseconds of this machine, now
+                measured = self.generative.measure_costs(hists)
+                given = ActionLadder(self.sizes, tuple(float(c) for c in measured))
+            self.calibration = self.generative.calibrate(hists, targets)
+            feats, values = self.calibration.features, self.calibration.values
         self.ladder = given
-        res = replay(valid, self.cascade, sizes, progress=False)
-        self.value_model = RequestValueModel().fit(res.features, res.values)
+        self.value_model = RequestValueModel().fit(feats, values)
         costs = self.ladder.cost_array
         self.budget_ms = float(budget_ms if budget_ms is not None else costs[self.default])
-        q = self.value_model.predict(res.features)
+        q = self.value_model.predict(feats)
         if not (np.isfinite(self.budget_ms) and self.budget_ms >= costs[0]):
             raise ConfigError(
                 f"budget_ms must be at least the cheapest action's cost "
@@ -325,30 +383,25 @@ class Recommender:
         now_ms = int(self.wall_clock() * 1000) if now_ms is None else now_ms
         hist, store_ok = self.history(user_id)
         trace: dict = {"user_known": self.known_user(user_id), "history": len(hist)}
-        trace["source"] = "faiss"  # the candidate source: nearest items to the history
-        # history videos with an embedding; 0: retrieval starts from the catalogue's mean
-        trace["history_embedded"] = sum(int(v) in self.cascade.row for v in hist)
+        # the candidate source: the generator's beam, or the nearest items to the history
+        trace["source"] = self.generator_name if self.source == "generator" else "faiss"
+        if self.source == "faiss":
+            # history videos with an embedding; 0: retrieval starts from the catalogue's mean
+            trace["history_embedded"] = sum(int(v) in self.cascade.row for v in hist)
         if not store_ok:
             trace["store_unavailable"] = True  # recent events missing from the history
-        if len(hist) == 0:
+        if len(hist) == 0 or (self.source == "generator" and not self.generative.known(hist)):
             return self._fallback(user_id, k, hist, "cold_start", trace, t0, now_ms)
+        if self.source == "generator":
+            return self._recommend_generative(user_id, k, hist, trace, t0, now_ms)
         t1 = self.timer()
         cand, rs, ps = self.cascade.candidates(hist)
         t2 = self.timer()
         if len(cand) == 0:
             return self._fallback(user_id, k, hist, "no_candidates", trace, t0, now_ms)
         hour = (now_ms // 3_600_000 + 8) % 24  # KuaiRand hours are Beijing time (UTC+8)
-        costs = self.ladder.cost_array
-        if self.dcaf:
-            imp, rate = self.activity.get(user_id, (0, 0.0))
-            feats = request_features(len(hist), imp, rate, rs, ps, hour)[None, :]
-            q = self.value_model.predict(feats)[0]
-            with self.lock:
-                lam = self.controller.advance(self.clock())
-            gain = q - lam * costs
-            j = int(gain.argmax()) if gain.max() >= 0 else 0
-        else:
-            q, lam, j = None, None, self.default
+        imp, rate = self.activity.get(user_id, (0, 0.0))
+        q, lam, j = self._allocate(lambda: request_features(len(hist), imp, rate, rs, ps, hour))
         size = self.sizes[j]
         ranked = cand[:size]
         t3, c3 = self.timer(), self.cpu_timer()
@@ -357,36 +410,14 @@ class Recommender:
             np.full(m, user_id), ranked, np.full(m, now_ms), np.full(m, hour)
         )
         t4, c4 = self.timer(), self.cpu_timer()
-        order = np.argsort(-scores, kind="stable")[:k]
-        rank_ms, rank_cpu_ms, cost_ms = 1e3 * (t4 - t3), 1e3 * (c4 - c3), float(costs[j])
-        with self.lock:
-            self.controller.observe(
-                self.clock(), cost_ms if self.load_signal == "cost" else rank_cpu_ms
-            )
-            self.stats["requests"] += 1
-            self.stats["rank_ms"] += rank_ms
-            self.stats["rank_cpu_ms"] += rank_cpu_ms
-            self.stats["cost_ms"] += cost_ms
-            self.actions[size] += 1
-        items = [{"video_id": int(ranked[i]), "score": float(scores[i])} for i in order]
-        fallback = None
-        if len(items) < k:  # fewer candidates than asked for: top up from popularity
-            fallback = "topped_up"
-            seen = {int(v) for v in hist}
-            more = fill_from_popular(self.popular, seen, k - len(items), taken=ranked)
-            items += [{"video_id": v, "score": None} for v in more]
-            self._record_fallback(user_id, now_ms, fallback, more)
+        rank_ms, rank_cpu_ms = 1e3 * (t4 - t3), 1e3 * (c4 - c3)
+        cost_ms = self._account(j, rank_ms, rank_cpu_ms)
+        items, fallback = self._answer(user_id, k, hist, ranked, scores, now_ms)
         trace |= {
             "cold_start": False,
             "fallback": fallback,
             "stages": {"retrieve": len(cand), "prerank": len(cand), "rank": m},
-            "dcaf": {
-                "enabled": self.dcaf,
-                "action": size,
-                "cost_ms": cost_ms,
-                "lambda": lam,
-                "q": None if q is None else [round(float(x), 4) for x in q],
-            },
+            "dcaf": self._dcaf_trace(size, cost_ms, lam, q),
             "ms": {
                 "history": 1e3 * (t1 - t0),
                 "retrieve_prerank": 1e3 * (t2 - t1),
@@ -396,6 +427,84 @@ class Recommender:
             },
         }
         return {"user_id": user_id, "items": items, "trace": trace}
+
+    def _recommend_generative(
+        self, user_id: int, k: int, hist: np.ndarray, trace: dict, t0: float, now_ms: int
+    ) -> dict:
+        """The generative cascade (:mod:`reelrec.serving.generative`) for a user with history:
+        allocate a (beam, ranked) action, beam search, rank, answer."""
+        g = self.generative
+        t1 = self.timer()
+        q, lam, j = self._allocate(lambda: g.features(hist))
+        c2 = self.cpu_timer()
+        ranked, scores, found, gen_ms, rank_ms = g.serve(hist, j, self.timer)
+        spent_cpu = 1e3 * (self.cpu_timer() - c2)
+        if len(ranked) == 0:
+            return self._fallback(user_id, k, hist, "no_candidates", trace, t0, now_ms)
+        cost_ms = self._account(j, gen_ms + rank_ms, spent_cpu)
+        items, fallback = self._answer(user_id, k, hist, ranked, scores, now_ms)
+        beam, size = self.sizes[j]
+        trace |= {
+            "cold_start": False,
+            "fallback": fallback,
+            "stages": {"generate": found, "prerank": len(ranked), "rank": len(ranked)},
+            "dcaf": self._dcaf_trace(size, cost_ms, lam, q) | {"beam": beam},
+            "ms": {
+                "history": 1e3 * (t1 - t0),
+                "generate": gen_ms,
+                "rank": rank_ms,
+                "generate_rank_cpu": spent_cpu,
+                "total": 1e3 * (self.timer() - t0),
+            },
+        }
+        return {"user_id": user_id, "items": items, "trace": trace}
+
+    def _allocate(self, features: Callable[[], np.ndarray]):
+        """DCAF's action for a request: ``(Q per action or None, lambda or None, j)``; the
+        request's features are computed only with DCAF on."""
+        if not self.dcaf:
+            return None, None, self.default
+        q = self.value_model.predict(features()[None, :])[0]
+        with self.lock:
+            lam = self.controller.advance(self.clock())
+        gain = q - lam * self.ladder.cost_array
+        return q, lam, int(gain.argmax()) if gain.max() >= 0 else 0
+
+    def _account(self, j: int, spent_ms: float, spent_cpu_ms: float) -> float:
+        """Count a served action j (its measured ``spent_ms`` and CPU ms) and feed the
+        controller; returns the action's start-up cost (ms)."""
+        cost_ms = float(self.ladder.cost_array[j])
+        with self.lock:
+            self.controller.observe(
+                self.clock(), cost_ms if self.load_signal == "cost" else spent_cpu_ms
+            )
+            self.stats["requests"] += 1
+            self.stats["rank_ms"] += spent_ms
+            self.stats["rank_cpu_ms"] += spent_cpu_ms
+            self.stats["cost_ms"] += cost_ms
+            self.actions[self.sizes[j]] += 1
+        return cost_ms
+
+    def _answer(self, user_id, k, hist, ranked, scores, now_ms) -> tuple[list[dict], str | None]:
+        """The top ``k`` of ``ranked`` by score (ties: pre-rank order), topped up from the
+        popular videos when fewer than ``k`` (fallback ``"topped_up"``)."""
+        order = np.argsort(-np.asarray(scores), kind="stable")[:k]
+        items = [{"video_id": int(ranked[i]), "score": float(scores[i])} for i in order]
+        if len(items) >= k:
+            return items, None
+        seen = {int(v) for v in hist}
+        more = fill_from_popular(self.popular, seen, k - len(items), taken=ranked)
+        self._record_fallback(user_id, now_ms, "topped_up", more)
+        return items + [{"video_id": v, "score": None} for v in more], "topped_up"
+
+    def _dcaf_trace(self, size: int, cost_ms: float, lam, q) -> dict:
+        return {
+            "enabled": self.dcaf,
+            "action": size,
+            "cost_ms": cost_ms,
+            "lambda": lam,
+            "q": None if q is None else [round(float(x), 4) for x in q],
+        }
 
     def _record_fallback(self, user_id: int, now_ms: int, reason: str, items: list[int]) -> None:
         """Count a fallback and queue its record for the store: a background thread writes
@@ -513,11 +622,18 @@ class Recommender:
             "# HELP reelrec_dcaf_lambda The DCAF Lagrange multiplier.",
             "# TYPE reelrec_dcaf_lambda gauge",
             f"reelrec_dcaf_lambda {lam:.6g}",
-            "# HELP reelrec_actions_total Requests per DCAF action (candidates ranked).",
+            "# HELP reelrec_actions_total Requests per DCAF action (beam width, candidates ranked).",
             "# TYPE reelrec_actions_total counter",
         ]
-        lines += [f'reelrec_actions_total{{candidates="{a}"}} {n}' for a, n in actions.items()]
+        lines += [f"reelrec_actions_total{{{_action_labels(a)}}} {n}" for a, n in actions.items()]
         return "\n".join(lines) + "\n"
+
+
+def _action_labels(action) -> str:
+    """Prometheus labels of an action: ``candidates="200"`` or ``beam="40",candidates="40"``."""
+    if isinstance(action, tuple):
+        return f'beam="{action[0]}",candidates="{action[1]}"'
+    return f'candidates="{action}"'
 
 
 #: ids and times are stored as SQLite INTEGER (signed 64-bit)

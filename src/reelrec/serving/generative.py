@@ -1,0 +1,299 @@
+"""The generative cascade: generate (beam search over semantic IDs) -> pre-rank -> rank.
+
+For a run with a trained semantic-ID generator (OneRec-V2 or OneRec, ``reelrec train``) and a
+trained embedding ranker (SASRec, the run's ``sasrec``), a request of a user with history h
+is served as:
+
+1. **generate**: trie-constrained beam search of width ``beam_j`` over the generator's
+   semantic IDs (:func:`reelrec.models.generative.beam_search`), the user's history items
+   excluded (masked inside the beam); the beam's legal items are the candidates, in beam
+   order;
+2. **pre-rank**: the first ``rank_j`` of them by the generator's sequence log-probability
+   (the beam's own order: no second model);
+3. **rank**: those ``rank_j`` candidates scored by the ranker (the inner product of its user
+   representation and the candidates' item embeddings), the top ``k`` shown.
+
+A DCAF action j is the pair ``(beam_j, rank_j)`` (OneRec Technical Report section 2.4 serves
+with beam search; DCAF, arXiv 2006.09684, section 3: one action per request under a global
+budget): its cost is the measured milliseconds of generating with ``beam_j`` plus ranking
+``rank_j`` candidates, so the multiplier trades beam width and ranked candidates together.
+
+The value of a request under action j (what the request-value model learns from the
+calibration requests) is the ranker's own probability that the user's next video is among
+those shown: the sum, over the ``k`` shown videos, of the ranker's softmax over the whole
+catalogue. It is the generative analogue of the faiss path's "sum of predicted engagement of
+shown videos" (MicroLens has no impressions or click labels to predict). The calibration also
+records the real held-out validation video's hit rate per action (``valid_hit``), which
+the value model does not use: it says how much the actions differ in what they find.
+
+Request features (known before allocation, so no model is run for them): log history
+length, log training popularity of the most recent video and the mean over the last 10, the
+distinct share of the last 20, and the share of the last 10 that are among the catalogue's
+1,000 most popular.
+
+Deviations: the faiss path's DCAF features include retrieval scores (retrieval runs before
+allocation there); here the generator runs inside the action, so its scores are not
+features. Costs are measured on this machine at start-up (or given, in tests).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: the default DCAF actions of the generative path: (beam width, candidates ranked)
+BEAM_ACTIONS: tuple[tuple[int, int], ...] = ((10, 10), (20, 20), (40, 40), (80, 40), (80, 80))
+
+#: names of the request features of the generative path
+FEATURES = (
+    "log_history",
+    "log_pop_last",
+    "log_pop_last10",
+    "distinct_last20",
+    "popular_share_last10",
+)
+
+
+def check_actions(actions: Sequence[tuple[int, int]], k: int = 10) -> tuple[tuple[int, int], ...]:
+    """``actions`` as a tuple of ``(beam, rank)`` int pairs, increasing (lexicographically),
+    with ``k <= rank <= beam``.
+
+    Raises:
+        ValueError: an action that is not such a pair, or the actions not increasing.
+    """
+    out = []
+    for a in actions:
+        if not (isinstance(a, Sequence) and len(a) == 2 and all(isinstance(x, int) for x in a)):
+            raise ValueError(f"a generative action is a (beam, rank) pair of ints, got {a!r}")
+        beam, rank = a
+        if not k <= rank <= beam:
+            raise ValueError(
+                f"action {a}: need k={k} <= rank <= beam (candidates come from the beam)"
+            )
+        out.append((beam, rank))
+    if not out or any(b <= a for a, b in zip(out, out[1:], strict=False)):
+        raise ValueError(f"actions must be non-empty and increasing, got {out}")
+    return tuple(out)
+
+
+def check_generator_run(run, generator: str, ranker: str) -> None:
+    """Raise ``FileNotFoundError`` naming the command that makes what the generative cascade
+    needs from ``run``: a prepared dataset, semantic IDs, the generator and the ranker."""
+    from pathlib import Path
+
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(
+            f"run folder {run} not found: make it with `reelrec quickstart --dataset microlens "
+            f"--out {run}`"
+        )
+    for name in (generator, ranker):
+        if not (run / "models" / name / "model.safetensors").exists():
+            raise FileNotFoundError(
+                f"{run / 'models' / name / 'model.safetensors'} not found: run `reelrec train "
+                f"{name} --run {run}` first (or `reelrec quickstart --dataset microlens`)"
+            )
+
+
+def validation_requests(inter, positive: np.ndarray, n: int, seed: int = 0):
+    """Up to ``n`` calibration requests of a leave-one-out run, a seeded random choice of
+    users: each user's training positives (raw ids, in order) and its held-out validation
+    video. Returns ``(histories, targets (N,) int64)``.
+
+    Raises:
+        ValueError: no user has both training positives and a validation video.
+    """
+    split = inter["split"].to_numpy()
+    uid = inter["user_id"].to_numpy(dtype=np.int64)
+    item = inter["item_id"].to_numpy(dtype=np.int64)
+    pos = np.asarray(positive, dtype=bool)
+    train, valid = pos & (split == 0), pos & (split == 1)
+    first_valid: dict[int, int] = {}
+    for u, v in zip(uid[valid], item[valid], strict=True):
+        first_valid.setdefault(int(u), int(v))
+    hist: dict[int, list[int]] = {}
+    for u, v in zip(uid[train], item[train], strict=True):
+        if int(u) in first_valid:
+            hist.setdefault(int(u), []).append(int(v))
+    users = sorted(hist)
+    if not users:
+        raise ValueError("no user has both training positives and a validation video")
+    pick = np.random.default_rng(seed).permutation(len(users))[:n]
+    chosen = [users[i] for i in sorted(pick)]
+    return [np.asarray(hist[u], dtype=np.int64) for u in chosen], np.asarray(
+        [first_valid[u] for u in chosen], dtype=np.int64
+    )
+
+
+@dataclass
+class Calibration:
+    """What the calibration requests gave: ``features (N, F)``, ``values (N, J)`` (the
+    ranker's probability mass of the shown videos, per action) and ``valid_hit (N, J)``
+    (1 when the user's held-out validation video is shown, per action)."""
+
+    features: np.ndarray
+    values: np.ndarray
+    valid_hit: np.ndarray
+
+
+class GenerativeCascade:
+    """Generator candidates, ranked by an embedding ranker (module docstring).
+
+    Args:
+        generator: the trained generator (``Run.trained("onerec-v2")``: a
+            :class:`~reelrec.tasks.trained.TrainedRetriever` whose model decodes semantic IDs).
+        ranker: the trained ranker (``Run.trained("sasrec")``: its model an
+            :class:`~reelrec.models.base.EmbeddingScorer`).
+        actions: ``(beam, rank)`` pairs, increasing (:data:`BEAM_ACTIONS`).
+        k: videos shown.
+
+    Raises:
+        TypeError: the generator does not decode semantic IDs, or the ranker does not score
+            by inner products.
+        ValueError: bad ``actions``.
+    """
+
+    def __init__(self, generator, ranker, actions=BEAM_ACTIONS, k: int = 10) -> None:
+        from reelrec.models.base import EmbeddingScorer
+
+        model = generator.model
+        if not (hasattr(model, "trie") and hasattr(model, "start")):
+            raise TypeError(f"{generator.name}: not a semantic-ID generator (OneRec, OneRec-V2)")
+        if not isinstance(ranker.model, EmbeddingScorer):
+            raise TypeError(f"{ranker.name}: not an embedding ranker (SASRec, ELASTIC)")
+        self.generator, self.ranker = generator, ranker
+        self.actions, self.k = check_actions(actions, k), k
+        self.gen_vocab, self.rank_vocab = generator.data.vocab, ranker.data.vocab
+        counts = np.asarray(generator.data.train_counts, dtype=np.float64)
+        self.log_pop = np.log1p(counts)  # by generator item index
+        top = np.argsort(-counts[1:], kind="stable")[:1000] + 1
+        self.popular_set = np.zeros(len(counts), dtype=bool)
+        self.popular_set[top] = True
+        import torch
+
+        with torch.no_grad():
+            self.item_emb = ranker.model.item_embeddings().detach().float()
+
+    def _rows(self, hist: np.ndarray, vocab, length: int):
+        import torch
+
+        idx = vocab.encode(np.asarray(hist, dtype=np.int64))
+        idx = idx[idx > 0][-length:]
+        row = torch.zeros(1, length, dtype=torch.long)
+        if len(idx):
+            row[0, -len(idx) :] = torch.from_numpy(idx)
+        return row
+
+    def features(self, hist: np.ndarray) -> np.ndarray:
+        """The :data:`FEATURES` of one request: ``(F,)`` float64 from its history (raw ids)."""
+        idx = self.gen_vocab.encode(np.asarray(hist, dtype=np.int64))
+        idx = idx[idx > 0]
+        last10, last20 = idx[-10:], idx[-20:]
+        return np.array(
+            [
+                np.log1p(len(hist)),
+                self.log_pop[idx[-1]] if len(idx) else 0.0,
+                self.log_pop[last10].mean() if len(last10) else 0.0,
+                len(set(last20.tolist())) / len(last20) if len(last20) else 0.0,
+                self.popular_set[last10].mean() if len(last10) else 0.0,
+            ]
+        )
+
+    def known(self, hist: np.ndarray) -> bool:
+        """Whether the generator knows any item of ``hist`` (else it has nothing to read)."""
+        return bool((self.gen_vocab.encode(np.asarray(hist, dtype=np.int64)) > 0).any())
+
+    def generate(self, hist: np.ndarray, beam: int) -> tuple[np.ndarray, np.ndarray]:
+        """Beam search of width ``beam`` for one history (raw ids, oldest first), history
+        items excluded: ``(raw ids (n,), log-probabilities (n,))``, best first, n <= beam."""
+        import torch
+
+        from reelrec.models.generative import beam_search
+
+        g = self.generator
+        row = self._rows(hist, self.gen_vocab, g.max_len)
+        exclude = self.gen_vocab.encode(np.asarray(hist, dtype=np.int64))
+        exclude = torch.from_numpy(
+            exclude[exclude > 0][None, :] if len(exclude) else exclude[None, :0]
+        )
+        model = g.model
+        if model.trie.children[0].device != row.device:
+            model.trie.to(row.device)
+        with torch.no_grad():
+            items, logp = beam_search(model, row, model.trie, beam, exclude=exclude)
+        ok = items[0] > 0
+        raw = self.gen_vocab.decode(items[0][ok].numpy().astype(np.int64))
+        return np.asarray(raw, dtype=np.int64), logp[0][ok].numpy().astype(np.float64)
+
+    def rank(self, hist: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The ranker's scores of ``items`` (raw ids) for this history: ``(n,)`` float64
+        inner products (-inf for an item the ranker never saw)."""
+        import torch
+
+        r = self.ranker
+        row = self._rows(hist, self.rank_vocab, r.max_len)
+        idx = self.rank_vocab.encode(np.asarray(items, dtype=np.int64))
+        with torch.no_grad():
+            user = r.model.user_representation(row)[0].float()
+            s = (self.item_emb[torch.from_numpy(idx)] @ user).double().numpy()
+        return np.where(idx > 0, s, -np.inf)
+
+    def shown_mass(self, hist: np.ndarray, shown: np.ndarray) -> float:
+        """The ranker's softmax probability (over every item) of the ``shown`` raw ids."""
+        import torch
+
+        r = self.ranker
+        row = self._rows(hist, self.rank_vocab, r.max_len)
+        with torch.no_grad():
+            user = r.model.user_representation(row)[0].float()
+            logp = torch.log_softmax((self.item_emb[1:] @ user).double(), 0)
+        idx = self.rank_vocab.encode(np.asarray(shown, dtype=np.int64))
+        idx = idx[idx > 0] - 1
+        return float(logp[torch.from_numpy(idx)].exp().sum()) if len(idx) else 0.0
+
+    def serve(self, hist: np.ndarray, j: int, timer: Callable[[], float] = time.perf_counter):
+        """Action ``j`` for one history: ``(ranked raw ids (m,), ranker scores (m,), beam
+        items found, generate ms, rank ms)``; the ranked ids are the pre-ranked candidates,
+        not yet sorted by score."""
+        beam, n = self.actions[j]
+        t0 = timer()
+        cand, _ = self.generate(hist, beam)
+        t1 = timer()
+        ranked = cand[:n]
+        scores = self.rank(hist, ranked) if len(ranked) else np.zeros(0)
+        t2 = timer()
+        return ranked, scores, len(cand), 1e3 * (t1 - t0), 1e3 * (t2 - t1)
+
+    def shown(self, ranked: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """The top ``k`` of ``ranked`` by score (ties: pre-rank order)."""
+        return ranked[np.argsort(-scores, kind="stable")[: self.k]]
+
+    def calibrate(self, histories: list[np.ndarray], targets: np.ndarray) -> Calibration:
+        """Every action on each calibration history (raw ids) with its held-out ``targets``
+        (raw ids, ``(N,)``): features, values and validation hits (:class:`Calibration`)."""
+        from reelrec.progress import progress
+
+        n, jn = len(histories), len(self.actions)
+        feats, values, hits = np.zeros((n, len(FEATURES))), np.zeros((n, jn)), np.zeros((n, jn))
+        for i in progress(range(n), "calibrate DCAF (generator)", "request", enabled=n >= 50):
+            hist = histories[i]
+            feats[i] = self.features(hist)
+            for j in range(jn):
+                ranked, scores, *_ = self.serve(hist, j)
+                shown = self.shown(ranked, scores)
+                values[i, j] = self.shown_mass(hist, shown)
+                hits[i, j] = float(int(targets[i]) in set(shown.tolist()))
+        return Calibration(feats, values, hits)
+
+    def measure_costs(self, histories: list[np.ndarray], samples: int = 20) -> np.ndarray:
+        """Median wall milliseconds of each action (generate + rank) over ``samples`` of the
+        histories (after one warm-up call each), non-decreasing: ``(J,)`` float64."""
+        use = histories[: samples + 1]
+        cost = np.zeros(len(self.actions))
+        for j in range(len(self.actions)):
+            ms = [sum(self.serve(h, j)[3:]) for h in use][1:] or [1.0]
+            cost[j] = float(np.median(ms))
+        return np.maximum.accumulate(np.maximum(cost, 1e-3))
