@@ -18,10 +18,9 @@ install: $(BIN)/reelrec
 
 quickstart: install
 	@if [ -z "$(DATA_DIR)" ]; then \
-	  echo "No data found. Set REELREC_DATA_DIR to the folder that holds kuairand-27k-likehate-kcore15/"; \
-	  echo "and kuairand-pure-features/ (KuaiRand, CC BY-SA 4.0: https://kuairand.com), or run"; \
-	  echo "  $(BIN)/reelrec datasets --download kuairand   # into ~/.cache/reelrec"; \
-	  echo "then: make quickstart REELREC_DATA_DIR=~/.cache/reelrec"; exit 2; fi
+	  echo "No data found. Set REELREC_DATA_DIR to the folder that holds microlens-50k/"; \
+	  echo "(MicroLens-50K: https://github.com/westlake-repl/MicroLens, its README says how to get it),"; \
+	  echo "then: make quickstart REELREC_DATA_DIR=/that/folder"; exit 2; fi
 	REELREC_DATA_DIR=$(DATA_DIR) $(BIN)/reelrec quickstart --out runs/quickstart
 
 lint: install

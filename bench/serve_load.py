@@ -3,9 +3,12 @@
 Usage: python bench/serve_load.py [--run runs/bench-dcaf/kuairand] [--capacity-ms 200]
        [--steady-qps 20] [--burst-qps 60] [--load-signal cost|cpu] [--out FILE.json]
 
-For each of DCAF on / off, a fresh ``reelrec serve RUN`` process (the run of ``bench/dcaf.py``:
-item2vec + CAN) is started on a free loopback port with ``--capacity-ms`` (ranker milliseconds
-per second the controller holds). Then, with a fixed number of requests and stopping by itself:
+For each of DCAF on / off, a fresh ``reelrec serve RUN`` process is started on a free loopback
+port with ``--capacity-ms`` (milliseconds of the actions' cost per second the controller
+holds). Two paths: the faiss path (the run of ``bench/dcaf.py``: item2vec + CAN; an action is
+the candidates CAN ranks), or, for a run with a generator (``reelrec quickstart --dataset
+microlens``), the generative path (OneRec-V2 beam search + SASRec; an action is a (beam width,
+candidates ranked) pair, its cost the generate + rank milliseconds). Then, with a fixed number of requests and stopping by itself:
 
 * open loop, as users send requests whatever the server's state (Poisson arrivals, seeded,
   from a pool of 64 client threads; latency counted from each request's *scheduled* time, so
@@ -15,14 +18,16 @@ per second the controller holds). Then, with a fixed number of requests and stop
   machine serves).
 
 Each row: offered and answered QPS, p50/p95/p99 latency (ms), errors (non-200 or over the 10 s
-timeout), mean candidates ranked, the mean value of an answer (the sum of the ranker's click
-probabilities of the 10 videos shown, the value of ``bench/dcaf.py``), and the load per second from the responses' traces: the
+timeout), mean candidates ranked (and mean beam width on the generative path), the mean value
+of an answer on the faiss path (the sum of the ranker's click probabilities of the 10 videos
+shown, the value of ``bench/dcaf.py``; SASRec's scores are logits, so none on the generative
+path), and the load per second from the responses' traces: the
 start-up cost of the actions served (what ``--load-signal cost`` holds), the ranker's CPU
 time and its wall time, over the whole phase and over its last 3 seconds (the burst's last
 3 s show whether the controller brought the load back to capacity). A per-second timeline of
 both settings is plotted to ``serve_load.png``.
 
-Writes ``bench/results/serve_load.json``: ``{"rows": [{"scenario", "dcaf", "requests", "qps",
+Writes ``bench/results/serve_load.json`` (``serve_load_generative.json`` for a generator run): ``{"rows": [{"scenario", "dcaf", "requests", "qps",
 "p50_ms", "p95_ms", "p99_ms", "errors", ...}], "timeline": ..., ...}``. Client and server share
 the machine's cores: these are loopback numbers of this machine, not of a deployment.
 """
@@ -60,13 +65,13 @@ def free_port() -> int:
 
 
 def start(
-    run: Path, dcaf: bool, capacity: float, signal: str, db: Path
+    run: Path, dcaf: bool, capacity: float, signal: str, db: Path, extra: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen, str]:
     """A ``reelrec serve`` process and its URL, once ``/healthz`` answers."""
     port = free_port()
     cmd = [str(Path(sys.executable).with_name("reelrec"))]  # the console script of this venv
     cmd += ["serve", str(run), "--port", str(port), "--db", str(db), "--load-signal", signal]
-    cmd += ["--capacity-ms", str(capacity)] + ([] if dcaf else ["--no-dcaf"])
+    cmd += ["--capacity-ms", str(capacity)] + ([] if dcaf else ["--no-dcaf"]) + list(extra)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
@@ -100,16 +105,18 @@ def record(answer: dict | None, scheduled: float, done: float) -> dict:
     if answer is None:
         return {"ok": False, "scheduled": scheduled, "done": done}
     trace = answer["trace"]
+    ms, generative = trace["ms"], "generate" in trace.get("stages", {})
     return {
-        "value": float(sum(x["score"] or 0.0 for x in answer["items"])),
+        "value": None if generative else float(sum(x["score"] or 0.0 for x in answer["items"])),
+        "beam": (trace.get("dcaf") or {}).get("beam"),
         "ok": True,
         "scheduled": scheduled,
         "done": done,
         "latency_ms": 1e3 * (done - scheduled),
         "ranked": trace["stages"].get("rank", 0),
         "cost_ms": (trace.get("dcaf") or {}).get("cost_ms", 0.0),
-        "cpu_ms": trace["ms"].get("rank_cpu", 0.0),
-        "wall_ms": trace["ms"].get("rank", 0.0),
+        "cpu_ms": ms.get("rank_cpu", ms.get("generate_rank_cpu", 0.0)),
+        "wall_ms": ms.get("rank", 0.0) + ms.get("generate", 0.0),
         "lambda": (trace.get("dcaf") or {}).get("lambda"),
     }
 
@@ -188,7 +195,8 @@ def summarise(recs: list[dict], scenario: str, offered: float | None) -> dict:
         "p99_ms": float(np.percentile(lat, 99)),
         "errors": len(recs) - len(ok),
         "mean_candidates_ranked": float(np.mean([r["ranked"] for r in ok])) if ok else 0.0,
-        "mean_value": float(np.mean([r["value"] for r in ok])) if ok else 0.0,
+        "mean_beam": _mean_of(ok, "beam"),
+        "mean_value": _mean_of(ok, "value"),
         "cost_ms_per_s": per_second("cost_ms", lo, hi),
         "cost_ms_per_s_last_3s": per_second("cost_ms", last, hi),
         "rank_cpu_ms_per_s": per_second("cpu_ms", lo, hi),
@@ -197,6 +205,11 @@ def summarise(recs: list[dict], scenario: str, offered: float | None) -> dict:
         "lambda_last": lams[-1] if lams else None,
         "seconds": hi - lo,
     }
+
+
+def _mean_of(recs: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in recs if r.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
 
 
 def timeline(recs: list[dict]) -> list[dict]:
@@ -212,6 +225,7 @@ def timeline(recs: list[dict]) -> list[dict]:
                 "cost_ms": float(sum(r["cost_ms"] for r in b)),
                 "cpu_ms": float(sum(r["cpu_ms"] for r in b)),
                 "mean_candidates": float(np.mean([r["ranked"] for r in b])) if b else None,
+                "mean_beam": _mean_of(b, "beam"),
                 "p95_ms": float(np.percentile([r["latency_ms"] for r in b], 95)) if b else None,
             }
         )
@@ -229,10 +243,11 @@ def plot(tl: dict[str, list[dict]], capacity: float, path: Path) -> None:
     for (name, rows), color in zip(tl.items(), ("tab:blue", "tab:orange"), strict=False):
         x = [r["second"] + 0.5 for r in rows]
         axes[0].plot(x, [r["cost_ms"] for r in rows], color=color, label=f"{name}: action cost")
-        axes[0].plot(
-            x, [r["cpu_ms"] for r in rows], color=color, ls=":", label=f"{name}: ranker CPU"
-        )
+        axes[0].plot(x, [r["cpu_ms"] for r in rows], color=color, ls=":", label=f"{name}: CPU")
         axes[1].plot(x, [r["mean_candidates"] for r in rows], color=color, label=name)
+        if any(r.get("mean_beam") is not None for r in rows):
+            beams = [r.get("mean_beam") for r in rows]
+            axes[1].plot(x, beams, color=color, ls=":", label=f"{name}: beam width")
         axes[2].plot(x, [r["p95_ms"] for r in rows], color=color, label=name)
     axes[0].axhline(capacity, color="k", lw=0.8, ls="--", label="capacity")
     t = 0.0
@@ -241,7 +256,7 @@ def plot(tl: dict[str, list[dict]], capacity: float, path: Path) -> None:
             for ax in axes:
                 ax.axvspan(t, t + seconds, color="0.9", zorder=0)
         t += seconds
-    axes[0].set_ylabel("ranker ms per second")
+    axes[0].set_ylabel("action ms per second")
     axes[1].set_ylabel("candidates ranked")
     axes[2].set_ylabel("p95 latency (ms)")
     axes[2].set_xlabel("seconds (burst shaded)")
@@ -263,10 +278,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steady-qps", type=float, default=20.0)
     p.add_argument("--burst-qps", type=float, default=60.0)
     p.add_argument("--load-signal", choices=("cost", "cpu"), default="cost")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=None, help="(bench/results/serve_load*.json)")
+    p.add_argument(
+        "--no-popular-action",
+        action="store_true",
+        help="generator runs: serve with --no-popular-action (beam actions only)",
+    )
     args = p.parse_args(argv)
-    if not (args.run / "models" / "can" / "model.safetensors").exists():
-        sys.exit(f"{args.run}: no CAN ranker; run `python bench/dcaf.py` first")
+    generative = (args.run / "models" / "onerec-v2" / "model.safetensors").exists()
+    if not generative and not (args.run / "models" / "can" / "model.safetensors").exists():
+        sys.exit(
+            f"{args.run}: neither a generator nor a CAN ranker; run `python bench/dcaf.py` or "
+            "`reelrec quickstart --dataset microlens` first"
+        )
+    if args.out is None:
+        args.out = RESULTS.with_name("serve_load_generative.json") if generative else RESULTS
     import pandas as pd
 
     inter = pd.read_parquet(args.run / "data" / "interactions.parquet", columns=["user_id"])
@@ -277,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         name = "dcaf" if dcaf else "fixed"
         db = args.run / "serving" / f"load-{name}.sqlite"
         db.unlink(missing_ok=True)
-        proc, url = start(args.run, dcaf, args.capacity_ms, args.load_signal, db)
+        extra = ("--no-popular-action",) if args.no_popular_action else ()
+        proc, url = start(args.run, dcaf, args.capacity_ms, args.load_signal, db, extra)
         try:
             closed_loop(url, users, 20, 1)  # warm-up
             recs = open_loop(url, users, rates)
@@ -294,7 +321,13 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{r['scenario']:>9} dcaf={dcaf!s:<5} {r['qps']:6.1f} qps  p50 {r['p50_ms']:6.1f}"
                 f"  p95 {r['p95_ms']:6.1f}  p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}  "
-                f"ranked {r['mean_candidates_ranked']:4.0f}  value {r['mean_value']:.3f}  cost ms/s {r['cost_ms_per_s']:5.0f} "
+                f"ranked {r['mean_candidates_ranked']:4.0f}  "
+                + (
+                    f"beam {r['mean_beam']:4.0f}  "
+                    if generative
+                    else f"value {r['mean_value']:.3f}  "
+                )
+                + f"cost ms/s {r['cost_ms_per_s']:5.0f} "
                 f"(last 3 s {r['cost_ms_per_s_last_3s']:5.0f})  cpu ms/s "
                 f"{r['rank_cpu_ms_per_s']:5.0f}",
                 flush=True,
@@ -302,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     png = args.out.with_suffix(".png")
     plot(tl, args.capacity_ms, png)
     cmd = (
-        f".venv/bin/python bench/serve_load.py --capacity-ms {args.capacity_ms:g} --steady-qps "
+        f".venv/bin/python bench/serve_load.py --run {args.run} --capacity-ms "
+        f"{args.capacity_ms:g} --steady-qps "
         f"{args.steady_qps:g} --burst-qps {args.burst_qps:g} --load-signal {args.load_signal}"
     )
     atomic_write_json(
@@ -317,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
             ],
             "saturated": {"requests": SATURATED[0], "threads": SATURATED[1]},
             "machine": f"{os.cpu_count()} CPU cores, client and server on the same machine",
-            "command": cmd + ("" if args.out == RESULTS else f" --out {args.out}"),
+            "path": "generative (OneRec-V2 + SASRec)" if generative else "faiss (item2vec + CAN)",
+            "command": cmd
+            + (" --no-popular-action" if args.no_popular_action else "")
+            + f" --out {args.out}",
             **run_metadata(),
         },
     )

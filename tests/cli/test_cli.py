@@ -141,8 +141,9 @@ def test_quickstart_sasrec_beats_popularity(tmp_path, data_root, capsys):
     6-minute wall-clock budget: how many epochs fit in 6 minutes depends on the machine, and
     no assertion may (on a loaded 2-core machine the budget allowed fewer epochs)."""
     out = tmp_path / "qs"
-    args = ["--data-dir", str(data_root), "--out", str(out), "--train.progress=false"]
-    assert quickstart.main([*args, "--train.max_minutes=0", "--train.epochs=6"]) == 0
+    args = ["--dataset", "kuairand", "--data-dir", str(data_root), "--out", str(out)]
+    args += ["--train.progress=false", "--train.max_minutes=0", "--train.epochs=6"]
+    assert quickstart.main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "kuairand" and metrics["protocol"] == "kuairand-temporal"
     pop, sas = metrics["models"]["popularity"], metrics["models"]["sasrec"]
@@ -174,6 +175,8 @@ def test_quickstart_content_chain_on_microlens(microlens_chain):
     assert "| 1 | 100.0% |" in report  # level-1 codes all used (balanced k-means)
     assert (out / "plots" / "training_curves.png").exists()
     assert "seconds per stage" in printed and "onerec-v2" in printed
+    assert f"```\nreelrec serve {out}\n```" in report.split("## Serve it")[-1]  # the end
+    assert f"serve it (OneRec-V2 candidates, SASRec ranker): reelrec serve {out}" in printed
 
 
 def test_quickstart_routes_overrides_by_section(tmp_path, data_root):

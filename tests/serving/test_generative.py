@@ -12,31 +12,53 @@ import pytest
 pytest.importorskip("fastapi")
 
 
-def test_recommend_answers_from_the_generator(gen_rec, gen_costs):
+def test_recommend_answers_from_the_generator(make_gen_rec, gen_costs):
     from fastapi.testclient import TestClient
 
     from reelrec.serving.generative import BEAM_ACTIONS
     from reelrec.serving.service import create_app
 
-    assert gen_rec.source == "generator" and gen_rec.sizes == BEAM_ACTIONS
-    user = gen_rec.users(1)[0]["user_id"]
-    client = TestClient(create_app(gen_rec))
+    rec = make_gen_rec(dcaf=False, calibration_requests=10)  # the default action: (40, 40)
+    assert rec.source == "generator" and rec.sizes == BEAM_ACTIONS
+    user = rec.users(1)[0]["user_id"]
+    client = TestClient(create_app(rec))
     r = client.post("/recommend", json={"user_id": user, "k": 10}).json()
     tr = r["trace"]
     assert tr["source"] == "onerec-v2" and tr["fallback"] is None
-    action = (tr["dcaf"]["beam"], tr["dcaf"]["action"])
-    assert action in BEAM_ACTIONS
-    assert tr["dcaf"]["cost_ms"] == gen_costs[BEAM_ACTIONS.index(action)]
-    assert 10 <= tr["stages"]["generate"] <= action[0] and tr["stages"]["rank"] == action[1]
+    assert (tr["dcaf"]["beam"], tr["dcaf"]["action"]) == (40, 40)
+    assert tr["dcaf"]["cost_ms"] == gen_costs[3] and tr["dcaf"]["lambda"] is None
+    assert 10 <= tr["stages"]["generate"] <= 40 and tr["stages"]["rank"] == 40
     assert {"generate", "rank", "generate_rank_cpu", "total"} <= set(tr["ms"])
     ids = [it["video_id"] for it in r["items"]]
     assert len(ids) == len(set(ids)) == 10
-    assert not set(ids) & {int(v) for v in gen_rec.history(user)[0]}  # masked in the beam
+    assert not set(ids) & {int(v) for v in rec.history(user)[0]}  # masked in the beam
     scores = [it["score"] for it in r["items"]]
     assert scores == sorted(scores, reverse=True)  # ranked by SASRec
     cards = client.get(f"/items?ids={','.join(map(str, ids))}").json()["items"]
     assert all(c["title"] for c in cards)  # MicroLens titles on the page's cards
     assert 'beam="40",candidates="40"' in client.get("/metrics").text
+
+
+def test_dcaf_picks_an_action_and_says_which(gen_rec, gen_costs):
+    from reelrec.serving.generative import BEAM_ACTIONS
+
+    user = gen_rec.users(1)[0]["user_id"]
+    tr = gen_rec.recommend(user, 10)["trace"]
+    action = (tr["dcaf"]["beam"], tr["dcaf"]["action"])
+    assert action in BEAM_ACTIONS and tr["dcaf"]["lambda"] >= 0
+    assert tr["dcaf"]["cost_ms"] == gen_costs[BEAM_ACTIONS.index(action)]
+    assert len(tr["dcaf"]["q"]) == len(BEAM_ACTIONS)
+    source = "onerec-v2" if action[0] else "popular-ranked"
+    assert tr["source"] == source and tr["stages"]["rank"] == action[1]
+
+
+def test_the_cheapest_action_ranks_popular_videos_without_the_generator(gen_rec):
+    g = gen_rec.generative
+    hist = np.asarray(gen_rec.logged[gen_rec.users(1)[0]["user_id"]])
+    ranked, scores, found, gen_ms, rank_ms = g.serve(hist, 0)
+    assert len(ranked) == 100 and not set(ranked.tolist()) & set(hist.tolist())
+    popular = [v for v in g.popular_raw.tolist() if v not in set(hist.tolist())][:100]
+    assert ranked.tolist() == popular and np.isfinite(scores).all()
 
 
 def test_calibration_gives_values_and_validation_hits_per_action(gen_rec):
@@ -47,18 +69,10 @@ def test_calibration_gives_values_and_validation_hits_per_action(gen_rec):
     assert set(np.unique(c.valid_hit)) <= {0.0, 1.0}
 
 
-def test_dcaf_off_serves_the_default_action(make_gen_rec, gen_costs):
-    rec = make_gen_rec(dcaf=False, calibration_requests=10)
-    user = rec.users(1)[0]["user_id"]
-    tr = rec.recommend(user, 10)["trace"]
-    assert (tr["dcaf"]["beam"], tr["dcaf"]["action"]) == (40, 40)
-    assert tr["dcaf"]["cost_ms"] == gen_costs[2] and tr["dcaf"]["lambda"] is None
-
-
 def test_controller_narrows_the_beam_when_over_capacity(make_gen_rec, monkeypatch):
-    # 10 requests per simulated second, each 4-20 ms of given cost, against 0.5 ms/s; Q is
+    # 10 requests per simulated second, each 1.5-20 ms of given cost, against 0.5 ms/s; Q is
     # given (diminishing returns in the beam: the one-epoch model's own Q is nearly flat)
-    q = np.array([[0.010, 0.015, 0.018, 0.019, 0.0195]])
+    q = np.array([[0.005, 0.010, 0.015, 0.018, 0.019, 0.0195]])
 
     class GivenQ:
         def fit(self, x, values):
@@ -75,13 +89,14 @@ def test_controller_narrows_the_beam_when_over_capacity(make_gen_rec, monkeypatc
         tr = rec.recommend(user, 10)["trace"]
     assert rec.lam() > rec.lam0
     assert (first["beam"], first["action"]) == (80, 80)  # lambda 0: the most valuable
-    assert (tr["dcaf"]["beam"], tr["dcaf"]["action"]) == (10, 10)
+    assert (tr["dcaf"]["beam"], tr["dcaf"]["action"]) == (0, 100)
+    assert tr["source"] == "popular-ranked" and tr["dcaf"]["cost_ms"] == 1.5
 
 
 def test_unknown_users_and_unknown_histories_get_the_popular_fallback(make_gen_rec):
     from reelrec.serving.store import Event
 
-    rec = make_gen_rec(calibration_requests=10)
+    rec = make_gen_rec(dcaf=False, calibration_requests=10)  # beam 40: the generator serves
     tr = rec.recommend(10**12, 10)["trace"]
     assert tr["fallback"] == "cold_start" and tr["source"] == "popular"
     v = int(rec.popular[0])  # a new user with one liked video: served by the generator
@@ -113,6 +128,7 @@ def test_validation_requests_on_a_hand_example():
     [
         ([(10, 20)], "rank <= beam"),
         ([(10, 5)], "k=10"),
+        ([(0, 5)], "k=10"),
         ([(20, 20), (10, 10)], "increasing"),
         ([], "non-empty"),
         ([(10,)], "pair of ints"),

@@ -89,15 +89,17 @@ def browser():
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
-def test_the_page_in_a_real_browser(gen_rec, tmp_path):
-    """On the generative path (OneRec-V2 candidates over the tiny real MicroLens chain): load
-    the page, pick a user, see 10 titled videos, like one, see the feed change; save a PNG."""
+def test_the_page_in_a_real_browser(make_gen_rec, tmp_path):
+    """On the generative path (OneRec-V2 candidates over the tiny real MicroLens chain, at the
+    fixed default action: beam 40, 40 ranked): load the page, pick a user, see 10 titled
+    videos, like one, see the feed change; save a PNG."""
     import uvicorn
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     from reelrec.serving.service import create_app
 
+    gen_rec = make_gen_rec(dcaf=False, calibration_requests=10)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(gen_rec), host="127.0.0.1", port=port, log_level="warning")
@@ -140,7 +142,7 @@ def test_the_page_in_a_real_browser(gen_rec, tmp_path):
         assert len(history) == min(20, len(gen_rec.logged[second]))
         trace = driver.find_element(By.ID, "trace").text
         assert "action (candidates ranked)" in trace and "Lagrange multiplier" in trace
-        assert "candidate source onerec-v2" in trace and "beam width" in trace
+        assert "candidate source onerec-v2" in trace and "beam width 40" in trace
         liked = before[0]
         cards()[0].find_element(By.CSS_SELECTOR, "button.like").click()
         wait.until(lambda _: "event stored" in driver.find_element(By.ID, "message").text)

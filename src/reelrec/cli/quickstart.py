@@ -33,35 +33,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reelrec quickstart",
         description="The main job on real data, into RUN (default runs/quickstart). --dataset "
-        "microlens: prepare MicroLens-50K, embed the 19,220 video titles (e5-small: about 10 "
-        "minutes of CPU the first time, then read from ~/.cache/reelrec), align them to "
-        "behaviour (QARM), quantise them into semantic IDs (balanced RQ-Kmeans), train "
-        "popularity, SASRec and OneRec-V2 within wall-clock budgets, rank the test items of a "
-        "fixed random 5,000 of the 50,000 users (--eval-users) over every item, and write "
-        "RUN/metrics.json and RUN/report.md; budgeted, not converged: the converged numbers "
-        "are bench/retrieval.py's (docs/results.md). Other datasets: popularity and SASRec "
-        "(preset sasrec-kuairand on kuairand, the default: about 2 minutes on 2 CPU cores).",
+        "microlens (the default): prepare MicroLens-50K, embed the 19,220 video titles "
+        "(e5-small: about 6.5 minutes on 2 cores the first time, then read from "
+        "~/.cache/reelrec), align them to behaviour (QARM), quantise them into semantic IDs "
+        "(balanced RQ-Kmeans), train popularity, SASRec and OneRec-V2 within wall-clock "
+        "budgets, rank the test items of a fixed random 5,000 of the 50,000 users "
+        "(--eval-users) over every item, and write RUN/metrics.json and RUN/report.md, which "
+        "ends with the command that serves the run (reelrec serve RUN: OneRec-V2 generates, "
+        "SASRec ranks); about 13.5 minutes on 2 quiet CPU cores; budgeted, not converged: the "
+        "converged numbers are bench/retrieval.py's (docs/results.md). Other datasets: "
+        "popularity and SASRec (preset sasrec-kuairand on kuairand: about 2 minutes).",
         epilog="Extra --section.key=value arguments override the models' configs: a shared "
         "section (data, train, eval) every model's, a model's own section (sasrec, onerec) that "
         "model's, e.g. --train.max_minutes=10 --onerec.hidden=64. The content chain's "
         "budgets: --sasrec-minutes, --generator-minutes, --align-epochs, --eval-users.",
     )
-    add_data_args(p)
+    add_data_args(p, dataset_default="microlens")
     p.add_argument(
         "--out", type=Path, default=Path("runs/quickstart"), help="run folder (runs/quickstart)"
     )
     chain = p.add_argument_group("content chain (datasets with titles: microlens)")
     chain.add_argument(
-        "--sasrec-minutes", type=float, default=3.0, help="SASRec's training budget (default 3)"
+        "--sasrec-minutes",
+        type=float,
+        default=1.5,
+        help="SASRec's training budget, checked after each epoch (default 1.5)",
     )
     chain.add_argument(
         "--generator-minutes",
         type=float,
-        default=4.0,
-        help="OneRec-V2's training budget (default 4)",
+        default=1.5,
+        help="OneRec-V2's training budget, checked after each epoch (default 1.5)",
     )
     chain.add_argument(
-        "--align-epochs", type=int, default=5, help="QARM alignment epochs (default 5)"
+        "--align-epochs", type=int, default=2, help="QARM alignment epochs (default 2)"
     )
     chain.add_argument(
         "--encoder",
@@ -181,4 +186,6 @@ def main(argv: list[str] | None = None) -> int:
         f"\ndone in {time.perf_counter() - t0:.0f}s. Results: {args.out / 'metrics.json'}, "
         f"report: {args.out / 'report.md'}"
     )
+    if (args.out / "models" / "onerec-v2").is_dir():
+        print(f"serve it (OneRec-V2 candidates, SASRec ranker): reelrec serve {args.out}")
     return 0

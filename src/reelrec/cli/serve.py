@@ -57,14 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget-ms",
         type=float,
         default=None,
-        help="mean ranker ms per request of the start-up Lagrange multiplier, used until the "
-        "controller has seen traffic (default: the cost of --default-size)",
+        help="mean action ms per request of the start-up Lagrange multiplier, used until the "
+        "controller has seen traffic (default: the cost of the default action)",
     )
     p.add_argument(
         "--capacity-ms",
         type=float,
         default=500.0,
-        help="ranker ms per second the service may spend; DCAF's controller holds it (500)",
+        help="ms per second of the actions' cost the service may spend (ranker ms on the faiss "
+        "path, generate + rank ms on the generator path); DCAF's controller holds it (500)",
     )
     p.add_argument(
         "--load-signal",
@@ -93,7 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="generator: action without DCAF, the first of the actions "
         f"{' '.join(f'{b}x{n}' for b, n in BEAM_ACTIONS)} (beam x ranked) with this beam (40)",
     )
-    p.add_argument("--no-dcaf", action="store_true", help="every request gets --default-size")
+    p.add_argument("--no-dcaf", action="store_true", help="every request gets the default action")
+    p.add_argument(
+        "--no-popular-action",
+        action="store_true",
+        help="generator: leave out DCAF's cheapest action (0x100: SASRec ranks the 100 most "
+        "popular unwatched videos, no beam), so that every answer comes from the beam; the "
+        "beams' cost floor (about 0.8 of the default's) then cannot absorb a 3x burst",
+    )
     return p
 
 
@@ -136,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ranker = args.ranker or ("sasrec" if source == "generator" else "can")
     if source == "generator":
         check_generator_run(args.run, args.generator, ranker)
-        sizes, default = BEAM_ACTIONS, beams[0]
+        sizes = tuple(a for a in BEAM_ACTIONS if a[0] > 0 or not args.no_popular_action)
+        default = beams[0]
     else:
         check_run(args.run, ranker)
         sizes, default = SIZES, args.default_size

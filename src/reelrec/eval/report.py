@@ -152,9 +152,37 @@ def write_report(
         lines.append(f"reelrec {metrics['version']}, commit `{metrics['commit']}`.")
     for task, evs in sections:
         lines += task.report_section(run, evs)
+    lines += serve_lines(run_dir)
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def serve_lines(run_dir: Path) -> list[str]:
+    """The report's last section: the command that serves this run, when it can be served
+    (a generator and SASRec: the generative path; item embeddings and CAN: the faiss path);
+    none otherwise."""
+    models = run_dir / "models"
+    if all((models / m / "model.safetensors").exists() for m in ("onerec-v2", "sasrec")):
+        how = "OneRec-V2 beam search generates the candidates, SASRec ranks them"
+    elif (models / "can" / "model.safetensors").exists() and (
+        run_dir / "content" / "item_embeddings.npy"
+    ).exists():
+        how = "faiss retrieves the candidates over the item embeddings, CAN ranks them"
+    else:
+        return []
+    return [
+        "",
+        "## Serve it",
+        "",
+        f"{how}, DCAF sets the compute of each request (docs/serving.md):",
+        "",
+        "```",
+        f"reelrec serve {run_dir}",
+        "```",
+        "",
+        "then open http://127.0.0.1:8000/ (the web page) or `POST /recommend`.",
+    ]
 
 
 def generator_rule(details: dict[str, dict]) -> str:

@@ -7,7 +7,9 @@ is served as:
 1. **generate**: trie-constrained beam search of width ``beam_j`` over the generator's
    semantic IDs (:func:`reelrec.models.generative.beam_search`), the user's history items
    excluded (masked inside the beam); the beam's legal items are the candidates, in beam
-   order;
+   order. ``beam_j = 0`` skips the generator: the candidates are the most popular videos the
+   user has not watched (the degraded action a burst can fall back to: about a tenth of a
+   beam's cost, since a beam of any width pays the decoder's fixed per-step cost);
 2. **pre-rank**: the first ``rank_j`` of them by the generator's sequence log-probability
    (the beam's own order: no second model);
 3. **rank**: those ``rank_j`` candidates scored by the ranker (the inner product of its user
@@ -44,8 +46,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: the default DCAF actions of the generative path: (beam width, candidates ranked)
-BEAM_ACTIONS: tuple[tuple[int, int], ...] = ((10, 10), (20, 20), (40, 40), (80, 40), (80, 80))
+#: the default DCAF actions of the generative path: (beam width, candidates ranked); beam 0:
+#: no generation, the ranker ranks the most popular unwatched videos
+BEAM_ACTIONS: tuple[tuple[int, int], ...] = (
+    (0, 100),
+    (10, 10),
+    (20, 20),
+    (40, 40),
+    (80, 40),
+    (80, 80),
+)
 
 #: names of the request features of the generative path
 FEATURES = (
@@ -59,7 +69,7 @@ FEATURES = (
 
 def check_actions(actions: Sequence[tuple[int, int]], k: int = 10) -> tuple[tuple[int, int], ...]:
     """``actions`` as a tuple of ``(beam, rank)`` int pairs, increasing (lexicographically),
-    with ``k <= rank <= beam``.
+    with ``k <= rank <= beam``, or ``beam == 0`` (popular candidates) and ``rank >= k``.
 
     Raises:
         ValueError: an action that is not such a pair, or the actions not increasing.
@@ -69,9 +79,10 @@ def check_actions(actions: Sequence[tuple[int, int]], k: int = 10) -> tuple[tupl
         if not (isinstance(a, Sequence) and len(a) == 2 and all(isinstance(x, int) for x in a)):
             raise ValueError(f"a generative action is a (beam, rank) pair of ints, got {a!r}")
         beam, rank = a
-        if not k <= rank <= beam:
+        if not (k <= rank <= beam or (beam == 0 and rank >= k)):
             raise ValueError(
-                f"action {a}: need k={k} <= rank <= beam (candidates come from the beam)"
+                f"action {a}: need k={k} <= rank <= beam (candidates come from the beam), "
+                "or beam 0 (popular candidates) and rank >= k"
             )
         out.append((beam, rank))
     if not out or any(b <= a for a, b in zip(out, out[1:], strict=False)):
@@ -172,6 +183,8 @@ class GenerativeCascade:
         top = np.argsort(-counts[1:], kind="stable")[:1000] + 1
         self.popular_set = np.zeros(len(counts), dtype=bool)
         self.popular_set[top] = True
+        order = np.argsort(-counts[1:], kind="stable") + 1  # most popular first, ties by index
+        self.popular_raw = np.asarray(self.gen_vocab.decode(order), dtype=np.int64)
         import torch
 
         with torch.no_grad():
@@ -260,7 +273,12 @@ class GenerativeCascade:
         not yet sorted by score."""
         beam, n = self.actions[j]
         t0 = timer()
-        cand, _ = self.generate(hist, beam)
+        if beam == 0:  # no generation: the most popular videos not in the history
+            seen = np.asarray(hist, dtype=np.int64)
+            cand = self.popular_raw[: n + len(seen)]
+            cand = cand[~np.isin(cand, seen)]
+        else:
+            cand, _ = self.generate(hist, beam)
         t1 = timer()
         ranked = cand[:n]
         scores = self.rank(hist, ranked) if len(ranked) else np.zeros(0)

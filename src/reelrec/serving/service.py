@@ -444,10 +444,16 @@ class Recommender:
         cost_ms = self._account(j, gen_ms + rank_ms, spent_cpu)
         items, fallback = self._answer(user_id, k, hist, ranked, scores, now_ms)
         beam, size = self.sizes[j]
+        if beam == 0:  # DCAF's cheapest action: popular candidates, no generation
+            trace["source"] = "popular-ranked"
         trace |= {
             "cold_start": False,
             "fallback": fallback,
-            "stages": {"generate": found, "prerank": len(ranked), "rank": len(ranked)},
+            "stages": {
+                "generate" if beam else "popular": found,
+                "prerank": len(ranked),
+                "rank": len(ranked),
+            },
             "dcaf": self._dcaf_trace(size, cost_ms, lam, q) | {"beam": beam},
             "ms": {
                 "history": 1e3 * (t1 - t0),
