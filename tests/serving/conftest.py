@@ -79,12 +79,19 @@ def make_rec(serving_run, tmp_path_factory):
     new SQLite store, :data:`COSTS`, simulated clocks (controller 0.05 s per read, timers 1 ms
     per read), the wall clock stopped at :data:`NOW_MS` and 30 calibration requests; any
     argument of :class:`~reelrec.serving.service.Recommender` overrides them."""
+    return recommender_factory(serving_run, COSTS, tmp_path_factory)
+
+
+def recommender_factory(run: Path, costs: tuple[float, ...], tmp_path_factory):
+    """``make(**kwargs)``: a new Recommender over ``run`` with a new SQLite store, the given
+    action ``costs``, simulated clocks, the wall clock at :data:`NOW_MS` and 30 calibration
+    requests, any argument overridden by ``kwargs``."""
     from reelrec.serving.service import Recommender
     from reelrec.serving.store import SQLiteStore
 
     def make(**kwargs):
         args = {
-            "costs": COSTS,
+            "costs": costs,
             "clock": StepClock(0.05),
             "timer": StepClock(0.001),
             "cpu_timer": StepClock(0.001),
@@ -95,7 +102,7 @@ def make_rec(serving_run, tmp_path_factory):
         store = args.pop("store", None)
         if store is None:
             store = SQLiteStore(tmp_path_factory.mktemp("store") / "events.sqlite")
-        return Recommender(serving_run, store, **args)
+        return Recommender(run, store, **args)
 
     return make
 
@@ -111,27 +118,7 @@ def make_gen_rec(microlens_chain, tmp_path_factory):
     """Factory as :func:`make_rec` over the tiny MicroLens chain of tests/conftest.py (OneRec-V2
     candidates, SASRec ranker: the generative path), with :data:`GEN_COSTS` and 30
     calibration requests."""
-    from reelrec.serving.service import Recommender
-    from reelrec.serving.store import SQLiteStore
-
-    run = microlens_chain[0]
-
-    def make(**kwargs):
-        args = {
-            "costs": GEN_COSTS,
-            "clock": StepClock(0.05),
-            "timer": StepClock(0.001),
-            "cpu_timer": StepClock(0.001),
-            "wall_clock": lambda: NOW_MS / 1e3,
-            "calibration_requests": 30,
-        }
-        args |= kwargs
-        store = args.pop("store", None)
-        if store is None:
-            store = SQLiteStore(tmp_path_factory.mktemp("gen-store") / "events.sqlite")
-        return Recommender(run, store, **args)
-
-    return make
+    return recommender_factory(microlens_chain[0], GEN_COSTS, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
