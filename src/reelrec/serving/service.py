@@ -18,6 +18,13 @@ which contention on shared cores does not inflate) or the CPU time the ranker ca
 thread (``"cpu"``; ``reelrec serve`` runs torch on one thread per call so that this is the
 call's whole CPU time). With ``dcaf=False`` every request gets the default action.
 
+A run with a trained generator (``reelrec quickstart --dataset microlens``) is served by the
+generative cascade instead (``source="generator"``, the default when ``RUN/models/onerec-v2``
+exists; :mod:`reelrec.serving.generative`): OneRec-V2 beam search over semantic IDs makes the
+candidates, SASRec ranks them, and DCAF's actions are (beam width, candidates ranked) pairs
+whose cost is the measured generate + rank time; the same controller, fallbacks, store and
+endpoints serve both.
+
 Every time the service reads comes from an injectable source (``clock`` for the controller,
 ``timer`` and ``cpu_timer`` for the trace's milliseconds and the ``"cpu"`` load, ``wall_clock``
 for a request's default time and hence its hour), and the action costs can be given instead of
