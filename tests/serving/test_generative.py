@@ -52,6 +52,13 @@ def test_dcaf_picks_an_action_and_says_which(gen_rec, gen_costs):
     assert tr["source"] == source and tr["stages"]["rank"] == action[1]
 
 
+def test_an_action_ranking_fewer_than_k_is_never_served(make_gen_rec):
+    rec = make_gen_rec(dcaf=False, default_size=(10, 10), calibration_requests=10)
+    user = rec.users(1)[0]["user_id"]
+    tr = rec.recommend(user, 30)["trace"]
+    assert tr["dcaf"]["action"] >= 30 and tr["fallback"] is None  # (40, 40), no top-up
+
+
 def test_the_cheapest_action_ranks_popular_videos_without_the_generator(gen_rec):
     g = gen_rec.generative
     hist = np.asarray(gen_rec.logged[gen_rec.users(1)[0]["user_id"]])
@@ -151,6 +158,12 @@ def test_serve_cli_names_what_a_generator_run_lacks(microlens_chain, tmp_path, c
     assert main.main(["serve", str(run), "--port", "8765"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "models/sasrec/model.safetensors not found" in err[0]
-    assert "reelrec train sasrec" in err[0]
+    assert "reelrec train sasrec" in err[0] and "trained models in" in err[0]
     assert main.main(["serve", str(run), "--default-beam", "33"]) == 2
     assert "--default-beam" in capsys.readouterr().err
+    argv = ["serve", str(microlens_chain[0]), "--port", "8765"]
+    assert main.main([*argv, "--generator", "sasrec"]) == 2  # not a generator
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a semantic-ID generator" in err[0]
+    assert main.main([*argv, "--default-beam", "0", "--no-popular-action"]) == 2
+    assert "--no-popular-action" in capsys.readouterr().err

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from reelrec.serving.store import RedisStore, SQLiteStore
 
     if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+        raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     for name in ("budget_ms", "capacity_ms"):
         v = getattr(args, name)
         if v is not None and not (math.isfinite(v) and v > 0):
@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         source = "generator" if (args.run / "models" / args.generator).is_dir() else "faiss"
     ranker = args.ranker or ("sasrec" if source == "generator" else "can")
     if source == "generator":
+        if args.no_popular_action and args.default_beam == 0:
+            raise ConfigError(
+                "--default-beam 0 is the popular action that --no-popular-action removes"
+            )
         check_generator_run(args.run, args.generator, ranker)
         sizes = tuple(a for a in BEAM_ACTIONS if a[0] > 0 or not args.no_popular_action)
         default = beams[0]

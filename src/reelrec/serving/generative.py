@@ -101,11 +101,18 @@ def check_generator_run(run, generator: str, ranker: str) -> None:
             f"run folder {run} not found: make it with `reelrec quickstart --dataset microlens "
             f"--out {run}`"
         )
+    found = sorted(p.parent.name for p in (run / "models").glob("*/model.safetensors"))
     for name in (generator, ranker):
         if not (run / "models" / name / "model.safetensors").exists():
+            how = (
+                f"reelrec train {name} --run {run}"
+                if name in ("sasrec", "elastic", "onerec", "onerec-v2")
+                else f"reelrec train MODEL --run {run} --name={name}"
+            )
             raise FileNotFoundError(
-                f"{run / 'models' / name / 'model.safetensors'} not found: run `reelrec train "
-                f"{name} --run {run}` first (or `reelrec quickstart --dataset microlens`)"
+                f"{run / 'models' / name / 'model.safetensors'} not found (trained models in "
+                f"{run}: {', '.join(found) or 'none'}): run `{how}`, or make the whole run "
+                "with `reelrec quickstart --dataset microlens`"
             )
 
 
@@ -162,19 +169,26 @@ class GenerativeCascade:
         k: videos shown.
 
     Raises:
-        TypeError: the generator does not decode semantic IDs, or the ranker does not score
+        ConfigError: the generator does not decode semantic IDs, or the ranker does not score
             by inner products.
         ValueError: bad ``actions``.
     """
 
     def __init__(self, generator, ranker, actions=BEAM_ACTIONS, k: int = 10) -> None:
+        from reelrec.config import ConfigError
         from reelrec.models.base import EmbeddingScorer
 
         model = generator.model
         if not (hasattr(model, "trie") and hasattr(model, "start")):
-            raise TypeError(f"{generator.name}: not a semantic-ID generator (OneRec, OneRec-V2)")
+            raise ConfigError(
+                f"generator {generator.name!r} is not a semantic-ID generator: name a OneRec or "
+                "OneRec-V2 model folder (--generator)"
+            )
         if not isinstance(ranker.model, EmbeddingScorer):
-            raise TypeError(f"{ranker.name}: not an embedding ranker (SASRec, ELASTIC)")
+            raise ConfigError(
+                f"ranker {ranker.name!r} does not score by item embeddings: name a SASRec or "
+                "ELASTIC model folder (--ranker)"
+            )
         self.generator, self.ranker = generator, ranker
         self.actions, self.k = check_actions(actions, k), k
         self.gen_vocab, self.rank_vocab = generator.data.vocab, ranker.data.vocab
@@ -276,7 +290,7 @@ class GenerativeCascade:
         if beam == 0:  # no generation: the most popular videos not in the history
             seen = np.asarray(hist, dtype=np.int64)
             cand = self.popular_raw[: n + len(seen)]
-            cand = cand[~np.isin(cand, seen)]
+            cand = cand[~np.isin(cand, seen)][:n]
         else:
             cand, _ = self.generate(hist, beam)
         t1 = timer()

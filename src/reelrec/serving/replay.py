@@ -99,7 +99,9 @@ def check_run(run: Path, ranker: str) -> None:
             raise ConfigError(
                 f"{run} holds {dataset!r}: reelrec serve ranks with a ranker trained on KuaiRand "
                 f"impressions ({', '.join(RANKING_DATASETS)}), which this dataset has none of; "
-                "serve a run of `reelrec prepare --dataset kuairand` (docs/serving.md)"
+                "serve a run of `reelrec prepare --dataset kuairand`, or serve this one from a "
+                f"generator: it has no {run / 'models' / 'onerec-v2'} (make one with `reelrec "
+                "quickstart --dataset microlens`; docs/serving.md)"
             )
     for path, how in [
         (run / "content" / "item_embeddings.npy", f"reelrec encode --run {run}"),

@@ -443,6 +443,9 @@ class Recommender:
         g = self.generative
         t1 = self.timer()
         q, lam, j = self._allocate(lambda: g.features(hist))
+        if self.sizes[j][1] < k:  # fewer ranked than asked for: the first beam that ranks k
+            fits = [i for i, a in enumerate(self.sizes) if a[1] >= k]
+            j = next((i for i in fits if self.sizes[i][0] > 0), fits[0] if fits else j)
         c2 = self.cpu_timer()
         ranked, scores, found, gen_ms, rank_ms = g.serve(hist, j, self.timer)
         spent_cpu = 1e3 * (self.cpu_timer() - c2)
