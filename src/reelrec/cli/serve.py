@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from reelrec.serving.allocation import BEAM_ACTIONS
 from reelrec.serving.allocation import FAISS_SIZES as SIZES
-from reelrec.serving.generative import BEAM_ACTIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,9 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from reelrec.config import ConfigError
-    from reelrec.serving.generative import check_generator_run
     from reelrec.serving.replay import check_run
-    from reelrec.serving.service import Recommender, create_app
+    from reelrec.serving.service import Recommender, check_generator_run, create_app
     from reelrec.serving.store import RedisStore, SQLiteStore
 
     if not 0 < args.port < 65536:

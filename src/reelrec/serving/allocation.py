@@ -35,6 +35,18 @@ import numpy as np
 #: the ranker scores
 FAISS_SIZES = (50, 100, 200, 400, 800)
 
+#: the default DCAF actions of the generative cascade (:mod:`reelrec.serving.generative`):
+#: (beam width, candidates ranked); beam 0: no generation, the ranker ranks the most popular
+#: unwatched videos
+BEAM_ACTIONS: tuple[tuple[int, int], ...] = (
+    (0, 100),
+    (10, 10),
+    (20, 20),
+    (40, 40),
+    (80, 40),
+    (80, 80),
+)
+
 
 class BudgetError(ValueError):
     """The budget cannot be met even with every request on the fallback action."""

@@ -46,16 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: the default DCAF actions of the generative path: (beam width, candidates ranked); beam 0:
-#: no generation, the ranker ranks the most popular unwatched videos
-BEAM_ACTIONS: tuple[tuple[int, int], ...] = (
-    (0, 100),
-    (10, 10),
-    (20, 20),
-    (40, 40),
-    (80, 40),
-    (80, 80),
-)
+from reelrec.serving.allocation import BEAM_ACTIONS
 
 #: names of the request features of the generative path
 FEATURES = (

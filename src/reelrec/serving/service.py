@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reelrec.config import ConfigError
 from reelrec.serving.allocation import (
+    BEAM_ACTIONS,
     FAISS_SIZES,
     ActionLadder,
     PIController,
@@ -60,7 +61,6 @@ from reelrec.serving.allocation import (
     find_multiplier,
 )
 from reelrec.serving.generative import (
-    BEAM_ACTIONS,
     GenerativeCascade,
     check_actions,
     check_generator_run,
