@@ -116,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from reelrec.config import ConfigError
     from reelrec.serving.replay import check_run
-    from reelrec.serving.service import Recommender, check_generator_run, create_app
+    from reelrec.serving.service import (
+        Recommender,
+        check_generator_run,
+        create_app,
+        resolve_source,
+    )
     from reelrec.serving.store import RedisStore, SQLiteStore
 
     if not 0 < args.port < 65536:
@@ -137,10 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.torch_threads < 1:
         raise ConfigError(f"--torch-threads must be >= 1, got {args.torch_threads}")
-    source = args.source
-    if source == "auto":
-        source = "generator" if (args.run / "models" / args.generator).is_dir() else "faiss"
-    ranker = args.ranker or ("sasrec" if source == "generator" else "can")
+    source, ranker = resolve_source(args.run, args.source, args.generator, args.ranker)
     if source == "generator":
         if args.no_popular_action and args.default_beam == 0:
             raise ConfigError(

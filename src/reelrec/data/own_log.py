@@ -17,8 +17,9 @@ A column map (YAML) says which of the user's columns holds each canonical column
       user_id: uid           # columns are kept as profile features (numbers where they parse)
 
 Files are CSV (``.csv``, ``,``), TSV (``.tsv``/``.txt``, tab), either gzipped, or Parquet
-(``.parquet``/``.pq``). Ids are non-negative integers (at most 18 digits; ``007`` is 7). Every error names the file, the
-line (the row for Parquet) and the column, and nothing is written before all files are read.
+(``.parquet``/``.pq``). Ids are non-negative integers (at most 18 digits; ``007`` is 7). Every
+error names the file, the line (the row for Parquet) and the column, and nothing is written
+before all files are read.
 The prepared run uses protocol ``leave-one-out`` by default (every row is an interaction; the
 last of each user is the test target).
 """

@@ -185,10 +185,9 @@ class GenerativeCascade:
         self.gen_vocab, self.rank_vocab = generator.data.vocab, ranker.data.vocab
         counts = np.asarray(generator.data.train_counts, dtype=np.float64)
         self.log_pop = np.log1p(counts)  # by generator item index
-        top = np.argsort(-counts[1:], kind="stable")[:1000] + 1
-        self.popular_set = np.zeros(len(counts), dtype=bool)
-        self.popular_set[top] = True
         order = np.argsort(-counts[1:], kind="stable") + 1  # most popular first, ties by index
+        self.popular_set = np.zeros(len(counts), dtype=bool)
+        self.popular_set[order[:1000]] = True
         self.popular_raw = np.asarray(self.gen_vocab.decode(order), dtype=np.int64)
         import torch
 
@@ -234,9 +233,7 @@ class GenerativeCascade:
         g = self.generator
         row = self._rows(hist, self.gen_vocab, g.max_len)
         exclude = self.gen_vocab.encode(np.asarray(hist, dtype=np.int64))
-        exclude = torch.from_numpy(
-            exclude[exclude > 0][None, :] if len(exclude) else exclude[None, :0]
-        )
+        exclude = torch.from_numpy(exclude[exclude > 0][None, :])
         model = g.model
         if model.trie.children[0].device != row.device:
             model.trie.to(row.device)
@@ -246,49 +243,49 @@ class GenerativeCascade:
         raw = self.gen_vocab.decode(items[0][ok].numpy().astype(np.int64))
         return np.asarray(raw, dtype=np.int64), logp[0][ok].numpy().astype(np.float64)
 
-    def rank(self, hist: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """The ranker's scores of ``items`` (raw ids) for this history: ``(n,)`` float64
-        inner products (-inf for an item the ranker never saw)."""
+    def user_vector(self, hist: np.ndarray):
+        """The ranker's user representation of one history (raw ids, oldest first): float32
+        torch tensor ``(D,)``."""
         import torch
 
-        r = self.ranker
-        row = self._rows(hist, self.rank_vocab, r.max_len)
+        row = self._rows(hist, self.rank_vocab, self.ranker.max_len)
+        with torch.no_grad():
+            return self.ranker.model.user_representation(row)[0].float()
+
+    def rank(self, hist: np.ndarray, items: np.ndarray, user=None) -> np.ndarray:
+        """The ranker's scores of ``items`` (raw ids) for this history: ``(n,)`` float64
+        inner products (-inf for an item the ranker never saw); ``user``: the
+        :meth:`user_vector` when already computed."""
+        import torch
+
+        user = self.user_vector(hist) if user is None else user
         idx = self.rank_vocab.encode(np.asarray(items, dtype=np.int64))
         with torch.no_grad():
-            user = r.model.user_representation(row)[0].float()
             s = (self.item_emb[torch.from_numpy(idx)] @ user).double().numpy()
         return np.where(idx > 0, s, -np.inf)
 
-    def shown_mass(self, hist: np.ndarray, shown: np.ndarray) -> float:
-        """The ranker's softmax probability (over every item) of the ``shown`` raw ids."""
-        import torch
-
-        r = self.ranker
-        row = self._rows(hist, self.rank_vocab, r.max_len)
-        with torch.no_grad():
-            user = r.model.user_representation(row)[0].float()
-            logp = torch.log_softmax((self.item_emb[1:] @ user).double(), 0)
-        idx = self.rank_vocab.encode(np.asarray(shown, dtype=np.int64))
-        idx = idx[idx > 0] - 1
-        return float(logp[torch.from_numpy(idx)].exp().sum()) if len(idx) else 0.0
-
-    def serve(self, hist: np.ndarray, j: int, timer: Callable[[], float] = time.perf_counter):
-        """Action ``j`` for one history: ``(ranked raw ids (m,), ranker scores (m,), beam
-        items found, generate ms, rank ms)``; the ranked ids are the pre-ranked candidates,
-        not yet sorted by score."""
+    def candidates(self, hist: np.ndarray, j: int) -> tuple[np.ndarray, int]:
+        """Action ``j``'s pre-ranked candidates for one history: ``(raw ids (m,) int64, how
+        many the source found)``, m <= the action's ``ranked``: the beam's items in beam
+        order, or for beam 0 the most popular videos not in the history."""
         beam, n = self.actions[j]
-        t0 = timer()
-        if beam == 0:  # no generation: the most popular videos not in the history
-            seen = np.asarray(hist, dtype=np.int64)
-            cand = self.popular_raw[: n + len(seen)]
-            cand = cand[~np.isin(cand, seen)][:n]
+        if beam == 0:
+            cand = self.popular_raw[: n + len(hist)]
+            cand = cand[~np.isin(cand, np.asarray(hist, dtype=np.int64))]
         else:
             cand, _ = self.generate(hist, beam)
+        return cand[:n], len(cand)
+
+    def serve(self, hist: np.ndarray, j: int, timer: Callable[[], float] = time.perf_counter):
+        """Action ``j`` for one history: ``(ranked raw ids (m,) int64, ranker scores (m,)
+        float64, candidates found (int), generate ms, rank ms)``; the ranked ids are the
+        pre-ranked candidates, not yet sorted by score; ms by ``timer`` (seconds)."""
+        t0 = timer()
+        ranked, found = self.candidates(hist, j)
         t1 = timer()
-        ranked = cand[:n]
         scores = self.rank(hist, ranked) if len(ranked) else np.zeros(0)
         t2 = timer()
-        return ranked, scores, len(cand), 1e3 * (t1 - t0), 1e3 * (t2 - t1)
+        return ranked, scores, found, 1e3 * (t1 - t0), 1e3 * (t2 - t1)
 
     def shown(self, ranked: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """The top ``k`` of ``ranked`` by score (ties: pre-rank order)."""
@@ -296,7 +293,11 @@ class GenerativeCascade:
 
     def calibrate(self, histories: list[np.ndarray], targets: np.ndarray) -> Calibration:
         """Every action on each calibration history (raw ids) with its held-out ``targets``
-        (raw ids, ``(N,)``): features, values and validation hits (:class:`Calibration`)."""
+        (raw ids, ``(N,)``): features, values and validation hits (:class:`Calibration`).
+        The ranker's user vector and softmax over the catalogue are computed once per
+        history and shared by its actions."""
+        import torch
+
         from reelrec.progress import progress
 
         n, jn = len(histories), len(self.actions)
@@ -304,16 +305,21 @@ class GenerativeCascade:
         for i in progress(range(n), "calibrate DCAF (generator)", "request", enabled=n >= 50):
             hist = histories[i]
             feats[i] = self.features(hist)
+            user = self.user_vector(hist)
+            with torch.no_grad():  # by ranker item index - 1
+                p = torch.softmax((self.item_emb[1:] @ user).double(), 0).numpy()
             for j in range(jn):
-                ranked, scores, *_ = self.serve(hist, j)
-                shown = self.shown(ranked, scores)
-                values[i, j] = self.shown_mass(hist, shown)
+                ranked, _ = self.candidates(hist, j)
+                shown = self.shown(ranked, self.rank(hist, ranked, user))
+                idx = self.rank_vocab.encode(shown)
+                values[i, j] = float(p[idx[idx > 0] - 1].sum())
                 hits[i, j] = float(int(targets[i]) in set(shown.tolist()))
         return Calibration(feats, values, hits)
 
     def measure_costs(self, histories: list[np.ndarray], samples: int = 20) -> np.ndarray:
-        """Median wall milliseconds of each action (generate + rank) over ``samples`` of the
-        histories (after one warm-up call each), non-decreasing: ``(J,)`` float64."""
+        """Median wall milliseconds of each action (generate + rank) over the first
+        ``samples`` of the histories (after one warm-up call per action), made non-decreasing
+        along the ladder: ``(J,)`` float64."""
         use = histories[: samples + 1]
         cost = np.zeros(len(self.actions))
         for j in range(len(self.actions)):

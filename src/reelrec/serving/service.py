@@ -142,6 +142,20 @@ def fill_from_popular(popular: np.ndarray, seen: set[int], k: int, taken=()) -> 
     return (fresh + again)[:k]
 
 
+def resolve_source(run: Path, source: str, generator: str, ranker: str | None) -> tuple[str, str]:
+    """``(source, ranker)`` of a run: ``"auto"`` is the generator when ``run/models/generator``
+    exists, else faiss; no ranker is ``sasrec`` with the generator and ``can`` with faiss.
+
+    Raises:
+        ConfigError: ``source`` not one of ``auto``, ``faiss``, ``generator``.
+    """
+    if source not in ("auto", "faiss", "generator"):
+        raise ConfigError(f"source must be 'auto', 'faiss' or 'generator', got {source!r}")
+    if source == "auto":
+        source = "generator" if (Path(run) / "models" / generator).is_dir() else "faiss"
+    return source, ranker or ("sasrec" if source == "generator" else "can")
+
+
 class Recommender:
     """The cascade + DCAF over a trained run (see the module docstring).
 
@@ -217,13 +231,8 @@ class Recommender:
         from reelrec.data.splits import positive_mask
 
         run = Path(run)
-        if source not in ("auto", "faiss", "generator"):
-            raise ConfigError(f"source must be 'auto', 'faiss' or 'generator', got {source!r}")
-        if source == "auto":
-            source = "generator" if (run / "models" / generator).is_dir() else "faiss"
+        source, ranker = resolve_source(run, source, generator, ranker)
         self.source, self.generator_name = source, generator
-        if ranker is None:
-            ranker = "sasrec" if source == "generator" else "can"
         if sizes is None:
             sizes = BEAM_ACTIONS if source == "generator" else FAISS_SIZES
         if default_size is None:
@@ -266,13 +275,15 @@ class Recommender:
             )
             users = set(inter["user_id"].unique().tolist())
             self.known_user = lambda u: int(u) in users
-        # each user's logged impressions and click rate (request features of the value model)
-        clicks = inter["click"] if "click" in inter else inter["user_id"] * 0.0
-        g = clicks.groupby(inter["user_id"]).agg(["size", "mean"])
-        self.activity = {
-            int(u): (int(n), float(r))
-            for u, n, r in zip(g.index, g["size"], g["mean"], strict=True)
-        }
+        # each user's logged impressions and click rate (request features of the faiss path)
+        self.activity: dict[int, tuple[int, float]] = {}
+        if source == "faiss":
+            clicks = inter["click"] if "click" in inter else inter["user_id"] * 0.0
+            g = clicks.groupby(inter["user_id"]).agg(["size", "mean"])
+            self.activity = {
+                int(u): (int(n), float(r))
+                for u, n, r in zip(g.index, g["size"], g["mean"], strict=True)
+            }
         uid = inter["user_id"].to_numpy()
         item = inter["item_id"].to_numpy()
         self.logged: dict[int, list[int]] = {}
